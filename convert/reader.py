@@ -1,0 +1,869 @@
+"""Safe, torch-free reading of PyTorch checkpoints into numpy arrays.
+
+``read_checkpoint`` reads the formats a user is likely to hand the converter:
+PyTorch's zip format (``torch.save`` since 1.6), its legacy format (torch < 1.6),
+``.safetensors`` and ``.npz``. Pickles are read by a restricted unpickler that
+only knows tensors, storages and plain data; anything else is refused with an
+error naming the global, and nothing from the file is ever executed. Tensors
+are described lazily while unpickling and only materialised afterwards, once
+every offset, shape and stride has been checked against its storage.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import dataclasses
+import io
+import json
+import math
+import os
+import pickle
+import struct
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from numpy.lib import format as npy_format
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = ["Checkpoint", "CheckpointError", "read_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """One-line, user-facing message."""
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A state_dict read from a file, with what was learnt on the way."""
+
+    tensors: dict[str, np.ndarray]
+    format: str
+    wrapper: str | None
+    prefix: str | None
+    alias_groups: list[tuple[str, ...]]
+    extra: dict
+    nbytes: int
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+class _Inert:
+    """Base of the objects the unpickler hands out: pickle may not modify them."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise CheckpointError(
+            f"refused to set state on {type(self).__name__.lstrip('_')}: corrupt or crafted pickle"
+        )
+
+
+class _DType(_Inert):
+    """A tensor element type: its torch name, size and little-endian numpy code."""
+
+    __slots__ = ("name", "itemsize", "code")
+
+    def __init__(self, name: str, itemsize: int, code: str):
+        self.name, self.itemsize, self.code = name, itemsize, code
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+_DTYPES = {
+    dtype.name: dtype
+    for dtype in (
+        _DType("float32", 4, "<f4"),
+        _DType("float64", 8, "<f8"),
+        _DType("float16", 2, "<f2"),
+        _DType("bfloat16", 2, "<u2"),  # numpy has no bfloat16: read the raw bits
+        _DType("int64", 8, "<i8"),
+        _DType("int32", 4, "<i4"),
+        _DType("int16", 2, "<i2"),
+        _DType("int8", 1, "|i1"),
+        _DType("uint8", 1, "|u1"),
+        _DType("bool", 1, "|u1"),
+    )
+}
+_STORAGE_CLASSES = {
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+}
+_SAFETENSORS_DTYPES = {
+    "F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
+_NUMPY_DTYPES = {
+    "float32": "float32", "float64": "float64", "float16": "float16",
+    "int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8",
+    "uint8": "uint8", "bool": "bool",
+}  # fmt: skip
+
+
+def _output_dtype(dtype: _DType) -> np.dtype:
+    if dtype.name.startswith(("float", "bfloat")):
+        return np.dtype(np.float32)
+    return np.dtype(dtype.name)
+
+
+# ------------------------------------------------------------- lazy tensor references
+
+
+class _StorageView(_Inert):
+    """A persistent id resolved: ``numel`` elements from ``offset`` of storage ``key``.
+
+    ``total`` is the element count of the whole storage; views (``offset`` > 0 or
+    ``numel`` < ``total``) only occur in files written by torch < 1.0.
+    """
+
+    __slots__ = ("key", "dtype", "offset", "numel", "total")
+
+    def __init__(self, key, dtype: _DType, numel: int, offset: int = 0, total: int | None = None):
+        self.key, self.dtype, self.numel, self.offset = key, dtype, numel, offset
+        self.total = numel if total is None else total
+
+
+class _TensorRef(_Inert):
+    """A tensor as described by the pickle; its data is read later."""
+
+    __slots__ = ("storage", "offset", "shape", "stride", "negate")
+
+    def __init__(self, storage, offset, shape, stride, negate=False):
+        if not isinstance(storage, _StorageView):
+            raise CheckpointError(f"tensor built on {type(storage).__name__}, not on a storage")
+        shape, stride = _int_tuple(shape, "size"), _int_tuple(stride, "stride")
+        if len(shape) != len(stride) or len(shape) > 64:
+            raise CheckpointError(f"tensor has size {shape} but stride {stride}")
+        self.storage, self.shape, self.stride = storage, shape, stride
+        self.offset = _int_tuple((offset,), "storage offset")[0]
+        self.negate = negate
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def view_key(self) -> tuple:
+        """Tensors with equal keys are the very same view of the same data."""
+        storage = self.storage
+        return (storage.key, storage.dtype.name, storage.offset + self.offset,
+                self.shape, self.stride, self.negate)  # fmt: skip
+
+    def check_extent(self, name: str) -> None:
+        storage = self.storage
+        if self.offset < 0 or any(s < 0 for s in self.shape) or any(s < 0 for s in self.stride):
+            raise CheckpointError(
+                f"tensor {name!r} has a negative offset, size or stride "
+                f"(offset {self.offset}, size {self.shape}, stride {self.stride})"
+            )
+        if self.numel == 0:
+            return
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
+        if last >= storage.numel:
+            raise CheckpointError(
+                f"tensor {name!r} lies outside its storage (offset {self.offset}, size "
+                f"{self.shape}, stride {self.stride}, storage of {storage.numel} elements)"
+            )
+
+    def covers_storage(self) -> bool:
+        """Whether this is the C-contiguous tensor holding exactly its whole storage."""
+        if self.storage.offset or self.offset or self.numel != self.storage.total:
+            return False
+        expected = 1
+        for size, stride in zip(reversed(self.shape), reversed(self.stride)):
+            if size != 1 and stride != expected:
+                return False
+            expected *= size
+        return True
+
+
+def _int_tuple(values, what: str) -> tuple[int, ...]:
+    if not isinstance(values, (tuple, list)) or not all(
+        type(v) is int for v in values  # bool is an int subclass and is not a size
+    ):
+        raise CheckpointError(f"tensor {what} is {values!r}, expected integers")
+    return tuple(values)
+
+
+class _StorageTable:
+    """The storages seen in persistent ids: ``key -> (dtype, numel)``, kept consistent."""
+
+    def __init__(self):
+        self.storages: dict[object, tuple[_DType, int]] = {}
+
+    def __call__(self, pid) -> _StorageView:
+        if not isinstance(pid, tuple) or not pid:
+            raise CheckpointError(f"unexpected persistent id {type(pid).__name__}")
+        if pid[0] == "module":
+            raise CheckpointError(
+                "holds a pickled nn.Module, not a state_dict; in PyTorch, save model.state_dict() instead"
+            )
+        if pid[0] != "storage" or len(pid) not in (5, 6):
+            raise CheckpointError(f"unexpected persistent id {pid[0]!r} of length {len(pid)}")
+        _, dtype, key, location, numel = pid[:5]
+        view = pid[5] if len(pid) == 6 else None
+        if not isinstance(dtype, _DType):
+            raise CheckpointError(f"storage of unsupported type {dtype!r}")
+        if not isinstance(key, str) or not isinstance(location, str) or type(numel) is not int or numel < 0:
+            raise CheckpointError(f"malformed storage id {pid[1:5]!r}")
+        known = self.storages.setdefault(key, (dtype, numel))
+        if known != (dtype, numel):
+            raise CheckpointError(f"storage {key!r} is declared twice with different types or sizes")
+        if view is None:
+            return _StorageView(key, dtype, numel)
+        # Pre-1.0 files may reference a slice of a storage: (view key, offset, size).
+        if not (isinstance(view, tuple) and len(view) == 3 and type(view[1]) is int
+                and type(view[2]) is int and 0 <= view[1] and 0 <= view[2]
+                and view[1] + view[2] <= numel):  # fmt: skip
+            raise CheckpointError(f"storage view {view!r} does not fit storage {key!r} of {numel} elements")
+        return _StorageView(key, dtype, view[2], offset=view[1], total=numel)
+
+
+# ------------------------------------------------------------ the restricted unpickler
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _TensorRef(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):  # fmt: skip
+    negate = False
+    if metadata:
+        # PyTorch records lazy negation as {"neg": True}; "conj" only applies to complex.
+        if not isinstance(metadata, dict) or set(metadata) - {"neg"}:
+            raise CheckpointError(f"unsupported tensor metadata {metadata!r}")
+        negate = bool(metadata.get("neg"))
+    return _TensorRef(storage, storage_offset, size, stride, negate)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
+    if not isinstance(data, _TensorRef):
+        raise CheckpointError(f"parameter built from {type(data).__name__}, not from a tensor")
+    return data
+
+
+class _StateDict(dict):
+    """Stands in for OrderedDict; drops the ``_metadata`` attribute of state_dicts."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise CheckpointError("refused to set non-dict state on an OrderedDict")
+
+
+class _Namespace(_Inert):
+    """Stands in for argparse.Namespace: keeps its attributes as a dict."""
+
+    __slots__ = ("attributes",)
+
+    def __new__(cls):
+        namespace = super().__new__(cls)
+        namespace.attributes = {}
+        return namespace
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise CheckpointError("refused to set non-dict state on an argparse.Namespace")
+        self.attributes = dict(state)
+
+
+class _NumpyDType(_Inert):
+    """A plain numeric numpy dtype, as pickled for numpy scalars."""
+
+    __slots__ = ("code", "byteorder")
+    CODES = frozenset("f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 u8 b1".split())
+
+    def __init__(self, code, align=False, copy=True):
+        if code not in self.CODES:
+            raise CheckpointError(f"refused to unpickle numpy dtype {code!r}: only plain numbers are allowed")
+        self.code, self.byteorder = code, "<"
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">", "|", "=")):
+            raise CheckpointError(f"malformed numpy dtype state {state!r}")
+        self.byteorder = ">" if state[1] == ">" else "<"
+
+
+def _numpy_scalar(dtype, data):
+    if not isinstance(dtype, _NumpyDType) or not isinstance(data, bytes):
+        raise CheckpointError("malformed numpy scalar")
+    numpy_dtype = np.dtype(dtype.byteorder + dtype.code)
+    if len(data) != numpy_dtype.itemsize:
+        raise CheckpointError("malformed numpy scalar")
+    return np.frombuffer(data, numpy_dtype)[0].item()
+
+
+def _latin1_encode(text, encoding):
+    # Protocol-2 pickles store bytes (e.g. a numpy scalar's) as _codecs.encode(text, "latin1").
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise CheckpointError("refused to unpickle '_codecs.encode' other than latin1 bytes")
+    return text.encode("latin1")
+
+
+def _device(kind, index=None):
+    if not isinstance(kind, str) or not (index is None or type(index) is int):
+        raise CheckpointError("malformed torch.device")
+    return kind if index is None else f"{kind}:{index}"
+
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
+    ("collections", "OrderedDict"): _StateDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch.storage", "UntypedStorage"): _DTYPES["uint8"],
+    ("torch", "device"): _device,
+    ("argparse", "Namespace"): _Namespace,
+    ("numpy", "dtype"): _NumpyDType,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("_codecs", "encode"): _latin1_encode,
+    **{("torch", cls): _DTYPES[name] for cls, name in _STORAGE_CLASSES.items()},
+    **{("torch", name): dtype for name, dtype in _DTYPES.items()},
+}
+
+
+def _refusal(module: str, name: str) -> str:
+    qualname = f"{module}.{name}"
+    if name == "_rebuild_qtensor" or name.startswith(("QInt", "QUInt", "qint", "quint", "per_channel", "per_tensor")):
+        return (f"holds a quantized tensor ({qualname!r}), which is not supported; "
+                "in PyTorch, dequantize the model and save its float state_dict")  # fmt: skip
+    if "sparse" in name.lower():
+        return (f"holds a sparse tensor ({qualname!r}), which is not supported; "
+                "in PyTorch, call .to_dense() on it and save the state_dict again")  # fmt: skip
+    if module.startswith("torch.nn.") or module == "__main__":
+        return (f"refused to unpickle {qualname!r}: a pickled nn.Module, not a state_dict; "
+                "in PyTorch, save model.state_dict() instead")  # fmt: skip
+    return (f"refused to unpickle {qualname!r}: checkpoints may only contain tensors "
+            "and plain data (save model.state_dict())")  # fmt: skip
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves globals from an allow-list of inert stand-ins."""
+
+    def __init__(self, file, storages: _StorageTable | None):
+        super().__init__(file)
+        self._storages = storages
+
+    def find_class(self, module, name):
+        # Protocol-2 pickles written by Python 3 use Python 2 names ("__builtin__.exec").
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[module, name]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        try:
+            return _ALLOWED_GLOBALS[module, name]
+        except KeyError:
+            raise CheckpointError(_refusal(module, name)) from None
+
+    def persistent_load(self, pid):
+        if self._storages is None:
+            raise CheckpointError("unexpected persistent id in a header pickle")
+        return self._storages(pid)
+
+
+# Errors a corrupt or crafted pickle can raise from inside the unpickler.
+_PICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError,
+                  KeyError, IndexError, OverflowError, RecursionError, MemoryError)  # fmt: skip
+
+
+def _unpickle(file, storages: _StorageTable | None = None):
+    try:
+        return _RestrictedUnpickler(file, storages).load()
+    except CheckpointError:
+        raise
+    except _PICKLE_ERRORS as exc:
+        raise CheckpointError(f"corrupt or truncated pickle ({type(exc).__name__}: {exc})") from None
+
+
+# ---------------------------------------------------------------- state_dict selection
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net")
+_EMA_KEYS = ("ema", "state_dict_ema", "model_ema")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _is_ignorable(key, value) -> bool:
+    # Modules may store arbitrary `_extra_state`; it holds no weights.
+    return isinstance(key, str) and key.endswith("_extra_state") and not isinstance(value, _TensorRef)
+
+
+def _is_state_dict(obj) -> bool:
+    return (
+        isinstance(obj, dict)
+        and any(isinstance(v, _TensorRef) for v in obj.values())
+        and all(isinstance(k, str) and (isinstance(v, _TensorRef) or _is_ignorable(k, v)) for k, v in obj.items())
+    )
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, _TensorRef):
+        return "a single tensor"
+    if isinstance(obj, dict):
+        keys = [repr(k) for k in list(obj)[:8]]
+        more = ", ..." if len(obj) > 8 else ""
+        return f"a dict with keys {', '.join(keys)}{more}" if keys else "an empty dict"
+    return f"a {type(obj).__name__.lstrip('_')}"
+
+
+def _find_state_dict(obj) -> tuple[dict, str | None, dict]:
+    """Return ``(state_dict, wrapper key, other entries)`` from an unpickled checkpoint."""
+    if _is_state_dict(obj):
+        return obj, None, {}
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS + _EMA_KEYS:
+            inner = obj.get(key)
+            if _is_state_dict(inner):
+                return inner, key, _without(obj, key)
+            if isinstance(inner, dict):  # e.g. {"model": {"state_dict": ...}}
+                for inner_key in _WRAPPER_KEYS + _EMA_KEYS:
+                    if _is_state_dict(inner.get(inner_key)):
+                        others = {**_without(inner, inner_key), **_without(obj, key)}
+                        return inner[inner_key], f"{key}.{inner_key}", others
+        if any(isinstance(v, _TensorRef) for v in obj.values()) and all(isinstance(k, str) for k in obj):
+            # A state_dict with a few plain entries mixed in, e.g. {"fc.weight": w, "epoch": 3}.
+            tensors = {k: v for k, v in obj.items() if isinstance(v, _TensorRef)}
+            return tensors, None, {k: v for k, v in obj.items() if k not in tensors}
+    raise CheckpointError(
+        f"no state_dict found: the checkpoint is {_describe(obj)}; "
+        "in PyTorch, save model.state_dict() (a dict of tensors)"
+    )
+
+
+def _without(mapping: dict, key) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+def _clean_keys(state_dict: dict) -> tuple[dict, str | None]:
+    """Drop ``num_batches_tracked`` and ``_extra_state``; strip wrapper prefixes shared by all keys."""
+    tensors = {
+        k: v for k, v in state_dict.items()
+        if isinstance(v, _TensorRef) and k.rsplit(".", 1)[-1] != "num_batches_tracked"
+    }  # fmt: skip
+    stripped = ""
+    while tensors:
+        prefix = next((p for p in _PREFIXES if all(k.startswith(p) for k in tensors)), None)
+        if prefix is None:
+            break
+        stripped += prefix
+        tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    return tensors, stripped or None
+
+
+_DROP = object()
+
+
+class _PlainConverter:
+    """Converts unpickled extra entries to plain Python, dropping tensors and odd objects.
+
+    A budget bounds the walk: pickles can share and nest containers cheaply.
+    """
+
+    def __init__(self, budget: int = 100_000, max_depth: int = 32):
+        self.budget, self.max_depth = budget, max_depth
+
+    def __call__(self, value, depth: int = 0):
+        self.budget -= 1
+        if self.budget < 0 or depth > self.max_depth:
+            return _DROP
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, _Namespace):
+            value = value.attributes
+        if isinstance(value, dict):
+            items = ((k, self(v, depth + 1)) for k, v in value.items() if isinstance(k, (str, int, float, bool)))
+            return {k: v for k, v in items if v is not _DROP}
+        if isinstance(value, (list, tuple)):
+            items = (self(v, depth + 1) for v in value)
+            return [v for v in items if v is not _DROP]
+        return _DROP
+
+    def contains_tensor(self, value, depth: int = 0) -> bool:
+        self.budget -= 1
+        if self.budget < 0 or depth > self.max_depth or isinstance(value, _TensorRef):
+            return True
+        if isinstance(value, _Namespace):
+            value = value.attributes
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, (list, tuple)):
+            return False
+        return any(self.contains_tensor(v, depth + 1) for v in value)
+
+
+def _plain_extra(entries: dict) -> dict:
+    """The wrapper's entries that hold no tensors, as plain Python."""
+    convert = _PlainConverter()
+    extra = {}
+    for key, value in entries.items():
+        if isinstance(key, str) and not convert.contains_tensor(value):
+            plain = convert(value)
+            if plain is not _DROP:
+                extra[key] = plain
+    return extra
+
+
+# ------------------------------------------------------------- tensor materialisation
+
+_CHUNK = 8 << 20
+# Stride tricks can make a tiny storage expand into a huge tensor; bound the output.
+_MAX_EXPANSION = 16
+_MAX_EXPANSION_SLACK = 64 << 20
+
+# Reads storages: given {key: (dtype, numel)}, yields (key, bytes) for each, once.
+StorageReader = Callable[[dict], Iterator[tuple[object, bytearray]]]
+
+
+def _read_exactly(stream, nbytes: int, what: str) -> bytearray:
+    """Read ``nbytes`` from ``stream`` into a new bytearray, in chunks, without an extra full copy."""
+    buffer = bytearray(nbytes)
+    view = memoryview(buffer)
+    position = 0
+    while position < nbytes:
+        chunk = stream.read(min(_CHUNK, nbytes - position))
+        if not chunk:
+            raise CheckpointError(f"truncated: {what} ends after {position} of {nbytes} bytes")
+        view[position:position + len(chunk)] = chunk
+        position += len(chunk)
+    return buffer
+
+
+def _to_array(buffer: bytearray, ref: _TensorRef) -> np.ndarray:
+    dtype = ref.storage.dtype
+    flat = np.frombuffer(buffer, dtype=dtype.code, count=ref.storage.total)
+    output = _output_dtype(dtype)
+    if ref.covers_storage() and flat.dtype == output and not ref.negate:
+        return flat.reshape(ref.shape)  # shares the buffer read for this storage alone
+    start = ref.storage.offset + ref.offset
+    view = as_strided(flat[start:], ref.shape, [s * dtype.itemsize for s in ref.stride], writeable=False)
+    # Each branch makes a C-contiguous copy that owns its memory.
+    if dtype.name == "bfloat16":
+        array = view.astype(np.uint32, order="C")
+        array <<= 16
+        array = array.view(np.float32)
+    elif dtype.name == "bool":
+        array = np.not_equal(view, 0, order="C")
+    else:
+        array = np.array(view, dtype=output, order="C")
+    if ref.negate:
+        np.negative(array, out=array)
+    return array
+
+
+def _materialise(refs: dict[str, _TensorRef], read_storages: StorageReader,
+                 nbytes_limit: int) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:  # fmt: skip
+    """Check every tensor against its storage, then read the storages and build the arrays."""
+    if sys.byteorder != "little":
+        raise CheckpointError("reading checkpoints needs a little-endian machine")
+    groups: dict[tuple, list[str]] = {}
+    needed: dict[object, tuple[_DType, int]] = {}
+    output_bytes = 0
+    for name, ref in refs.items():
+        ref.check_extent(name)
+        view_key = ref.view_key()
+        if view_key not in groups:
+            groups[view_key] = []
+            output_bytes += ref.numel * _output_dtype(ref.storage.dtype).itemsize
+            if output_bytes > nbytes_limit:
+                raise CheckpointError(
+                    f"tensor {name!r} of size {ref.shape} would take the tensors past "
+                    f"{nbytes_limit} bytes, far more than the file holds"
+                )
+            if ref.numel:
+                needed.setdefault(ref.storage.key, (ref.storage.dtype, ref.storage.total))
+        groups[view_key].append(name)
+
+    arrays: dict[tuple, np.ndarray] = {}
+    by_storage: dict[object, list[tuple[tuple, _TensorRef]]] = {}
+    for view_key, names in groups.items():
+        ref = refs[names[0]]
+        if ref.numel == 0:
+            arrays[view_key] = np.zeros(ref.shape, _output_dtype(ref.storage.dtype))
+        else:
+            by_storage.setdefault(ref.storage.key, []).append((view_key, ref))
+    for key, buffer in read_storages(needed):
+        for view_key, ref in by_storage.pop(key):
+            arrays[view_key] = _to_array(buffer, ref)
+        del buffer  # free a storage as soon as it is converted, unless an array shares it
+    if by_storage:
+        raise CheckpointError(f"storage {next(iter(by_storage))!r} was not found")
+
+    tensors = {name: arrays[ref.view_key()] for name, ref in refs.items()}
+    aliases = [tuple(names) for names in groups.values() if len(names) > 1]
+    return tensors, aliases
+
+
+def _assemble(obj, read_storages: StorageReader, fmt: str, nbytes: int) -> Checkpoint:
+    """From an unpickled checkpoint to a Checkpoint: unwrap, clean keys, read the tensors."""
+    state_dict, wrapper, others = _find_state_dict(obj)
+    refs, prefix = _clean_keys(state_dict)
+    limit = _MAX_EXPANSION * nbytes + _MAX_EXPANSION_SLACK
+    tensors, aliases = _materialise(refs, read_storages, limit)
+    return Checkpoint(tensors, fmt, wrapper, prefix, aliases, _plain_extra(others), nbytes)
+
+
+# ----------------------------------------------------------------------------- formats
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL_VERSION = 1001
+_MAX_SAFETENSORS_HEADER = 100 << 20
+_MAX_DEFLATE_RATIO = 1100  # deflate cannot expand data more than ~1032 times
+
+
+def _checked_entry(archive: zipfile.ZipFile, name: str, file_size: int) -> zipfile.ZipInfo:
+    """The entry ``name``, after checking its sizes are possible for a file of ``file_size`` bytes."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise CheckpointError(f"zip entry {name!r} is missing") from None
+    if info.header_offset + info.compress_size > file_size or (
+        info.file_size > info.compress_size
+        if info.compress_type == zipfile.ZIP_STORED
+        else info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024
+    ):
+        raise CheckpointError(f"zip entry {name!r} claims more data than the file holds")
+    return info
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytearray:
+    with archive.open(info) as stream:
+        return _read_exactly(stream, info.file_size, f"zip entry {info.filename!r}")
+
+
+def _read_pytorch_zip(archive: zipfile.ZipFile, root: str, file_size: int) -> Checkpoint:
+    byteorder = f"{root}/byteorder"
+    if byteorder in archive.NameToInfo:  # absent in files from torch < 1.10: little-endian
+        order = bytes(_read_entry(archive, _checked_entry(archive, byteorder, file_size))).strip()
+        if order != b"little":
+            raise CheckpointError(f"written on a {order.decode('ascii', 'replace')!r}-endian machine; "
+                                  "only little-endian checkpoints are supported")  # fmt: skip
+    storages = _StorageTable()
+    pickled = _read_entry(archive, _checked_entry(archive, f"{root}/data.pkl", file_size))
+    obj = _unpickle(io.BytesIO(pickled), storages)
+    del pickled
+
+    def read_storages(needed):
+        entries = []
+        for key, (dtype, numel) in needed.items():
+            info = _checked_entry(archive, f"{root}/data/{key}", file_size)
+            if info.file_size != numel * dtype.itemsize:
+                raise CheckpointError(
+                    f"storage {key!r} holds {info.file_size} bytes, expected {numel} x {dtype.itemsize}; "
+                    "the file is corrupt"
+                )
+            entries.append((info.header_offset, key, info))
+        for _, key, info in sorted(entries, key=lambda entry: entry[0]):  # in file order
+            yield key, _read_entry(archive, info)
+
+    return _assemble(obj, read_storages, "pytorch-zip", file_size)
+
+
+def _read_zip(path: str, file_size: int) -> Checkpoint:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            roots = [n[: -len("/data.pkl")] for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(roots) == 1:
+                root = roots[0]
+                if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
+                    raise CheckpointError(
+                        "TorchScript archive: not a state_dict; in PyTorch, save model.state_dict() "
+                        "with torch.save and convert that"
+                    )
+                return _read_pytorch_zip(archive, root, file_size)
+            if names and all(n.endswith(".npy") for n in names):
+                return _read_npz(archive, names, file_size)
+            if "config.json" in names and "model.weights.h5" in names:
+                raise CheckpointError("is a Keras .keras archive, not a PyTorch checkpoint")
+            raise CheckpointError("zip archive without a single <root>/data.pkl: not a PyTorch checkpoint")
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(f"corrupt or truncated zip archive ({exc})") from None
+
+
+def _read_npz(archive: zipfile.ZipFile, names: list[str], file_size: int) -> Checkpoint:
+    refs, members = {}, {}
+    for name in names:
+        info = _checked_entry(archive, name, file_size)
+        with archive.open(info) as stream:
+            try:
+                version = npy_format.read_magic(stream)
+                if version == (1, 0):
+                    shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
+                elif version == (2, 0):
+                    shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
+                else:
+                    raise CheckpointError(f"array {name!r} uses .npy version {version}, which is not supported")
+            except ValueError as exc:
+                if isinstance(exc, CheckpointError):
+                    raise
+                raise CheckpointError(f"array {name!r} has a malformed .npy header ({exc})") from None
+            header_size = stream.tell()
+        dtype_name = _NUMPY_DTYPES.get(dtype.name)
+        if dtype_name is None or dtype.byteorder == ">":
+            raise CheckpointError(f"array {name!r} has dtype {dtype.str!r}; only plain little-endian numbers are supported")
+        ref_dtype = _DTYPES[dtype_name]
+        numel = math.prod(shape)
+        if info.file_size != header_size + numel * ref_dtype.itemsize:
+            raise CheckpointError(f"array {name!r} holds {info.file_size - header_size} bytes, "
+                                  f"expected {numel} x {ref_dtype.itemsize}; the file is corrupt")  # fmt: skip
+        strides = _contiguous_strides(shape[::-1])[::-1] if fortran_order else _contiguous_strides(shape)
+        key = name[: -len(".npy")]
+        refs[key] = _TensorRef(_StorageView(name, ref_dtype, numel), 0, shape, strides)
+        members[name] = (info, header_size)
+
+    def read_storages(needed):
+        for name in needed:
+            info, header_size = members[name]
+            with archive.open(info) as stream:
+                stream.read(header_size)
+                yield name, _read_exactly(stream, info.file_size - header_size, f"array {name!r}")
+
+    return _assemble(refs, read_storages, "npz", file_size)
+
+
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def _read_legacy(path: str, file_size: int) -> Checkpoint:
+    with open(path, "rb") as file:
+        # The header pickles get the same restricted unpickler: a payload can hide in any of them.
+        magic = _unpickle(file)
+        if type(magic) is not int or magic != _LEGACY_MAGIC_NUMBER:
+            raise CheckpointError("a pickle file without PyTorch's magic number: not a PyTorch checkpoint")
+        version = _unpickle(file)
+        if type(version) is not int or version != _LEGACY_PROTOCOL_VERSION:
+            raise CheckpointError(f"unsupported legacy protocol version {version!r}")
+        sys_info = _unpickle(file)
+        if not isinstance(sys_info, dict):
+            raise CheckpointError("corrupt legacy header (sys_info is not a dict)")
+        if sys_info.get("little_endian") is not True:
+            raise CheckpointError("written on a big-endian machine; only little-endian checkpoints are supported")
+        storages = _StorageTable()
+        obj = _unpickle(file, storages)
+        keys = _unpickle(file)
+        if (not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
+                or len(set(keys)) != len(keys) or set(keys) != set(storages.storages)):  # fmt: skip
+            raise CheckpointError("corrupt legacy file: the storage list does not match the storages used")
+
+        def read_storages(needed):
+            for key in keys:  # storages follow one another in this order
+                dtype, numel = storages.storages[key]
+                header = file.read(8)
+                if len(header) != 8:
+                    raise CheckpointError(f"truncated: storage {key!r} is missing")
+                (count,) = struct.unpack("<q", header)
+                remaining = file_size - file.tell()
+                if count < 0 or count * dtype.itemsize > remaining:
+                    raise CheckpointError(f"truncated or corrupt: storage {key!r} claims {count} x "
+                                          f"{dtype.itemsize} bytes but only {remaining} remain")  # fmt: skip
+                if count != numel:
+                    raise CheckpointError(f"storage {key!r} holds {count} elements, expected {numel}")
+                if key in needed:
+                    yield key, _read_exactly(file, count * dtype.itemsize, f"storage {key!r}")
+                else:
+                    file.seek(count * dtype.itemsize, os.SEEK_CUR)
+
+        return _assemble(obj, read_storages, "pytorch-legacy", file_size)
+
+
+def _read_safetensors(path: str, file_size: int) -> Checkpoint:
+    with open(path, "rb") as file:
+        (header_size,) = struct.unpack("<Q", file.read(8))
+        if header_size > min(_MAX_SAFETENSORS_HEADER, file_size - 8):
+            raise CheckpointError(f"safetensors header of {header_size} bytes is too large for the file")
+        try:
+            header = json.loads(file.read(header_size))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"corrupt safetensors header ({exc})") from None
+        if not isinstance(header, dict):
+            raise CheckpointError("corrupt safetensors header (not a JSON object)")
+        data_start, data_size = 8 + header_size, file_size - 8 - header_size
+        metadata = header.pop("__metadata__", None) or {}
+        refs = {}
+        for name, entry in header.items():
+            refs[name] = _safetensors_ref(name, entry, data_size)
+
+        def read_storages(needed):
+            for key in sorted(needed):  # keys are (begin, end, dtype name)
+                begin, end = key[:2]
+                file.seek(data_start + begin)
+                yield key, _read_exactly(file, end - begin, f"tensor data at {begin}")
+
+        checkpoint = _assemble(refs, read_storages, "safetensors", file_size)
+    checkpoint.extra = _plain_extra(metadata) if isinstance(metadata, dict) else {}
+    return checkpoint
+
+
+def _safetensors_ref(name: str, entry, data_size: int) -> _TensorRef:
+    try:
+        dtype = _DTYPES[_SAFETENSORS_DTYPES[entry["dtype"]]]
+        shape = _int_tuple(entry["shape"], "shape")
+        begin, end = _int_tuple(entry["data_offsets"], "data offsets")
+    except (TypeError, KeyError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"malformed safetensors entry for {name!r}: {entry!r}"[:300]) from None
+    numel = math.prod(shape)
+    if any(n < 0 for n in shape) or not 0 <= begin <= end <= data_size or end - begin != numel * dtype.itemsize:
+        raise CheckpointError(
+            f"tensor {name!r} lies outside the data or does not match its shape "
+            f"(offsets {begin}..{end} of {data_size} bytes, {dtype.name} {shape})"
+        )
+    return _TensorRef(_StorageView((begin, end, dtype.name), dtype, numel), 0, shape, _contiguous_strides(shape))
+
+
+def _detect(head: bytes, file_size: int) -> Callable[[str, int], Checkpoint]:
+    if head.startswith(_ZIP_MAGIC):
+        return _read_zip
+    if head.startswith(_HDF5_MAGIC):
+        raise CheckpointError("is an HDF5/Keras file, not a PyTorch checkpoint")
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return _read_legacy
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= file_size - 8:
+        return _read_safetensors
+    if head[257:262] == b"ustar":
+        raise CheckpointError("a tar checkpoint from PyTorch < 0.4 is not supported; "
+                              "re-save it with a newer PyTorch")  # fmt: skip
+    raise CheckpointError(f"not a PyTorch checkpoint: unknown format (starts with {head[:8]!r})")
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read the state_dict in ``path`` (PyTorch zip or legacy, safetensors, npz), never running its code."""
+    path = os.fspath(path)
+    label = os.path.basename(os.path.normpath(path)) or path
+    try:
+        if os.path.isdir(path):
+            raise CheckpointError("is a directory, not a checkpoint file")
+        file_size = os.path.getsize(path)
+        if file_size == 0:
+            raise CheckpointError("is empty")
+        with open(path, "rb") as file:
+            head = file.read(512)
+        return _detect(head, file_size)(path, file_size)
+    except CheckpointError as exc:
+        message = " ".join(str(exc).split())
+        separator = " " if message.startswith("is ") else ": "
+        raise CheckpointError(f"{label}{separator}{message}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{label}: no such file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{label}: cannot read ({exc.strerror or exc})") from None

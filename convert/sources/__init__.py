@@ -1,0 +1,21 @@
+"""One module per checkpoint naming; each maps PyTorch module names to Keras layers.
+
+A naming module defines:
+- `NAME`, `ARCHS`: its name (for --source) and the archs it covers;
+- `detect(keys)`: whether a state_dict's keys use this naming;
+- `builder_kwargs(arch, tensors)`: width, class count, ... read from the tensors;
+- `layer_map(model, keys)`: `[(torch module prefix, keras layer name)]`.
+"""
+
+from convert.sources import (
+    efficientnet_lite,
+    seed_layers,
+    seed_mobilenet_v1,
+    seed_mobilenet_v2,
+    torchvision,
+)
+
+NAMINGS = {
+    module.NAME: module
+    for module in (torchvision, seed_mobilenet_v2, seed_layers, seed_mobilenet_v1, efficientnet_lite)
+}

@@ -1,0 +1,84 @@
+"""ImageNet helpers: input preprocessing and prediction decoding.
+
+The class index `data/imagenet_class_index.json` is the ILSVRC-2012 synset
+list in the order every ImageNet model uses, in the format of Keras'
+`imagenet_class_index.json` (`{"0": ["n01440764", "tench"], ...}`). It ships
+with the package, so nothing is downloaded.
+"""
+
+import functools
+import json
+import os
+
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype="float32")
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype="float32")
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype="float32")
+
+PREPROCESSING_MODES = {
+    "tf": "x / 127.5 - 1 (scales to [-1, 1])",
+    "torch": "x / 255, then ImageNet mean/std per channel",
+    "caffe": "RGB to BGR, then minus the ImageNet BGR mean",
+    "lite": "(x - 127) / 128 (EfficientNet-Lite, TFLite models)",
+}
+
+
+def preprocess_input(x, mode="tf"):
+    """Preprocesses RGB images with values in [0, 255] for a model.
+
+    Args:
+        x: array of shape `(..., height, width, 3)`, RGB, values 0-255.
+        mode: one of `"tf"` (x / 127.5 - 1), `"torch"` (x / 255 then ImageNet
+            mean/std), `"caffe"` (BGR, mean subtracted, not scaled), `"lite"`
+            ((x - 127) / 128).
+
+    Returns:
+        A float32 array of the same shape (a new array; `x` is not modified).
+    """
+    x = np.asarray(x, dtype="float32")
+    if x.shape[-1:] != (3,):
+        raise ValueError(f"expected RGB images with 3 channels last, got shape {x.shape}")
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        return (x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    if mode == "caffe":
+        return x[..., ::-1] - CAFFE_MEAN_BGR
+    if mode == "lite":
+        return (x - 127.0) / 128.0
+    raise ValueError(f"mode must be one of {sorted(PREPROCESSING_MODES)}, got {mode!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def class_index():
+    """Returns the 1000 `(wnid, label)` pairs, indexed by class id."""
+    path = os.path.join(os.path.dirname(__file__), "data", "imagenet_class_index.json")
+    with open(path, encoding="utf8") as f:
+        raw = json.load(f)
+    return tuple(tuple(raw[str(i)]) for i in range(len(raw)))
+
+
+def decode_predictions(preds, top=5):
+    """Decodes a batch of ImageNet predictions, like keras.applications.
+
+    Args:
+        preds: array of shape `(batch, 1000)` (probabilities or logits).
+        top: how many classes to return per image.
+
+    Returns:
+        A list (one per image) of lists of `(wnid, label, score)` tuples,
+        highest score first.
+    """
+    preds = np.asarray(preds)
+    classes = class_index()
+    if preds.ndim != 2 or preds.shape[1] != len(classes):
+        raise ValueError(
+            f"decode_predictions expects a batch of shape (samples, {len(classes)}), "
+            f"got {preds.shape}"
+        )
+    results = []
+    for row in preds:
+        order = np.argsort(-row, kind="stable")[:top]
+        results.append([(*classes[i], float(row[i])) for i in order])
+    return results
