@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from keras_lightnets.cli import import_tensorflow_quietly
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -74,6 +74,7 @@ def classify(image_path, model, preprocessing, top):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    import_tensorflow_quietly()
     from keras_lightnets.image import ImageError, read_image
     from keras_lightnets.weights import WeightsMismatchError
 

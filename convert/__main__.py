@@ -1,10 +1,7 @@
 """`python -m convert CHECKPOINT OUT.h5 --arch NAME`: PyTorch checkpoint → Keras weights."""
 
 import argparse
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def parse_args(argv):
@@ -33,6 +30,9 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    from keras_lightnets.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # the arch table imports the Keras builders
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from convert.converter import ConversionError, convert_checkpoint
     from convert.reader import CheckpointError

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import pickle
+import pickletools
 import struct
 import sys
 import zipfile
@@ -36,7 +37,16 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass
 class Checkpoint:
-    """A state_dict read from a file, with what was learnt on the way."""
+    """A state_dict read from a file, with what was learnt on the way.
+
+    ``tensors`` maps names to arrays (floating types as float32, integers and bools
+    as they were); ``format`` is "pytorch-zip", "pytorch-legacy", "safetensors" or
+    "npz"; ``wrapper`` is the key the state_dict was found under ("model.state_dict"
+    when nested) and ``prefix`` the key prefix stripped ("module.", "_orig_mod." or
+    both); ``alias_groups`` lists names that are views of the very same data (they
+    share one array); ``extra`` holds the wrapper's other entries as plain Python
+    (safetensors: its ``__metadata__``); ``nbytes`` is the size of the file.
+    """
 
     tensors: dict[str, np.ndarray]
     format: str
@@ -103,12 +113,12 @@ _STORAGE_CLASSES = {
 _SAFETENSORS_DTYPES = {
     "F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16",
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-}  # fmt: skip
+}
 _NUMPY_DTYPES = {
     "float32": "float32", "float64": "float64", "float16": "float16",
     "int64": "int64", "int32": "int32", "int16": "int16", "int8": "int8",
     "uint8": "uint8", "bool": "bool",
-}  # fmt: skip
+}
 
 
 def _output_dtype(dtype: _DType) -> np.dtype:
@@ -146,7 +156,9 @@ class _TensorRef(_Inert):
         if len(shape) != len(stride) or len(shape) > 64:
             raise CheckpointError(f"tensor has size {shape} but stride {stride}")
         self.storage, self.shape, self.stride = storage, shape, stride
-        self.offset = _int_tuple((offset,), "storage offset")[0]
+        if type(offset) is not int:
+            raise CheckpointError(f"tensor storage offset is {offset!r}, expected an integer")
+        self.offset = offset
         self.negate = negate
 
     @property
@@ -157,7 +169,7 @@ class _TensorRef(_Inert):
         """Tensors with equal keys are the very same view of the same data."""
         storage = self.storage
         return (storage.key, storage.dtype.name, storage.offset + self.offset,
-                self.shape, self.stride, self.negate)  # fmt: skip
+                self.shape, self.stride, self.negate)
 
     def check_extent(self, name: str) -> None:
         storage = self.storage
@@ -206,7 +218,8 @@ class _StorageTable:
             raise CheckpointError(f"unexpected persistent id {type(pid).__name__}")
         if pid[0] == "module":
             raise CheckpointError(
-                "holds a pickled nn.Module, not a state_dict; in PyTorch, save model.state_dict() instead"
+                "holds a pickled nn.Module, not a state_dict; "
+                "in PyTorch, save model.state_dict() instead"
             )
         if pid[0] != "storage" or len(pid) not in (5, 6):
             raise CheckpointError(f"unexpected persistent id {pid[0]!r} of length {len(pid)}")
@@ -214,7 +227,8 @@ class _StorageTable:
         view = pid[5] if len(pid) == 6 else None
         if not isinstance(dtype, _DType):
             raise CheckpointError(f"storage of unsupported type {dtype!r}")
-        if not isinstance(key, str) or not isinstance(location, str) or type(numel) is not int or numel < 0:
+        well_formed = isinstance(key, str) and isinstance(location, str) and type(numel) is int
+        if not well_formed or numel < 0:
             raise CheckpointError(f"malformed storage id {pid[1:5]!r}")
         known = self.storages.setdefault(key, (dtype, numel))
         if known != (dtype, numel):
@@ -224,8 +238,10 @@ class _StorageTable:
         # Pre-1.0 files may reference a slice of a storage: (view key, offset, size).
         if not (isinstance(view, tuple) and len(view) == 3 and type(view[1]) is int
                 and type(view[2]) is int and 0 <= view[1] and 0 <= view[2]
-                and view[1] + view[2] <= numel):  # fmt: skip
-            raise CheckpointError(f"storage view {view!r} does not fit storage {key!r} of {numel} elements")
+                and view[1] + view[2] <= numel):
+            raise CheckpointError(
+                f"storage view {view!r} does not fit storage {key!r} of {numel} elements"
+            )
         return _StorageView(key, dtype, view[2], offset=view[1], total=numel)
 
 
@@ -237,7 +253,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):  # fmt: skip
+                       backward_hooks=None, metadata=None):
     negate = False
     if metadata:
         # PyTorch records lazy negation as {"neg": True}; "conj" only applies to complex.
@@ -287,7 +303,9 @@ class _NumpyDType(_Inert):
 
     def __init__(self, code, align=False, copy=True):
         if code not in self.CODES:
-            raise CheckpointError(f"refused to unpickle numpy dtype {code!r}: only plain numbers are allowed")
+            raise CheckpointError(
+                f"refused to unpickle numpy dtype {code!r}: only plain numbers are allowed"
+            )
         self.code, self.byteorder = code, "<"
 
     def __setstate__(self, state):
@@ -338,17 +356,18 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
 
 def _refusal(module: str, name: str) -> str:
     qualname = f"{module}.{name}"
-    if name == "_rebuild_qtensor" or name.startswith(("QInt", "QUInt", "qint", "quint", "per_channel", "per_tensor")):
+    quantized = ("QInt", "QUInt", "qint", "quint", "per_channel", "per_tensor")
+    if name == "_rebuild_qtensor" or name.startswith(quantized):
         return (f"holds a quantized tensor ({qualname!r}), which is not supported; "
-                "in PyTorch, dequantize the model and save its float state_dict")  # fmt: skip
+                "in PyTorch, dequantize the model and save its float state_dict")
     if "sparse" in name.lower():
         return (f"holds a sparse tensor ({qualname!r}), which is not supported; "
-                "in PyTorch, call .to_dense() on it and save the state_dict again")  # fmt: skip
+                "in PyTorch, call .to_dense() on it and save the state_dict again")
     if module.startswith("torch.nn.") or module == "__main__":
         return (f"refused to unpickle {qualname!r}: a pickled nn.Module, not a state_dict; "
-                "in PyTorch, save model.state_dict() instead")  # fmt: skip
+                "in PyTorch, save model.state_dict() instead")
     return (f"refused to unpickle {qualname!r}: checkpoints may only contain tensors "
-            "and plain data (save model.state_dict())")  # fmt: skip
+            "and plain data (save model.state_dict())")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -376,11 +395,27 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 # Errors a corrupt or crafted pickle can raise from inside the unpickler.
 _PICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError,
-                  KeyError, IndexError, OverflowError, RecursionError, MemoryError)  # fmt: skip
+                  KeyError, IndexError, OverflowError, RecursionError, MemoryError)
+
+
+def _scan_pickle(file) -> None:
+    """Walk one pickle's opcodes, building nothing, and rewind.
+
+    The C unpickler grows its memo to twice the largest index it is given (and
+    zeroes it), so a 10-byte pickle could make it allocate gigabytes: memo indices
+    may not exceed the byte position, which a real pickler never does.
+    """
+    start = file.tell()
+    for opcode, arg, position in pickletools.genops(file):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= arg <= position - start:
+            raise CheckpointError(f"corrupt pickle: memo index {arg} at byte {position - start}")
+    file.seek(start)
 
 
 def _unpickle(file, storages: _StorageTable | None = None):
+    """Load one pickle from ``file`` with the restricted unpickler."""
     try:
+        _scan_pickle(file)
         return _RestrictedUnpickler(file, storages).load()
     except CheckpointError:
         raise
@@ -404,7 +439,10 @@ def _is_state_dict(obj) -> bool:
     return (
         isinstance(obj, dict)
         and any(isinstance(v, _TensorRef) for v in obj.values())
-        and all(isinstance(k, str) and (isinstance(v, _TensorRef) or _is_ignorable(k, v)) for k, v in obj.items())
+        and all(
+            isinstance(k, str) and (isinstance(v, _TensorRef) or _is_ignorable(k, v))
+            for k, v in obj.items()
+        )
     )
 
 
@@ -432,9 +470,9 @@ def _find_state_dict(obj) -> tuple[dict, str | None, dict]:
                     if _is_state_dict(inner.get(inner_key)):
                         others = {**_without(inner, inner_key), **_without(obj, key)}
                         return inner[inner_key], f"{key}.{inner_key}", others
-        if any(isinstance(v, _TensorRef) for v in obj.values()) and all(isinstance(k, str) for k in obj):
+        tensors = {k: v for k, v in obj.items() if isinstance(v, _TensorRef)}
+        if tensors and all(isinstance(k, str) for k in obj):
             # A state_dict with a few plain entries mixed in, e.g. {"fc.weight": w, "epoch": 3}.
-            tensors = {k: v for k, v in obj.items() if isinstance(v, _TensorRef)}
             return tensors, None, {k: v for k, v in obj.items() if k not in tensors}
     raise CheckpointError(
         f"no state_dict found: the checkpoint is {_describe(obj)}; "
@@ -451,7 +489,7 @@ def _clean_keys(state_dict: dict) -> tuple[dict, str | None]:
     tensors = {
         k: v for k, v in state_dict.items()
         if isinstance(v, _TensorRef) and k.rsplit(".", 1)[-1] != "num_batches_tracked"
-    }  # fmt: skip
+    }
     stripped = ""
     while tensors:
         prefix = next((p for p in _PREFIXES if all(k.startswith(p) for k in tensors)), None)
@@ -483,7 +521,8 @@ class _PlainConverter:
         if isinstance(value, _Namespace):
             value = value.attributes
         if isinstance(value, dict):
-            items = ((k, self(v, depth + 1)) for k, v in value.items() if isinstance(k, (str, int, float, bool)))
+            plain_keys = (k for k in value if isinstance(k, (str, int, float)))
+            items = ((k, self(value[k], depth + 1)) for k in plain_keys)
             return {k: v for k, v in items if v is not _DROP}
         if isinstance(value, (list, tuple)):
             items = (self(v, depth + 1) for v in value)
@@ -523,7 +562,7 @@ _MAX_EXPANSION = 16
 _MAX_EXPANSION_SLACK = 64 << 20
 
 # Reads storages: given {key: (dtype, numel)}, yields (key, bytes) for each, once.
-StorageReader = Callable[[dict], Iterator[tuple[object, bytearray]]]
+_StorageReader = Callable[[dict], Iterator[tuple[object, bytearray]]]
 
 
 def _read_exactly(stream, nbytes: int, what: str) -> bytearray:
@@ -547,7 +586,8 @@ def _to_array(buffer: bytearray, ref: _TensorRef) -> np.ndarray:
     if ref.covers_storage() and flat.dtype == output and not ref.negate:
         return flat.reshape(ref.shape)  # shares the buffer read for this storage alone
     start = ref.storage.offset + ref.offset
-    view = as_strided(flat[start:], ref.shape, [s * dtype.itemsize for s in ref.stride], writeable=False)
+    byte_strides = [s * dtype.itemsize for s in ref.stride]
+    view = as_strided(flat[start:], ref.shape, byte_strides, writeable=False)
     # Each branch makes a C-contiguous copy that owns its memory.
     if dtype.name == "bfloat16":
         array = view.astype(np.uint32, order="C")
@@ -562,8 +602,8 @@ def _to_array(buffer: bytearray, ref: _TensorRef) -> np.ndarray:
     return array
 
 
-def _materialise(refs: dict[str, _TensorRef], read_storages: StorageReader,
-                 nbytes_limit: int) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:  # fmt: skip
+def _materialise(refs: dict[str, _TensorRef], read_storages: _StorageReader,
+                 nbytes_limit: int) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
     """Check every tensor against its storage, then read the storages and build the arrays."""
     if sys.byteorder != "little":
         raise CheckpointError("reading checkpoints needs a little-endian machine")
@@ -605,7 +645,7 @@ def _materialise(refs: dict[str, _TensorRef], read_storages: StorageReader,
     return tensors, aliases
 
 
-def _assemble(obj, read_storages: StorageReader, fmt: str, nbytes: int) -> Checkpoint:
+def _assemble(obj, read_storages: _StorageReader, fmt: str, nbytes: int) -> Checkpoint:
     """From an unpickled checkpoint to a Checkpoint: unwrap, clean keys, read the tensors."""
     state_dict, wrapper, others = _find_state_dict(obj)
     refs, prefix = _clean_keys(state_dict)
@@ -630,11 +670,11 @@ def _checked_entry(archive: zipfile.ZipFile, name: str, file_size: int) -> zipfi
         info = archive.getinfo(name)
     except KeyError:
         raise CheckpointError(f"zip entry {name!r} is missing") from None
-    if info.header_offset + info.compress_size > file_size or (
-        info.file_size > info.compress_size
-        if info.compress_type == zipfile.ZIP_STORED
-        else info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024
-    ):
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"zip entry {name!r} is encrypted")
+    stored = info.compress_type == zipfile.ZIP_STORED
+    max_size = info.compress_size if stored else _MAX_DEFLATE_RATIO * info.compress_size + 1024
+    if info.header_offset + info.compress_size > file_size or info.file_size > max_size:
         raise CheckpointError(f"zip entry {name!r} claims more data than the file holds")
     return info
 
@@ -650,7 +690,7 @@ def _read_pytorch_zip(archive: zipfile.ZipFile, root: str, file_size: int) -> Ch
         order = bytes(_read_entry(archive, _checked_entry(archive, byteorder, file_size))).strip()
         if order != b"little":
             raise CheckpointError(f"written on a {order.decode('ascii', 'replace')!r}-endian machine; "
-                                  "only little-endian checkpoints are supported")  # fmt: skip
+                                  "only little-endian checkpoints are supported")
     storages = _StorageTable()
     pickled = _read_entry(archive, _checked_entry(archive, f"{root}/data.pkl", file_size))
     obj = _unpickle(io.BytesIO(pickled), storages)
@@ -662,8 +702,8 @@ def _read_pytorch_zip(archive: zipfile.ZipFile, root: str, file_size: int) -> Ch
             info = _checked_entry(archive, f"{root}/data/{key}", file_size)
             if info.file_size != numel * dtype.itemsize:
                 raise CheckpointError(
-                    f"storage {key!r} holds {info.file_size} bytes, expected {numel} x {dtype.itemsize}; "
-                    "the file is corrupt"
+                    f"storage {key!r} holds {info.file_size} bytes, "
+                    f"expected {numel} x {dtype.itemsize}; the file is corrupt"
                 )
             entries.append((info.header_offset, key, info))
         for _, key, info in sorted(entries, key=lambda entry: entry[0]):  # in file order
@@ -676,10 +716,11 @@ def _read_zip(path: str, file_size: int) -> Checkpoint:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-            roots = [n[: -len("/data.pkl")] for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+            roots = [n.split("/")[0] for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
             if len(roots) == 1:
                 root = roots[0]
-                if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
+                code = f"{root}/code/"
+                if f"{root}/constants.pkl" in names or any(n.startswith(code) for n in names):
                     raise CheckpointError(
                         "TorchScript archive: not a state_dict; in PyTorch, save model.state_dict() "
                         "with torch.save and convert that"
@@ -689,9 +730,13 @@ def _read_zip(path: str, file_size: int) -> Checkpoint:
                 return _read_npz(archive, names, file_size)
             if "config.json" in names and "model.weights.h5" in names:
                 raise CheckpointError("is a Keras .keras archive, not a PyTorch checkpoint")
-            raise CheckpointError("zip archive without a single <root>/data.pkl: not a PyTorch checkpoint")
-    except zipfile.BadZipFile as exc:
+            raise CheckpointError(
+                "zip archive without a single <root>/data.pkl: not a PyTorch checkpoint"
+            )
+    except (zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"corrupt or truncated zip archive ({exc})") from None
+    except NotImplementedError as exc:  # compression methods zipfile lacks
+        raise CheckpointError(f"unsupported zip archive ({exc})") from None
 
 
 def _read_npz(archive: zipfile.ZipFile, names: list[str], file_size: int) -> Checkpoint:
@@ -699,28 +744,22 @@ def _read_npz(archive: zipfile.ZipFile, names: list[str], file_size: int) -> Che
     for name in names:
         info = _checked_entry(archive, name, file_size)
         with archive.open(info) as stream:
-            try:
-                version = npy_format.read_magic(stream)
-                if version == (1, 0):
-                    shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
-                elif version == (2, 0):
-                    shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
-                else:
-                    raise CheckpointError(f"array {name!r} uses .npy version {version}, which is not supported")
-            except ValueError as exc:
-                if isinstance(exc, CheckpointError):
-                    raise
-                raise CheckpointError(f"array {name!r} has a malformed .npy header ({exc})") from None
+            shape, fortran_order, dtype = _npy_header(stream, name)
             header_size = stream.tell()
         dtype_name = _NUMPY_DTYPES.get(dtype.name)
         if dtype_name is None or dtype.byteorder == ">":
-            raise CheckpointError(f"array {name!r} has dtype {dtype.str!r}; only plain little-endian numbers are supported")
+            raise CheckpointError(
+                f"array {name!r} has dtype {dtype.str!r}; only little-endian numbers are supported"
+            )
         ref_dtype = _DTYPES[dtype_name]
         numel = math.prod(shape)
         if info.file_size != header_size + numel * ref_dtype.itemsize:
             raise CheckpointError(f"array {name!r} holds {info.file_size - header_size} bytes, "
-                                  f"expected {numel} x {ref_dtype.itemsize}; the file is corrupt")  # fmt: skip
-        strides = _contiguous_strides(shape[::-1])[::-1] if fortran_order else _contiguous_strides(shape)
+                                  f"expected {numel} x {ref_dtype.itemsize}; the file is corrupt")
+        if fortran_order:
+            strides = _contiguous_strides(shape[::-1])[::-1]
+        else:
+            strides = _contiguous_strides(shape)
         key = name[: -len(".npy")]
         refs[key] = _TensorRef(_StorageView(name, ref_dtype, numel), 0, shape, strides)
         members[name] = (info, header_size)
@@ -733,6 +772,20 @@ def _read_npz(archive: zipfile.ZipFile, names: list[str], file_size: int) -> Che
                 yield name, _read_exactly(stream, info.file_size - header_size, f"array {name!r}")
 
     return _assemble(refs, read_storages, "npz", file_size)
+
+
+def _npy_header(stream, name: str) -> tuple:
+    """``(shape, fortran_order, dtype)`` from a .npy header, parsed by numpy without pickle."""
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    try:
+        version = npy_format.read_magic(stream)
+        read_header = readers.get(version)
+        header = read_header(stream) if read_header else None
+    except ValueError as exc:
+        raise CheckpointError(f"array {name!r} has a malformed .npy header ({exc})") from None
+    if header is None:
+        raise CheckpointError(f"array {name!r} uses .npy format {version}, which is not supported")
+    return header
 
 
 def _contiguous_strides(shape) -> tuple[int, ...]:
@@ -748,7 +801,9 @@ def _read_legacy(path: str, file_size: int) -> Checkpoint:
         # The header pickles get the same restricted unpickler: a payload can hide in any of them.
         magic = _unpickle(file)
         if type(magic) is not int or magic != _LEGACY_MAGIC_NUMBER:
-            raise CheckpointError("a pickle file without PyTorch's magic number: not a PyTorch checkpoint")
+            raise CheckpointError(
+                "a pickle file without PyTorch's magic number: not a PyTorch checkpoint"
+            )
         version = _unpickle(file)
         if type(version) is not int or version != _LEGACY_PROTOCOL_VERSION:
             raise CheckpointError(f"unsupported legacy protocol version {version!r}")
@@ -756,13 +811,17 @@ def _read_legacy(path: str, file_size: int) -> Checkpoint:
         if not isinstance(sys_info, dict):
             raise CheckpointError("corrupt legacy header (sys_info is not a dict)")
         if sys_info.get("little_endian") is not True:
-            raise CheckpointError("written on a big-endian machine; only little-endian checkpoints are supported")
+            raise CheckpointError(
+                "written on a big-endian machine; only little-endian checkpoints are supported"
+            )
         storages = _StorageTable()
         obj = _unpickle(file, storages)
         keys = _unpickle(file)
         if (not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
-                or len(set(keys)) != len(keys) or set(keys) != set(storages.storages)):  # fmt: skip
-            raise CheckpointError("corrupt legacy file: the storage list does not match the storages used")
+                or len(set(keys)) != len(keys) or set(keys) != set(storages.storages)):
+            raise CheckpointError(
+                "corrupt legacy file: the storage list does not match the storages used"
+            )
 
         def read_storages(needed):
             for key in keys:  # storages follow one another in this order
@@ -774,7 +833,7 @@ def _read_legacy(path: str, file_size: int) -> Checkpoint:
                 remaining = file_size - file.tell()
                 if count < 0 or count * dtype.itemsize > remaining:
                     raise CheckpointError(f"truncated or corrupt: storage {key!r} claims {count} x "
-                                          f"{dtype.itemsize} bytes but only {remaining} remain")  # fmt: skip
+                                          f"{dtype.itemsize} bytes but only {remaining} remain")
                 if count != numel:
                     raise CheckpointError(f"storage {key!r} holds {count} elements, expected {numel}")
                 if key in needed:
@@ -789,7 +848,9 @@ def _read_safetensors(path: str, file_size: int) -> Checkpoint:
     with open(path, "rb") as file:
         (header_size,) = struct.unpack("<Q", file.read(8))
         if header_size > min(_MAX_SAFETENSORS_HEADER, file_size - 8):
-            raise CheckpointError(f"safetensors header of {header_size} bytes is too large for the file")
+            raise CheckpointError(
+                f"safetensors header of {header_size} bytes is too large for the file"
+            )
         try:
             header = json.loads(file.read(header_size))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -817,18 +878,21 @@ def _safetensors_ref(name: str, entry, data_size: int) -> _TensorRef:
     try:
         dtype = _DTYPES[_SAFETENSORS_DTYPES[entry["dtype"]]]
         shape = _int_tuple(entry["shape"], "shape")
-        begin, end = _int_tuple(entry["data_offsets"], "data offsets")
-    except (TypeError, KeyError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"malformed safetensors entry for {name!r}: {entry!r}"[:300]) from None
+        offsets = _int_tuple(entry["data_offsets"], "data offsets")
+    except (TypeError, KeyError):
+        offsets = None
+    if offsets is None or len(offsets) != 2:
+        raise CheckpointError(f"malformed safetensors entry for {name!r}: {entry!r}"[:300])
+    begin, end = offsets
     numel = math.prod(shape)
-    if any(n < 0 for n in shape) or not 0 <= begin <= end <= data_size or end - begin != numel * dtype.itemsize:
+    in_data = 0 <= begin <= end <= data_size
+    if any(n < 0 for n in shape) or not in_data or end - begin != numel * dtype.itemsize:
         raise CheckpointError(
             f"tensor {name!r} lies outside the data or does not match its shape "
             f"(offsets {begin}..{end} of {data_size} bytes, {dtype.name} {shape})"
         )
-    return _TensorRef(_StorageView((begin, end, dtype.name), dtype, numel), 0, shape, _contiguous_strides(shape))
+    storage = _StorageView((begin, end, dtype.name), dtype, numel)
+    return _TensorRef(storage, 0, shape, _contiguous_strides(shape))
 
 
 def _detect(head: bytes, file_size: int) -> Callable[[str, int], Checkpoint]:
@@ -842,12 +906,12 @@ def _detect(head: bytes, file_size: int) -> Callable[[str, int], Checkpoint]:
         return _read_safetensors
     if head[257:262] == b"ustar":
         raise CheckpointError("a tar checkpoint from PyTorch < 0.4 is not supported; "
-                              "re-save it with a newer PyTorch")  # fmt: skip
+                              "re-save it with a newer PyTorch")
     raise CheckpointError(f"not a PyTorch checkpoint: unknown format (starts with {head[:8]!r})")
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read the state_dict in ``path`` (PyTorch zip or legacy, safetensors, npz), never running its code."""
+    """Read the state_dict in ``path`` (torch zip or legacy, safetensors, npz); runs no code from it."""
     path = os.fspath(path)
     label = os.path.basename(os.path.normpath(path)) or path
     try:

@@ -1,40 +1,51 @@
-"""keras-lightnets: light vision networks for Keras 3, and their PyTorch weights."""
+"""keras-lightnets: light vision networks for Keras 3, and their PyTorch weights.
 
-from keras_lightnets.efficientnet_lite import (
-    EfficientNetLite,
-    EfficientNetLite0,
-    EfficientNetLite1,
-    EfficientNetLite2,
-    EfficientNetLite3,
-    EfficientNetLite4,
-)
-from keras_lightnets.imagenet import decode_predictions, preprocess_input
-from keras_lightnets.mobilenet import MobileNet
-from keras_lightnets.mobilenet_v2 import MobileNetV2
-from keras_lightnets.weights import from_h5, weights_info
+    from keras_lightnets import MobileNetV2, EfficientNetLite0, decode_predictions
+
+Names are imported on first use, so that importing a submodule (the image
+reader, the command-line helpers) does not start TensorFlow.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-# Model builders by name, for `from_h5`, the demo and the converter.
-MODELS = {
-    builder.__name__: builder
-    for builder in (
-        MobileNet,
-        MobileNetV2,
-        EfficientNetLite0,
-        EfficientNetLite1,
-        EfficientNetLite2,
-        EfficientNetLite3,
-        EfficientNetLite4,
-    )
+_EXPORTS = {
+    "MobileNet": "keras_lightnets.mobilenet",
+    "MobileNetV2": "keras_lightnets.mobilenet_v2",
+    "EfficientNetLite": "keras_lightnets.efficientnet_lite",
+    "EfficientNetLite0": "keras_lightnets.efficientnet_lite",
+    "EfficientNetLite1": "keras_lightnets.efficientnet_lite",
+    "EfficientNetLite2": "keras_lightnets.efficientnet_lite",
+    "EfficientNetLite3": "keras_lightnets.efficientnet_lite",
+    "EfficientNetLite4": "keras_lightnets.efficientnet_lite",
+    "decode_predictions": "keras_lightnets.imagenet",
+    "preprocess_input": "keras_lightnets.imagenet",
+    "from_h5": "keras_lightnets.weights",
+    "weights_info": "keras_lightnets.weights",
 }
 
-__all__ = [
-    "EfficientNetLite",
-    *MODELS,
-    "MODELS",
-    "decode_predictions",
-    "from_h5",
-    "preprocess_input",
-    "weights_info",
-]
+# Model builders by name, for `from_h5` and the converter.
+MODEL_NAMES = (
+    "MobileNet",
+    "MobileNetV2",
+    "EfficientNetLite0",
+    "EfficientNetLite1",
+    "EfficientNetLite2",
+    "EfficientNetLite3",
+    "EfficientNetLite4",
+)
+
+__all__ = sorted([*_EXPORTS, "MODELS"])
+
+
+def __getattr__(name):
+    if name == "MODELS":
+        return {model: __getattr__(model) for model in MODEL_NAMES}
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_lightnets' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return __all__

