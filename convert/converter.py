@@ -88,14 +88,29 @@ def _resolve_naming(arch_name, arch, keys, naming):
     )
 
 
-def build_model(builder, kwargs):
+def build_model(builder, kwargs, allocate=True):
+    """Builds the Keras model; `allocate=False` gives it shapes but no values.
+
+    Without a parity check the converter only needs each layer's class and
+    weight shapes, so the variables are left uninitialised (Keras' deferred
+    initialisation) instead of costing the checkpoint's size again.
+    """
+    import keras
+
     import keras_lightnets
 
-    return getattr(keras_lightnets, builder)(weights=None, classifier_activation=None, **kwargs)
+    if allocate:
+        return getattr(keras_lightnets, builder)(weights=None, classifier_activation=None, **kwargs)
+    with keras.StatelessScope(initialize_variables=False):
+        return getattr(keras_lightnets, builder)(weights=None, classifier_activation=None, **kwargs)
 
 
-def _map_weights(model, tensors, rows):
-    """Returns `({layer name: [(weight name, array)]}, used keys)`."""
+def _map_weights(model, tensors, rows, release=False):
+    """Returns `({layer name: [(weight name, array)]}, used keys)`.
+
+    `release=True` deletes each checkpoint tensor from `tensors` once its
+    Keras copy exists, so that a conversion holds one copy of the weights.
+    """
     mapped, used = {}, set()
     for prefix, layer_name in rows:
         try:
@@ -128,21 +143,23 @@ def _map_weights(model, tensors, rows):
                 )
         mapped[layer_name] = [(f"{layer_name}/{v.name}:0", a) for v, a in zip(variables, arrays)]
         used.update(fetched)
+        if release:
+            for key in fetched:
+                if not any(tensors[key] is array for array in arrays):
+                    del tensors[key]
     return mapped, used
 
 
-def _unused_keys(tensors, used, alias_groups):
+def _unused_keys(keys, used, alias_groups):
     covered = set(used)
     for group in alias_groups:
         if covered.intersection(group):
             covered.update(group)
-    return sorted(k for k in tensors if k not in covered)
+    return sorted(k for k in keys if k not in covered)
 
 
 def _reference_parity(arch, tensors, model, num_images=2, seed=0):
     """Compares the Keras model with the arch's PyTorch reference, if installed."""
-    if arch.reference is None:
-        return None, "not run: no pip-installable PyTorch reference for this naming"
     module_name, model_name = arch.reference.split(":")
     try:
         torch = importlib.import_module("torch")
@@ -226,10 +243,12 @@ def convert_checkpoint(
         raise ConversionError(
             f"--num-classes {num_classes}, but the checkpoint's classifier has {kwargs['classes']} classes"
         )
-    model = build_model(spec.builder, kwargs)
-    mapped, used = _map_weights(model, tensors, naming.layer_map(model, set(tensors)))
+    run_parity = check and spec.reference is not None
+    model = build_model(spec.builder, kwargs, allocate=run_parity)
+    keys = set(tensors)
+    mapped, used = _map_weights(model, tensors, naming.layer_map(model, keys), release=not run_parity)
 
-    unused = _unused_keys(tensors, used, checkpoint.alias_groups)
+    unused = _unused_keys(keys, used, checkpoint.alias_groups)
     unset = [l.name for l in model.layers if l.weights and l.name not in mapped]
     if (unused or unset) and not allow_partial:
         problems = []
@@ -241,20 +260,22 @@ def convert_checkpoint(
 
     layer_weights = []
     for layer in model.layers:
+        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
         if layer.name in mapped:
-            variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
-            for variable, (_, array) in zip(variables, mapped[layer.name]):
-                variable.assign(array)
+            if run_parity:
+                for variable, (_, array) in zip(variables, mapped[layer.name]):
+                    variable.assign(array)
             layer_weights.append((layer.name, mapped[layer.name]))
-        elif layer.weights:  # --allow-partial: keep the fresh initialisation
-            variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        elif variables:  # --allow-partial: a fresh initialisation
             layer_weights.append(
-                (layer.name, [(f"{layer.name}/{v.name}:0", np.asarray(v)) for v in variables])
+                (layer.name, [(f"{layer.name}/{v.name}:0", np.asarray(v.value)) for v in variables])
             )
 
     parity, parity_note = (None, "not run (--no-check)")
-    if check:
+    if run_parity:
         parity, parity_note = _reference_parity(spec, tensors, model)
+    elif check:
+        parity_note = "not run: no pip-installable PyTorch reference for this naming"
         if parity and (parity["max_abs_diff"] > PARITY_ATOL or not parity["top5_identical"]):
             raise ConversionError(
                 f"the Keras model does not reproduce {parity['reference']}: max |Δlogit| "
@@ -283,7 +304,7 @@ def convert_checkpoint(
         naming=naming.NAME,
         builder_kwargs=kwargs,
         tensors_mapped=len(used),
-        parameters=model.count_params(),
+        parameters=sum(int(np.prod(v.shape)) for v in model.weights),
         unused=unused,
         unset=unset,
         parity=parity,
