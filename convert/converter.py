@@ -207,7 +207,8 @@ def convert_checkpoint(
         arch: one of `convert.ARCHS`.
         source: force a naming (`convert.sources.NAMINGS`) instead of detecting it.
         num_classes: the expected class count; an error if the checkpoint differs.
-        output_stride: DeepLab archs only.
+        output_stride: DeepLab archs only (default 16): a state_dict does not
+            record it; the report's arch line shows the one used.
         force: replace `out` if it exists.
         allow_partial: write even if tensors are unused or Keras weights unset.
         check: compare against the PyTorch reference when one is installed.
@@ -222,8 +223,11 @@ def convert_checkpoint(
     if arch not in ARCHS:
         raise ConversionError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
     spec = ARCHS[arch]
-    if output_stride is not None:
-        raise ConversionError(f"--output-stride applies to DeepLab archs, not {arch}")
+    options = {"output_stride": output_stride}
+    for option, value in options.items():
+        if value is not None and option not in spec.options:
+            raise ConversionError(f"--{option.replace('_', '-')} applies to DeepLab archs, not {arch}")
+    options = {k: default if options[k] is None else options[k] for k, default in spec.options.items()}
     out = os.path.abspath(os.fspath(out))
     if os.path.isdir(out):
         raise ConversionError(f"{out} is a directory; give the .h5 file to write")
@@ -236,8 +240,13 @@ def convert_checkpoint(
     tensors = checkpoint.tensors
     naming = _resolve_naming(arch, spec, set(tensors), source)
     try:
-        kwargs = {**spec.builder_kwargs, **naming.builder_kwargs(arch, tensors)}
-    except (KeyError, IndexError, ValueError) as err:
+        kwargs = {**spec.builder_kwargs, **naming.builder_kwargs(arch, tensors), **options}
+    except KeyError as err:
+        raise ConversionError(
+            f"the checkpoint has no tensor {err} that the {naming.NAME} naming of {arch} has: "
+            "wrong --arch or --source?"
+        ) from None
+    except (IndexError, ValueError) as err:
         raise ConversionError(f"cannot read the {arch} configuration from the checkpoint: {err}") from None
     if num_classes is not None and num_classes != kwargs["classes"]:
         raise ConversionError(

@@ -227,3 +227,24 @@ def test_cli_help_lists_archs(capsys):
     for arch in ("mobilenet_v1", "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite4"):
         assert arch in text
     assert keras.backend.backend() == "tensorflow"
+
+
+def test_forced_source(tmp_path, capsys):
+    model, arch, _, images = make_reference("seed_v2")
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    status, _, err = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "torchvision")
+    assert status == 2 and "no tensor 'features.17.conv.2.weight'" in err and "torchvision" in err
+    status, _, err = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "efficientnet_lite")
+    assert status == 2 and "does not apply to mobilenet_v2" in err
+    status, report, _ = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "seed_v2")
+    assert status == 0 and "naming          seed_v2" in report
+
+
+def test_console_script_is_installed():
+    import shutil
+    import subprocess
+
+    script = shutil.which("lightnets-convert")
+    assert script, "pip install -e . should install lightnets-convert"
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--arch" in result.stdout
