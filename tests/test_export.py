@@ -1,0 +1,94 @@
+"""Export to SavedModel and TFLite, checked against Keras."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_lightnets as kl
+from keras_lightnets import export as exporter
+from keras_lightnets.weights import pretrained_weights, weights_info
+from tests.conftest import REPO
+
+NATURAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "camera", "hubble_deep_field", "retina", "immunohistochemistry", "horse")
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    path = pretrained_weights("efficientnet_lite0")
+    return kl.from_h5(path, classifier_activation=None), weights_info(path)["preprocessing"]
+
+
+@pytest.fixture(scope="module")
+def real_photos(tmp_path_factory):
+    """scikit-image's sample photos, each also mirrored: 20 images."""
+    import skimage.data
+    from PIL import Image, ImageOps
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in NATURAL_PHOTOS:
+        pixels = getattr(skimage.data, name)()
+        if pixels.dtype != np.uint8:
+            pixels = (pixels * 255).astype("uint8")
+        img = Image.fromarray(pixels).convert("RGB")
+        img.save(folder / f"{name}.png")
+        ImageOps.mirror(img).save(folder / f"{name}_mirrored.png")
+    return folder
+
+
+@pytest.mark.parametrize("input_dtype", ["float32", "uint8"])
+def test_tflite_fp32_reproduces_keras(lite0, input_dtype, tmp_path):
+    model, preprocessing = lite0
+    figures = exporter.export(model, str(tmp_path / "m.tflite"), "tflite",
+                              input_dtype=input_dtype, preprocessing=preprocessing)
+    assert figures["max_abs_diff"] <= 1e-4 and figures["top1_agreement"] == 1.0
+    interpreter = exporter._interpreter((tmp_path / "m.tflite").read_bytes())
+    (source,) = interpreter.get_input_details()
+    assert source["dtype"] == np.dtype(input_dtype) and list(source["shape"]) == [1, 224, 224, 3]
+
+
+def test_savedmodel_reproduces_keras(lite0, tmp_path):
+    model, preprocessing = lite0
+    figures = exporter.export(model, str(tmp_path / "sm"), "savedmodel", preprocessing=preprocessing)
+    assert figures["max_abs_diff"] <= 1e-4
+    assert (tmp_path / "sm" / "saved_model.pb").exists()
+
+
+def test_failed_check_deletes_output(lite0, tmp_path, monkeypatch):
+    model, preprocessing = lite0
+    monkeypatch.setattr(exporter, "FP32_ATOL", 0.0)  # TFLite's kernels differ by ~1e-5
+    with pytest.raises(exporter.ExportCheckError, match="does not reproduce"):
+        exporter.export(model, str(tmp_path / "m.tflite"), "tflite", preprocessing=preprocessing)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_real_photos(lite0, real_photos, tmp_path):
+    model, preprocessing = lite0
+    calibration = exporter.calibration_images(str(real_photos), 224, preprocessing)
+    assert len(calibration) == 20
+    figures = exporter.export(model, str(tmp_path / "q.tflite"), "tflite", quantize="int8",
+                              calibration=calibration, input_dtype="uint8", preprocessing=preprocessing)
+    fp32_bytes = len(exporter._tflite_bytes(model, "none", None))
+    print(f"int8: top-1 agreement {figures['top1_agreement']:.1%}, size {figures['bytes'] / fp32_bytes:.2f}x fp32")
+    assert figures["top1_agreement"] >= 0.9
+    assert figures["bytes"] < 0.4 * fp32_bytes
+
+
+def test_cli_refuses_existing_output_and_bad_requests(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "keras_lightnets.export", *map(str, args)],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+    (tmp_path / "exists.tflite").write_bytes(b"keep")
+    result = run("--model", "efficientnet_lite0", "--format", "tflite", tmp_path / "exists.tflite")
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "exists" in result.stderr
+    assert (tmp_path / "exists.tflite").read_bytes() == b"keep"
+    result = run("--model", "efficientnet_lite0", "--format", "tflite", "--quantize", "int8", tmp_path / "q.tflite")
+    assert result.returncode == 2 and "--calibration" in result.stderr and not (tmp_path / "q.tflite").exists()
+    result = run("--model", "mobilenet_v9", "--format", "tflite", tmp_path / "x.tflite")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
