@@ -283,13 +283,13 @@ def convert_checkpoint(
     parity, parity_note = (None, "not run (--no-check)")
     if run_parity:
         parity, parity_note = _reference_parity(spec, tensors, model)
-    elif check:
-        parity_note = "not run: no pip-installable PyTorch reference for this naming"
         if parity and (parity["max_abs_diff"] > PARITY_ATOL or not parity["top5_identical"]):
             raise ConversionError(
                 f"the Keras model does not reproduce {parity['reference']}: max |Δlogit| "
                 f"{parity['max_abs_diff']:.2e}; nothing written"
             )
+    elif check:
+        parity_note = "not run: no pip-installable PyTorch reference for this naming"
     metadata = {
         "format": 1,
         "arch": arch,

@@ -13,12 +13,16 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "MobileNet": "keras_lightnets.mobilenet",
     "MobileNetV2": "keras_lightnets.mobilenet_v2",
+    "DeepLabV3Plus": "keras_lightnets.deeplab",
     "EfficientNetLite": "keras_lightnets.efficientnet_lite",
     "EfficientNetLite0": "keras_lightnets.efficientnet_lite",
     "EfficientNetLite1": "keras_lightnets.efficientnet_lite",
     "EfficientNetLite2": "keras_lightnets.efficientnet_lite",
     "EfficientNetLite3": "keras_lightnets.efficientnet_lite",
     "EfficientNetLite4": "keras_lightnets.efficientnet_lite",
+    "SqueezeNet": "keras_lightnets.squeezenet",
+    "ShuffleNetV1": "keras_lightnets.shufflenet",
+    "ShuffleNetV2": "keras_lightnets.shufflenet",
     "decode_predictions": "keras_lightnets.imagenet",
     "preprocess_input": "keras_lightnets.imagenet",
     "from_h5": "keras_lightnets.weights",
@@ -34,6 +38,10 @@ MODEL_NAMES = (
     "EfficientNetLite2",
     "EfficientNetLite3",
     "EfficientNetLite4",
+    "SqueezeNet",
+    "ShuffleNetV1",
+    "ShuffleNetV2",
+    "DeepLabV3Plus",
 )
 
 __all__ = sorted([*_EXPORTS, "MODELS"])

@@ -14,7 +14,7 @@ layers and BatchNormalization constants differ.
 """
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 STYLES = ("tf", "torch")
 
@@ -92,6 +92,9 @@ def _conv_block(
     bn_name=None,
     act_name=None,
     pad_name=None,
+    dilation=1,
+    padding=None,
+    groups=1,
 ):
     """Conv2D (no bias) → BatchNormalization → activation.
 
@@ -103,17 +106,24 @@ def _conv_block(
         activation: "relu6", "relu" or None.
         bn: BatchNormalization constants for style="tf" (style="torch" always
             uses PyTorch's).
+        dilation: the convolution's dilation rate.
+        padding: `"valid"` for a convolution without any padding (PyTorch
+            `padding=0`); by default the style's padding.
+        groups: groups of the convolution (ShuffleNet's grouped 1x1 convs).
     """
-    if style == "torch" and strides != 1:
-        x = stride_padding(x, kernel_size, "torch", name=pad_name or f"{name}_pad")
-        padding = "valid"
-    else:
-        padding = "same"
+    if padding != "valid":
+        if style == "torch" and strides != 1:
+            x = stride_padding(x, kernel_size, "torch", dilation, name=pad_name or f"{name}_pad")
+            padding = "valid"
+        else:
+            padding = "same"
     x = layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
         padding=padding,
+        dilation_rate=dilation,
+        groups=groups,
         use_bias=False,
         name=name,
     )(x)
@@ -184,6 +194,7 @@ def _inverted_res_block(
     bn=BN_TF_V2,
     drop_rate=0.0,
     names=None,
+    pad_input=False,
 ):
     """MobileNetV2's inverted residual block, keras.applications naming.
 
@@ -199,6 +210,11 @@ def _inverted_res_block(
         dilation: dilation rate of the depthwise conv (DeepLab backbones).
         drop_rate: stochastic depth rate on the residual branch (training only).
         names: overrides of the layer names (keys as in `_mobilenet_v2_names`).
+        pad_input: pad the block input (k // 2 * dilation on every side)
+            before the expansion conv, as the DeepLab MobileNetV2 backbones of
+            VainF and jfzhang95 do (`fixed_padding`): the border then goes
+            through expand conv + BN + ReLU6 and reaches the depthwise conv
+            non-zero. The residual adds the unpadded input.
     """
     in_channels = x.shape[-1]
     if expand is None:
@@ -207,13 +223,17 @@ def _inverted_res_block(
     names = {**_mobilenet_v2_names(prefix), **(names or {})}
     bn = bn_params(style, bn)
     inputs = x
+    if pad_input:
+        x = stride_padding(x, kernel_size, "torch", dilation, name=names["pad"])
     if expand:
         x = layers.Conv2D(
             expansion * in_channels, 1, padding="same", use_bias=False, name=names["expand"]
         )(x)
         x = layers.BatchNormalization(**bn, name=names["expand_bn"])(x)
         x = _activation(x, activation, names["expand_act"])
-    if stride == 1:
+    if pad_input:
+        padding = "valid"
+    elif stride == 1:
         padding = "same"
     else:
         x = stride_padding(x, kernel_size, style, dilation, name=names["pad"])
@@ -251,6 +271,134 @@ def _mobilenet_v2_names(prefix):
         "drop": f"{prefix}drop",
         "add": f"{prefix}add",
     }
+
+
+def _fire_module(x, squeeze, expand1x1, expand3x3, name):
+    """SqueezeNet's Fire module, as torchvision builds it (no BatchNorm).
+
+    Squeeze 1x1 conv → ReLU, then in parallel expand 1x1 conv → ReLU and
+    expand 3x3 conv (padding 1) → ReLU, concatenated in that order. Every
+    conv has a bias. Layers: `{name}_squeeze1x1`, `{name}_squeeze1x1_relu`,
+    `{name}_expand1x1`, ..., `{name}_concat`.
+    """
+    x = layers.Conv2D(squeeze, 1, name=f"{name}_squeeze1x1")(x)
+    x = layers.ReLU(name=f"{name}_squeeze1x1_relu")(x)
+    branches = []
+    for filters, kernel_size, branch in ((expand1x1, 1, "expand1x1"), (expand3x3, 3, "expand3x3")):
+        y = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_{branch}")(x)
+        branches.append(layers.ReLU(name=f"{name}_{branch}_relu")(y))
+    return layers.Concatenate(name=f"{name}_concat")(branches)
+
+
+@keras.saving.register_keras_serializable(package="keras_lightnets")
+class ChannelShuffle(layers.Layer):
+    """ShuffleNet's channel shuffle, in torchvision's channel order.
+
+    PyTorch's `x.view(b, g, c // g, h, w).transpose(1, 2).flatten(1, 2)`:
+    channel `i * (c // g) + j` moves to `j * g + i`. Spatial sizes may be
+    unknown (`None`).
+    """
+
+    def __init__(self, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+
+    def build(self, input_shape):
+        if input_shape[-1] % self.groups:
+            raise ValueError(
+                f"{self.name}: {input_shape[-1]} channels do not split into {self.groups} groups"
+            )
+
+    def call(self, x):
+        shape = ops.shape(x)
+        grouped = ops.reshape(x, (*shape[:-1], self.groups, x.shape[-1] // self.groups))
+        return ops.reshape(ops.swapaxes(grouped, -1, -2), shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="keras_lightnets")
+class ChannelSplit(layers.Layer):
+    """Splits the channels into two halves, first half first (`x.chunk(2, dim=1)`)."""
+
+    def build(self, input_shape):
+        if input_shape[-1] % 2:
+            raise ValueError(f"{self.name}: cannot halve {input_shape[-1]} channels")
+
+    def call(self, x):
+        return ops.split(x, 2, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        half = (*input_shape[:-1], input_shape[-1] // 2)
+        return [half, half]
+
+
+@keras.saving.register_keras_serializable(package="keras_lightnets")
+class NegInfPadding2D(layers.Layer):
+    """Pads height and width with -inf, so that a following max pooling
+    ignores the padding as PyTorch's MaxPool2d does.
+
+    Args:
+        padding: `((top, bottom), (left, right))`.
+    """
+
+    def __init__(self, padding, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = tuple(tuple(int(p) for p in side) for side in padding)
+
+    def call(self, x):
+        pad = [(0, 0), *self.padding, (0, 0)]
+        return ops.pad(x, pad, constant_values=float("-inf"))
+
+    def compute_output_shape(self, input_shape):
+        (top, bottom), (left, right) = self.padding
+        rows, cols = input_shape[1], input_shape[2]
+        return (
+            input_shape[0],
+            None if rows is None else rows + top + bottom,
+            None if cols is None else cols + left + right,
+            input_shape[3],
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+def channel_shuffle(x, groups, name):
+    """ShuffleNet's channel shuffle with `groups` groups (torchvision's order)."""
+    return ChannelShuffle(groups, name=name)(x)
+
+
+def channel_split(x, name):
+    """ShuffleNet v2's channel split: returns the two channel halves."""
+    first, second = ChannelSplit(name=name)(x)
+    return first, second
+
+
+def torch_max_pool(x, pool_size=3, strides=2, padding=0, ceil_mode=False, name=None):
+    """PyTorch's `MaxPool2d(pool_size, strides, padding, ceil_mode)`.
+
+    The padding is -inf (`NegInfPadding2D`, named `{name}_pad`). PyTorch's
+    ceil mode adds a last window that may run past the bottom/right edge,
+    but only one that starts inside the input or its left padding; `strides
+    - 1` extra rows/columns of -inf at the bottom/right give exactly those
+    windows whatever the input size, as long as `padding + strides <=
+    pool_size` (always true for SqueezeNet's and ShuffleNet's pools).
+    """
+    extra = strides - 1 if ceil_mode else 0
+    if ceil_mode and padding + strides > pool_size:
+        raise ValueError(
+            f"ceil_mode with padding {padding}, stride {strides} and pool size {pool_size} is "
+            "not supported (windows could start in the padding)"
+        )
+    if padding or extra:
+        sides = ((padding, padding + extra), (padding, padding + extra))
+        x = NegInfPadding2D(sides, name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(pool_size, strides, padding="valid", name=name)(x)
 
 
 def image_input(input_shape, input_tensor, include_top, default_size=224, min_size=32):
@@ -292,3 +440,32 @@ def pooling_head(x, pooling):
     if pooling == "max":
         return layers.GlobalMaxPooling2D()(x)
     raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+
+
+def _aspp(x, filters=256, rates=(6, 12, 18), style="torch", dropout=0.1, name="aspp"):
+    """Atrous spatial pyramid pooling (DeepLabV3), PyTorch conventions.
+
+    Branches: 1x1 conv, one 3x3 conv per atrous rate, image pooling (global
+    average → 1x1 conv → BN → ReLU → resized back); each conv is followed by
+    BN + ReLU. The branches are concatenated in that order and projected by
+    a 1x1 conv + BN + ReLU, then dropout. Layers: `{name}_conv0..3`,
+    `{name}_pool_conv`, `{name}_project` (each with `_bn`, `_relu`).
+    """
+    from keras_lightnets.resize import BilinearResize
+
+    def conv(inputs, kernel_size, conv_name, dilation=1):
+        return _conv_block(
+            inputs, filters, kernel_size, style=style, activation="relu", name=conv_name,
+            dilation=dilation,
+        )
+
+    branches = [conv(x, 1, f"{name}_conv0")]
+    branches += [conv(x, 3, f"{name}_conv{i}", rate) for i, rate in enumerate(rates, start=1)]
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    pooled = conv(pooled, 1, f"{name}_pool_conv")
+    branches.append(BilinearResize(name=f"{name}_pool_resize")([pooled, x]))
+    x = layers.Concatenate(name=f"{name}_concat")(branches)
+    x = conv(x, 1, f"{name}_project")
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return x

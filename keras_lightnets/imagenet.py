@@ -21,6 +21,7 @@ PREPROCESSING_MODES = {
     "torch": "x / 255, then ImageNet mean/std per channel",
     "caffe": "RGB to BGR, then minus the ImageNet BGR mean",
     "lite": "(x - 127) / 128 (EfficientNet-Lite, TFLite models)",
+    "bgr": "RGB to BGR, values kept in 0-255 (megvii's ShuffleNet models)",
 }
 
 
@@ -31,7 +32,7 @@ def preprocess_input(x, mode="tf"):
         x: array of shape `(..., height, width, 3)`, RGB, values 0-255.
         mode: one of `"tf"` (x / 127.5 - 1), `"torch"` (x / 255 then ImageNet
             mean/std), `"caffe"` (BGR, mean subtracted, not scaled), `"lite"`
-            ((x - 127) / 128).
+            ((x - 127) / 128), `"bgr"` (BGR, not scaled).
 
     Returns:
         A float32 array of the same shape (a new array; `x` is not modified).
@@ -47,6 +48,8 @@ def preprocess_input(x, mode="tf"):
         return x[..., ::-1] - CAFFE_MEAN_BGR
     if mode == "lite":
         return (x - 127.0) / 128.0
+    if mode == "bgr":
+        return x[..., ::-1].copy()
     raise ValueError(f"mode must be one of {sorted(PREPROCESSING_MODES)}, got {mode!r}")
 
 

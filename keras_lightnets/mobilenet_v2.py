@@ -18,14 +18,67 @@ MOBILENET_V2_BLOCKS = (
 )
 
 
-def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False):
+# How the DeepLab MobileNetV2 backbones turn strides into dilation once the
+# output stride is reached: "vainf" dilates a stage's blocks after its first
+# (which keeps the previous rate), "jfzhang95" gives the whole stage the
+# previous rate and raises it for the next stage.
+DILATION_SCHEDULES = ("vainf", "jfzhang95")
+
+
+def mobilenet_v2_strides(output_stride=None, schedule="vainf"):
+    """`[(stride, dilation)]` of the 17 inverted residual blocks.
+
+    `output_stride=None` is the classification network (dilation 1);
+    8 or 16 replaces the strides past that stride with dilation as the
+    DeepLab code of `schedule` (see `DILATION_SCHEDULES`) does.
+    """
+    if schedule not in DILATION_SCHEDULES:
+        raise ValueError(f"schedule must be one of {DILATION_SCHEDULES}, got {schedule!r}")
+    plan, current_stride, dilation = [], 2, 1
+    for _, _, repeats, stride in MOBILENET_V2_BLOCKS:
+        first = rest = dilation
+        if current_stride == output_stride:
+            dilation *= stride
+            stride = 1
+            rest = dilation if schedule == "vainf" else first
+        else:
+            current_stride *= stride
+        plan += [(stride, first)] + [(1, rest)] * (repeats - 1)
+    return plan
+
+
+def mobilenet_v2_pyramid(block_outputs):
+    """The last block output at each nominal stride 4, 8, 16, 32 (keras-hub's P2..P5)."""
+    levels, stride, block_id = {}, 2, 0
+    for _, _, repeats, first_stride in MOBILENET_V2_BLOCKS:
+        stride *= first_stride
+        block_id += repeats
+        levels[f"P{stride.bit_length() - 1}"] = block_outputs[block_id - 1]
+    return {level: levels[level] for level in ("P2", "P3", "P4", "P5")}
+
+
+def mobilenet_v2_features(
+    x,
+    alpha=1.0,
+    style="tf",
+    expand_first_block=False,
+    strides=None,
+    pad_block_inputs=False,
+    stem_padding=True,
+):
     """The MobileNetV2 body from the stem to the last inverted residual block.
 
     Returns the last block's output and the list of every block's output
     (index = keras.applications block id), for heads that tap features.
     `expand_first_block=True` gives block 0 a 1x1 expansion conv even though
     t = 1, as some PyTorch re-implementations do.
+
+    DeepLab backbones: `strides` is `mobilenet_v2_strides(...)` (per-block
+    stride and dilation); `pad_block_inputs` pads each block's input before
+    its expansion conv (VainF, jfzhang95); `stem_padding=False` gives the
+    3x3/2 stem no padding at all (VainF: 512 → 255).
     """
+    strides = strides or mobilenet_v2_strides()
     x = blocks._conv_block(
         x,
         blocks.make_divisible(32 * alpha, 8),
@@ -35,20 +88,24 @@ def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False):
         name="Conv1",
         bn_name="bn_Conv1",
         act_name="Conv1_relu",
+        padding=None if stem_padding else "valid",
     )
     block_outputs = []
-    for expansion, channels, repeats, first_stride in MOBILENET_V2_BLOCKS:
+    for expansion, channels, repeats, _ in MOBILENET_V2_BLOCKS:
         filters = blocks.make_divisible(int(channels * alpha), 8)
-        for repeat in range(repeats):
+        for _ in range(repeats):
             block_id = len(block_outputs)
+            stride, dilation = strides[block_id]
             x = blocks._inverted_res_block(
                 x,
                 expansion,
                 filters,
-                stride=first_stride if repeat == 0 else 1,
+                stride=stride,
                 block_id=block_id,
                 style=style,
+                dilation=dilation,
                 expand=expansion != 1 or expand_first_block,
+                pad_input=pad_block_inputs,
             )
             block_outputs.append(x)
     return x, block_outputs

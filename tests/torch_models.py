@@ -293,7 +293,8 @@ def randomize_torch_model(model, calibration_images, seed=0):
                 module.bias.normal_(0, 0.5, generator=gen)
         elif isinstance(module, nn.Linear):
             module.weight.normal_(0, (2.0 / module.in_features) ** 0.5, generator=gen)
-            module.bias.normal_(0, 0.5, generator=gen)
+            if module.bias is not None:
+                module.bias.normal_(0, 0.5, generator=gen)
         elif isinstance(module, nn.BatchNorm2d):
             module.weight.uniform_(0.5, 1.5, generator=gen)
             module.bias.normal_(0, 0.3, generator=gen)

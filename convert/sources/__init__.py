@@ -9,13 +9,23 @@ A naming module defines:
 
 from convert.sources import (
     efficientnet_lite,
+    jfzhang95,
+    megvii_shufflenet_v1,
+    seed_deeplab,
     seed_layers,
     seed_mobilenet_v1,
     seed_mobilenet_v2,
     torchvision,
+    torchvision_shufflenet_v2,
+    torchvision_squeezenet,
+    vainf,
 )
 
 NAMINGS = {
     module.NAME: module
-    for module in (torchvision, seed_mobilenet_v2, seed_layers, seed_mobilenet_v1, efficientnet_lite)
+    for module in (
+        torchvision, seed_mobilenet_v2, seed_layers, seed_mobilenet_v1, efficientnet_lite,
+        vainf, jfzhang95, seed_deeplab,
+        torchvision_squeezenet, torchvision_shufflenet_v2, megvii_shufflenet_v1,
+    )
 }

@@ -1,0 +1,149 @@
+"""DeepLabV3+ (Chen et al., 2018) with MobileNetV2 or ResNet backbones.
+
+Two heads, each built exactly as the PyTorch code whose checkpoints we
+convert:
+- `"vainf"` (VainF/DeepLabV3Plus-Pytorch): ASPP with dropout 0.1; decoder =
+  concat [low-level 48, ASPP 256] → one 3x3 conv → 1x1 classifier; resizes
+  with align_corners=False.
+- `"jfzhang95"` (jfzhang95/pytorch-deeplab-xception, seed 003): ASPP with
+  dropout 0.5; decoder = concat [ASPP 256, low-level 48] → two 3x3 convs with
+  dropout 0.5 / 0.1 → 1x1 classifier; resizes with align_corners=True.
+Each head's source also fixes how the backbone dilates (`dilation_schedule`)
+and, for MobileNetV2, how it pads.
+"""
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_lightnets import blocks
+from keras_lightnets.mobilenet_v2 import mobilenet_v2_features, mobilenet_v2_pyramid, mobilenet_v2_strides
+from keras_lightnets.resize import BilinearResize
+from keras_lightnets.resnet import resnet_features
+from keras_lightnets.weights import load_weights
+
+BACKBONES = {"mobilenetv2": None, "resnet50": 50, "resnet101": 101}
+ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
+HEADS = {
+    # ASPP dropout, decoder conv dropouts (one 3x3 conv each), low-level
+    # features first in the concat, align_corners of every resize
+    "vainf": {"aspp_dropout": 0.1, "decoder_dropouts": (0.0,), "low_level_first": True, "align_corners": False},
+    "jfzhang95": {"aspp_dropout": 0.5, "decoder_dropouts": (0.5, 0.1), "low_level_first": False, "align_corners": True},
+}
+# Backbone conventions of each source (`dilation_schedule`): the schedule of
+# `resnet_strides` / `mobilenet_v2_strides`, and the MobileNetV2 stem padding.
+SCHEDULES = {
+    "vainf": {"resnet": "torchvision", "mobilenetv2": "vainf", "stem_padding": False},
+    "jfzhang95": {"resnet": "jfzhang95", "mobilenetv2": "jfzhang95", "stem_padding": True},
+    "seed003": {"resnet": "seed003", "mobilenetv2": None, "stem_padding": True},
+}
+
+
+def deeplab_backbone(x, backbone, output_stride, alpha, style, schedule):
+    """Returns the backbone's `{"P2": stride-4 features, ..., "P5": last features}`."""
+    conventions = SCHEDULES[schedule]
+    if backbone == "mobilenetv2":
+        if conventions["mobilenetv2"] is None:
+            raise ValueError(f"dilation_schedule {schedule!r} has no MobileNetV2 backbone")
+        _, block_outputs = mobilenet_v2_features(
+            x,
+            alpha,
+            style,
+            strides=mobilenet_v2_strides(output_stride, conventions["mobilenetv2"]),
+            pad_block_inputs=True,
+            stem_padding=conventions["stem_padding"],
+        )
+        return mobilenet_v2_pyramid(block_outputs)
+    return resnet_features(x, BACKBONES[backbone], output_stride, conventions["resnet"], style)
+
+
+def deeplab_v3plus_head(low_level, high_level, image, classes, output_stride, style, head):
+    """ASPP on `high_level`, decoder fusing `low_level`, logits at `image`'s size."""
+    spec = HEADS[head]
+    x = blocks._aspp(high_level, 256, ASPP_RATES[output_stride], style, spec["aspp_dropout"])
+    low = blocks._conv_block(low_level, 48, 1, style=style, activation="relu", name="decoder_low_conv")
+    x = BilinearResize(spec["align_corners"], name="decoder_resize")([x, low])
+    x = layers.Concatenate(name="decoder_concat")([low, x] if spec["low_level_first"] else [x, low])
+    for index, rate in enumerate(spec["decoder_dropouts"], start=1):
+        x = blocks._conv_block(x, 256, 3, style=style, activation="relu", name=f"decoder_conv{index}")
+        if rate:
+            x = layers.Dropout(rate, name=f"decoder_dropout{index}")(x)
+    x = layers.Conv2D(classes, 1, name="logits")(x)
+    return BilinearResize(spec["align_corners"], name="logits_resize")([x, image])
+
+
+def DeepLabV3Plus(
+    input_shape=(512, 512, 3),
+    classes=21,
+    backbone="mobilenetv2",
+    output_stride=16,
+    alpha=1.0,
+    weights=None,
+    input_tensor=None,
+    style="torch",
+    head="vainf",
+    classifier_activation=None,
+    dilation_schedule=None,
+    name=None,
+):
+    """Instantiates DeepLabV3+ for semantic segmentation.
+
+    Args:
+        input_shape: `(height, width, 3)`; any size (None for dynamic), the
+            output has the same height and width.
+        classes: number of classes (21 for Pascal VOC).
+        backbone: `"mobilenetv2"`, `"resnet50"` or `"resnet101"`.
+        output_stride: 16 or 8; the backbone's later strides become dilation
+            and the ASPP rates are 6/12/18 or 12/24/36.
+        alpha: MobileNetV2 width multiplier.
+        weights: `None` or the path of a weights file (.h5).
+        input_tensor: optional Keras tensor to use as the model input.
+        style: `"torch"` (PyTorch padding, BN epsilon 1e-5).
+        head: `"vainf"` or `"jfzhang95"` (see the module docstring).
+        classifier_activation: `None` for logits, or e.g. `"softmax"`.
+        dilation_schedule: how the backbone dilates, `"vainf"`, `"jfzhang95"`
+            or `"seed003"` (ResNet only); by default the head's source.
+
+    Returns:
+        A `keras.Model` mapping images to `(height, width, classes)` maps.
+        Its `pyramid_outputs` attribute holds the backbone's P2..P5 tensors.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
+    if output_stride not in ASPP_RATES:
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
+    dilation_schedule = dilation_schedule or head
+    if dilation_schedule not in SCHEDULES:
+        raise ValueError(f"dilation_schedule must be one of {sorted(SCHEDULES)}, got {dilation_schedule!r}")
+    blocks.check_style(style)
+    img_input, inputs = blocks.image_input(input_shape, input_tensor, include_top=False)
+    pyramid = deeplab_backbone(img_input, backbone, output_stride, alpha, style, dilation_schedule)
+    x = deeplab_v3plus_head(pyramid["P2"], pyramid["P5"], img_input, classes, output_stride, style, head)
+    if classifier_activation is not None:
+        x = layers.Activation(classifier_activation, name="predictions")(x)
+    model = keras.Model(inputs, x, name=name or f"deeplabv3plus_{backbone}_os{output_stride}")
+    model.pyramid_outputs = pyramid
+    load_weights(model, weights)
+    return model
+
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+def voc_palette(classes=256):
+    """Pascal VOC's colour map: `(classes, 3)` uint8, class c coloured by its bits."""
+    palette = []
+    for index in range(classes):
+        colour, c = [0, 0, 0], index
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                colour[channel] |= ((c >> channel) & 1) << shift
+            c >>= 3
+        palette.append(colour)
+    return np.array(palette, dtype="uint8")

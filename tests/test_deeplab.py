@@ -1,0 +1,257 @@
+"""DeepLabV3+: resize layer, builder, conversion parity against the PyTorch sources."""
+
+import os
+import re
+import time
+
+import keras
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import keras_lightnets as kl
+from keras_lightnets.resize import BilinearResize
+from tests import torch_deeplab, torch_models
+from tests.conftest import REPO, photo
+from tests.test_convert import run_cli
+
+SEG_ATOL = 1e-3  # GUIDE.md section 6: segmentation
+SEG_ARGMAX = 0.999
+
+
+# --- align_corners resize -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize(
+    "source,target", [((7, 9), (33, 20)), ((33, 65), (129, 129)), ((64, 48), (17, 31)), ((1, 1), (5, 4)), ((5, 5), (5, 5))]
+)
+def test_bilinear_resize_matches_torch_interpolate(source, target, align_corners):
+    x = np.random.default_rng(0).normal(size=(2, *source, 3)).astype("float32")
+    reference = np.zeros((1, *target, 1), "float32")
+    got = np.asarray(BilinearResize(align_corners)([x, reference]))
+    expected = F.interpolate(
+        torch.from_numpy(torch_models.nchw(x)), size=target, mode="bilinear", align_corners=align_corners
+    ).numpy().transpose(0, 2, 3, 1)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_bilinear_resize_serializes():
+    layer = BilinearResize(align_corners=True, name="up")
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert isinstance(clone, BilinearResize) and clone.align_corners and clone.name == "up"
+
+
+# --- builder --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet50"])
+def test_any_input_size_and_pyramid(backbone):
+    model = kl.DeepLabV3Plus((None, None, 3), classes=5, backbone=backbone, head="jfzhang95")
+    for shape in [(65, 97), (48, 48)]:
+        assert model(np.zeros((1, *shape, 3), "float32")).shape == (1, *shape, 5)
+    fixed = kl.DeepLabV3Plus((96, 128, 3), classes=5, backbone=backbone, output_stride=8)
+    levels = {k: tuple(v.shape[1:3]) for k, v in fixed.pyramid_outputs.items()}
+    # output stride 8: the levels past stride 8 dilate instead of shrinking
+    assert levels == {"P2": (24, 32), "P3": (12, 16), "P4": (12, 16), "P5": (12, 16)}
+
+
+def test_fit_with_ignored_label_decreases_loss():
+    keras.utils.set_random_seed(0)
+    model = kl.DeepLabV3Plus((64, 64, 3), classes=3, head="jfzhang95")
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    labels = np.where(images[..., 0] > 0, 1, 2)  # a learnable map
+    labels[:, :8] = 255  # void border, as in Pascal VOC: ignored
+
+    def loss(y_true, y_pred):
+        y_true = keras.ops.cast(keras.ops.squeeze(y_true, -1) if len(y_true.shape) == 4 else y_true, "int32")
+        valid = keras.ops.not_equal(y_true, 255)
+        ce = keras.losses.sparse_categorical_crossentropy(
+            keras.ops.where(valid, y_true, 0), y_pred, from_logits=True
+        )
+        valid = keras.ops.cast(valid, ce.dtype)
+        return keras.ops.sum(ce * valid) / keras.ops.maximum(keras.ops.sum(valid), 1.0)
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+    history = model.fit(images, labels, batch_size=2, epochs=3, verbose=0).history["loss"]
+    assert history[-1] < history[0], history
+    assert np.isfinite(history).all()
+    # the void label is ignored, not treated as a class
+    assert float(loss(np.full((1, 4, 4), 255), np.zeros((1, 4, 4, 3), "float32"))) == 0.0
+
+
+# --- conversion parity ----------------------------------------------------------------------
+
+
+def calibration_images(height, width, seed=0):
+    """A real photo and smooth noise at (height, width), ImageNet mean/std normalised."""
+    cat = Image.fromarray(photo("chelsea", 256).astype("uint8")).resize((width, height), Image.Resampling.BILINEAR)
+    noise = np.random.default_rng(seed).uniform(0, 255, (height // 8 + 1, width // 8 + 1, 3)).astype("uint8")
+    noise = Image.fromarray(noise).resize((width, height), Image.Resampling.BICUBIC)
+    images = np.stack([np.asarray(cat), np.asarray(noise)]).astype("float32")
+    return kl.preprocess_input(images, "torch")
+
+
+RESNET_DEPTH = {"resnet50": 50, "resnet101": 101}
+REFERENCES = {
+    "vainf": lambda backbone, os_: torch_deeplab.VainFDeepLabV3Plus(backbone, 21, os_),
+    "jfzhang95": lambda backbone, os_: torch_deeplab.JfzDeepLab(
+        "mobilenet" if backbone == "mobilenetv2" else "resnet", os_, 21, RESNET_DEPTH.get(backbone, 101)
+    ),
+    "seed_deeplab": lambda backbone, os_: torch_deeplab.SeedDeepLabV3Plus(21, os_, RESNET_DEPTH[backbone]),
+}
+# (naming, backbone, output stride, input height, width); each backbone has 512x512 cases
+PARITY_CASES = [
+    pytest.param("vainf", "mobilenetv2", 16, 512, 512, id="vainf-mnv2-os16-512"),
+    pytest.param("vainf", "mobilenetv2", 8, 321, 321, id="vainf-mnv2-os8-321"),
+    pytest.param("jfzhang95", "mobilenetv2", 16, 513, 513, id="jfz-mnv2-os16-513"),
+    pytest.param("jfzhang95", "mobilenetv2", 8, 512, 512, marks=pytest.mark.slow, id="jfz-mnv2-os8-512"),
+    pytest.param("vainf", "resnet101", 16, 512, 512, marks=pytest.mark.slow, id="vainf-r101-os16-512"),
+    pytest.param("vainf", "resnet101", 8, 129, 97, id="vainf-r101-os8-129x97"),
+    pytest.param("vainf", "resnet50", 8, 161, 161, id="vainf-r50-os8-161"),
+    pytest.param("jfzhang95", "resnet101", 16, 161, 161, id="jfz-r101-os16-161"),
+    pytest.param("jfzhang95", "resnet101", 8, 512, 512, marks=pytest.mark.slow, id="jfz-r101-os8-512"),
+    pytest.param("seed_deeplab", "resnet101", 8, 97, 129, id="seed003-r101-os8-97x129"),
+    pytest.param("seed_deeplab", "resnet101", 16, 129, 129, id="seed003-r101-os16-129"),
+]
+MEASURED = {}
+
+
+@torch.no_grad()
+def unit_logits(reference, images):
+    """Scales the classifier (the last conv) so the logits have unit spread.
+
+    The calibrated BN layers keep each conv's output at unit scale, but a
+    ResNet's residual stream grows with depth (logit std ~15 for ResNet-101);
+    the 1e-3 gate is meant for unit-scale logits.
+    """
+    classifier = [m for m in reference.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    scale = float(torch_models.torch_forward(reference, images).std())
+    classifier.weight /= scale
+    classifier.bias /= scale
+
+
+def convert_reference(naming, backbone, output_stride, height, width, tmp_path, capsys, wrap=None):
+    torch.manual_seed(0)
+    reference = REFERENCES[naming](backbone, output_stride)
+    images = calibration_images(height, width)
+    torch_models.randomize_torch_model(reference, torch_models.nchw(images), seed=0)
+    unit_logits(reference, images)
+    checkpoint = tmp_path / "deeplab.pth"
+    state = reference.state_dict()
+    torch.save(wrap(state) if wrap else state, checkpoint)
+    out = tmp_path / "deeplab.h5"
+    status, report, err = run_cli(
+        capsys, checkpoint, out, "--arch", f"deeplabv3plus_{backbone}", "--output-stride", output_stride
+    )
+    assert status == 0, err
+    return reference, images, out, report
+
+
+@pytest.mark.parametrize("naming,backbone,output_stride,height,width", PARITY_CASES)
+def test_conversion_reproduces_pytorch_deeplab(naming, backbone, output_stride, height, width, tmp_path, capsys):
+    started = time.perf_counter()
+    reference, images, out, report = convert_reference(
+        naming, backbone, output_stride, height, width, tmp_path, capsys
+    )
+    assert f"naming          {naming}" in report
+    assert f"output_stride={output_stride}" in report
+    assert "unused tensors  none" in report and "unset weights   none" in report
+
+    expected = torch_models.torch_forward(reference, images)
+    got = np.asarray(kl.from_h5(out)(images)).transpose(0, 3, 1, 2)
+    assert got.shape == expected.shape == (2, 21, height, width)
+    diff = np.abs(got - expected).max()
+    agreement = (got.argmax(1) == expected.argmax(1)).mean()
+    MEASURED[(naming, backbone, output_stride, height, width)] = (diff, agreement, time.perf_counter() - started)
+    print(f"\nparity {naming} {backbone} os{output_stride} {height}x{width}: max|Δ| {diff:.2e}, "
+          f"argmax {100 * agreement:.3f} %, logit std {expected.std():.2f}")
+    assert 0.9 < expected.std() < 1.1  # unit-scale logits: 1e-3 is the gate it should be
+    assert diff <= SEG_ATOL, f"max |Δlogit| = {diff:.2e}"
+    assert agreement >= SEG_ARGMAX, f"argmax agreement {agreement:.5f}"
+
+
+def test_jfzhang95_aliases_and_numpy_scalars(tmp_path, capsys):
+    """jfzhang95's MobileNetV2 lists each backbone tensor under two names; its
+    checkpoints carry the score as numpy.float64."""
+    reference, images, out, report = convert_reference(
+        "jfzhang95", "mobilenetv2", 16, 97, 97, tmp_path, capsys,
+        wrap=lambda sd: {"state_dict": sd, "best_pred": np.float64(0.71), "epoch": 30},
+    )
+    state = reference.state_dict()
+    assert "backbone.low_level_features.1.conv.0.weight" in state
+    assert "backbone.high_level_features.17.conv.0.weight" in state
+    assert "unwrapped {'state_dict'}" in report and "unused tensors  none" in report
+    got = np.asarray(kl.from_h5(out)(images)).transpose(0, 3, 1, 2)
+    assert np.abs(got - torch_models.torch_forward(reference, images)).max() <= SEG_ATOL
+
+
+def test_output_stride_option(tmp_path, capsys):
+    torch.save(torch_deeplab.VainFDeepLabV3Plus("mobilenetv2", 4, 16).state_dict(), tmp_path / "v.pth")
+    status, report, _ = run_cli(capsys, tmp_path / "v.pth", tmp_path / "v.h5", "--arch", "deeplabv3plus_mobilenetv2")
+    assert status == 0 and "output_stride=16" in report and "classes=4" in report
+    status, _, err = run_cli(capsys, tmp_path / "v.pth", tmp_path / "w.h5", "--arch", "mobilenet_v2", "--output-stride", "8")
+    assert status == 2 and "--output-stride applies to DeepLab archs" in err
+    status, _, err = run_cli(capsys, tmp_path / "v.pth", tmp_path / "x.h5", "--arch", "deeplabv3plus_resnet101")
+    assert status == 2 and err.startswith("error: ")
+
+
+# --- segmentation demo ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deeplab_weights(tmp_path_factory):
+    from convert.converter import convert_checkpoint
+
+    folder = tmp_path_factory.mktemp("demo")
+    torch.manual_seed(0)
+    reference = torch_deeplab.VainFDeepLabV3Plus("mobilenetv2", 21, 16)
+    torch_models.randomize_torch_model(reference, torch_models.nchw(calibration_images(96, 96)), seed=0)
+    torch.save({"model_state": reference.state_dict(), "best_score": np.float64(0.5)}, folder / "vainf.pth")
+    convert_checkpoint(folder / "vainf.pth", folder / "vainf.h5", "deeplabv3plus_mobilenetv2")
+    return folder / "vainf.h5"
+
+
+def test_demo_writes_overlay_with_legend(deeplab_weights, tmp_path):
+    from keras_lightnets.deeplab import VOC_CLASSES, voc_palette
+    from tests.test_demo import run_demo
+
+    out = tmp_path / "overlay.png"
+    cat = os.path.join(REPO, "examples", "cat.jpg")
+    result = run_demo(cat, "--model", "deeplabv3plus_mobilenetv2", "--weights", deeplab_weights, "--out", out)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == f"overlay written to {out}"
+    shares = [re.match(r"^(\w+): (\d+\.\d) %$", line) for line in lines[:-1]]
+    assert shares and all(shares), lines
+    assert all(m.group(1) in VOC_CLASSES for m in shares)
+    assert abs(sum(float(m.group(2)) for m in shares) - 100) < 0.1 * len(shares)
+    image = Image.open(out)
+    assert image.format == "PNG" and image.size == Image.open(cat).size
+    # the legend's first swatch has the colour of the first class present (ids ascending)
+    first = min(VOC_CLASSES.index(m.group(1)) for m in shares)
+    assert tuple(np.asarray(image.convert("RGB"))[8, 8]) == tuple(voc_palette(21)[first])
+
+
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda t, w: [os.path.join(REPO, "examples", "cat.jpg"), "--weights", w, "--out", t / "missing" / "o.png"],
+        lambda t, w: [(t / "notes.jpg").write_text("not a photo") and t / "notes.jpg", "--weights", w, "--out", t / "o.png"],
+        lambda t, w: [os.path.join(REPO, "examples", "cat.jpg"), "--model", "mobilenet_v2", "--weights", w, "--out", t / "o.png"],
+        lambda t, w: [os.path.join(REPO, "examples", "cat.jpg"), "--weights", w, "--out", t],
+    ],
+    ids=["out-in-missing-folder", "non-image", "wrong-model", "out-is-directory"],
+)
+def test_demo_bad_input_exits_2(make_args, deeplab_weights, tmp_path):
+    from tests.test_demo import run_demo
+
+    result = run_demo(*make_args(tmp_path, deeplab_weights))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob(".*.tmp"))
