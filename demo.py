@@ -69,10 +69,11 @@ def segment(image_path, model, preprocessing):
 
     import keras_lightnets
     from keras_lightnets.image import read_image
+    from keras_lightnets.inference import Predictor
 
     pixels = np.asarray(read_image(image_path), dtype="float32")
     batch = keras_lightnets.preprocess_input(pixels[None], preprocessing["mode"])
-    logits = model.predict_on_batch(batch)
+    logits = Predictor(model)(batch)
     return pixels.astype("uint8"), logits[0].argmax(-1)
 
 
@@ -140,6 +141,7 @@ def run_segmentation(args, model, preprocessing):
 def classify(image_path, model, preprocessing, top):
     import keras_lightnets
     from keras_lightnets.image import load_image
+    from keras_lightnets.inference import Predictor
 
     pixels = load_image(
         image_path,
@@ -148,7 +150,7 @@ def classify(image_path, model, preprocessing, top):
         resample=preprocessing["resample"],
     )
     batch = keras_lightnets.preprocess_input(pixels[None], preprocessing["mode"])
-    probabilities = model.predict_on_batch(batch)
+    probabilities = Predictor(model)(batch)
     if probabilities.shape[-1] == 1000:
         return keras_lightnets.decode_predictions(probabilities, top=top)[0]
     order = probabilities[0].argsort()[::-1][:top]

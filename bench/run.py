@@ -88,7 +88,9 @@ def keras_modes(model, batch):
     }
     content = _tflite_bytes(model, "none", None)
     for threads in (1, 2):
-        interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+            interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
         source = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(source["index"], list(x.shape))
         interpreter.allocate_tensors()
@@ -164,6 +166,17 @@ def reference_networks():
             lambda: EfficientNet.from_name("efficientnet-lite0"),
         ),
     }
+
+
+def deeplab_network():
+    from tests import torch_deeplab
+
+    return (
+        "DeepLabV3+ MobileNetV2 OS16 512",
+        lambda: kl.DeepLabV3Plus((512, 512, 3), classes=21, backbone="mobilenetv2", output_stride=16),
+        None,
+        lambda: torch_deeplab.VainFDeepLabV3Plus("mobilenetv2", 21, 16),
+    )
 
 
 def bench_network(name, ours_builder, keras_builder, torch_builder, batch, rounds, peak):
@@ -257,13 +270,15 @@ def main():
         "|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
-    for name, (ours, keras_builder, torch_builder) in reference_networks().items():
-        for batch in batches:
-            rows, macs = bench_network(name, ours, keras_builder, torch_builder, batch, rounds, peak)
-            for row in rows:
-                line = "| {} | {} | {} | {:.1f} | {:.0f} | {:.1f} | {} |".format(*row)
-                lines.append(line)
-                print(line, flush=True)
+    name, *deeplab = deeplab_network()
+    cases = [(n, b, batch) for n, b in reference_networks().items() for batch in batches]
+    cases.append((name, deeplab, 1))
+    for name, (ours, keras_builder, torch_builder), batch in cases:
+        rows, _ = bench_network(name, ours, keras_builder, torch_builder, batch, rounds, peak)
+        for row in rows:
+            line = "| {} | {} | {} | {:.1f} | {:.0f} | {:.1f} | {} |".format(*row)
+            lines.append(line)
+            print(line, flush=True)
     total, (t_import, t_build, t_load, t_infer) = cold_start(os.path.join(REPO, "examples", "coffee.jpg"))
     cold = [
         "",
@@ -273,7 +288,10 @@ def main():
     print("\n".join(cold))
     lines += cold
     with open(os.path.join(HERE, "RESULTS.md"), "w", encoding="utf8") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n\nConverter throughput and memory: bench/CONVERT_RESULTS.md.\n")
+    import convert_speed
+
+    convert_speed.main([])
 
 
 if __name__ == "__main__":

@@ -92,3 +92,12 @@ def test_cli_refuses_existing_output_and_bad_requests(tmp_path):
     assert result.returncode == 2 and "--calibration" in result.stderr and not (tmp_path / "q.tflite").exists()
     result = run("--model", "mobilenet_v9", "--format", "tflite", tmp_path / "x.tflite")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_deeplab_exports_to_tflite_with_its_resizes(tmp_path):
+    model = kl.DeepLabV3Plus((129, 129, 3), classes=5, backbone="mobilenetv2", head="jfzhang95")
+    figures = exporter.export(model, str(tmp_path / "seg.tflite"), "tflite",
+                              preprocessing={"mode": "torch"}, input_dtype="uint8")
+    assert figures["max_abs_diff"] <= 1e-4
+    interpreter = exporter._interpreter((tmp_path / "seg.tflite").read_bytes())
+    assert list(interpreter.get_output_details()[0]["shape"]) == [1, 129, 129, 5]

@@ -28,3 +28,36 @@ def block_prefixes(model):
         for layer in model.layers
         if isinstance(layer, layers.DepthwiseConv2D)
     ]
+
+
+def features_builder_kwargs(tensors, project_conv):
+    """Width and classes of a `features.N` + `classifier.1` checkpoint.
+
+    `project_conv` is the index, inside a block's `conv`, of the projection
+    conv of an expanding block ("2" for torchvision, "6" for the seeds).
+    """
+    last_block = max(int(k.split(".")[1]) for k in tensors if k.startswith("features.")) - 1
+    return {
+        "alpha": infer_alpha(
+            tensors["features.0.0.weight"].shape[0],
+            tensors[f"features.{last_block}.conv.{project_conv}.weight"].shape[0],
+        ),
+        "classes": tensors["classifier.1.weight"].shape[0],
+    }
+
+
+def features_layer_map(model, first_block, other_blocks):
+    """Rows for the `features.N.conv.M` namings (torchvision and the seeds).
+
+    `first_block` / `other_blocks`: `[(module inside conv, Keras layer suffix)]`
+    for block 0 (no expansion) and the expanding blocks.
+    """
+    rows = [("features.0.0", "Conv1"), ("features.0.1", "bn_Conv1")]
+    prefixes = block_prefixes(model)
+    for index, prefix in enumerate(prefixes):
+        parts = first_block if index == 0 else other_blocks
+        rows += [(f"features.{index + 1}.conv.{part}", prefix + suffix) for part, suffix in parts]
+    last = len(prefixes) + 1
+    rows += [(f"features.{last}.0", "Conv_1"), (f"features.{last}.1", "Conv_1_bn")]
+    rows.append(("classifier.1", "predictions"))
+    return rows

@@ -15,31 +15,16 @@ def detect(keys):
     return "features.0.0.weight" in keys and "features.1.conv.0.weight" in keys
 
 
+FIRST_BLOCK = (("0", "depthwise"), ("1", "depthwise_BN"), ("3", "project"), ("4", "project_BN"))
+BLOCK = (
+    ("0", "expand"), ("1", "expand_BN"), ("3", "depthwise"),
+    ("4", "depthwise_BN"), ("6", "project"), ("7", "project_BN"),
+)
+
+
 def builder_kwargs(arch, tensors):
-    last_block = max(int(k.split(".")[1]) for k in tensors if k.startswith("features.")) - 1
-    return {
-        "alpha": _mobilenet_v2.infer_alpha(
-            tensors["features.0.0.weight"].shape[0],
-            tensors[f"features.{last_block}.conv.6.weight"].shape[0],
-        ),
-        "classes": tensors["classifier.1.weight"].shape[0],
-    }
+    return _mobilenet_v2.features_builder_kwargs(tensors, project_conv="6")
 
 
 def layer_map(model, keys):
-    rows = [("features.0.0", "Conv1"), ("features.0.1", "bn_Conv1")]
-    prefixes = _mobilenet_v2.block_prefixes(model)
-    for index, prefix in enumerate(prefixes):
-        module = f"features.{index + 1}.conv"
-        if index == 0:
-            convs = [(0, "depthwise"), (1, "depthwise_BN"), (3, "project"), (4, "project_BN")]
-        else:
-            convs = [
-                (0, "expand"), (1, "expand_BN"), (3, "depthwise"),
-                (4, "depthwise_BN"), (6, "project"), (7, "project_BN"),
-            ]
-        rows += [(f"{module}.{i}", prefix + keras_name) for i, keras_name in convs]
-    last = len(prefixes) + 1
-    rows += [(f"features.{last}.0", "Conv_1"), (f"features.{last}.1", "Conv_1_bn")]
-    rows.append(("classifier.1", "predictions"))
-    return rows
+    return _mobilenet_v2.features_layer_map(model, FIRST_BLOCK, BLOCK)
