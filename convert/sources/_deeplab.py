@@ -2,31 +2,9 @@
 
 import re
 
-from convert.sources import _mobilenet_v2
 
-# (torch sub-module of an inverted residual block, Keras layer suffix), for
-# block 0 (no expansion) and the others.
-TORCHVISION_V2_BLOCK = (
-    (("0.0", "depthwise"), ("0.1", "depthwise_BN"), ("1", "project"), ("2", "project_BN")),
-    (("0.0", "expand"), ("0.1", "expand_BN"), ("1.0", "depthwise"), ("1.1", "depthwise_BN"),
-     ("2", "project"), ("3", "project_BN")),
-)
-FLAT_V2_BLOCK = (  # one flat Sequential: jfzhang95, the seeds
-    (("0", "depthwise"), ("1", "depthwise_BN"), ("3", "project"), ("4", "project_BN")),
-    (("0", "expand"), ("1", "expand_BN"), ("3", "depthwise"), ("4", "depthwise_BN"),
-     ("6", "project"), ("7", "project_BN")),
-)
 _RESNET_LAYER = re.compile(r"conv(\d)_block(\d+)_(\d)_(conv|bn)$")
 RESNET_DEPTHS = {6: 50, 23: 101}  # blocks in layer3 → depth
-
-
-def mobilenet_v2_rows(model, module_of, block_table):
-    """Stem and block rows; `module_of(i)` is the torch prefix of features[i]."""
-    rows = [(f"{module_of(0)}.0", "Conv1"), (f"{module_of(0)}.1", "bn_Conv1")]
-    for index, prefix in enumerate(_mobilenet_v2.block_prefixes(model)):
-        table = block_table[0] if index == 0 else block_table[1]
-        rows += [(f"{module_of(index + 1)}.conv.{torch}", prefix + keras) for torch, keras in table]
-    return rows
 
 
 def resnet_rows(model, prefix):

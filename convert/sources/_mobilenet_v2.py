@@ -46,18 +46,33 @@ def features_builder_kwargs(tensors, project_conv):
     }
 
 
-def features_layer_map(model, first_block, other_blocks):
-    """Rows for the `features.N.conv.M` namings (torchvision and the seeds).
+# (torch module inside a block's `conv`, Keras layer suffix), for block 0
+# (no expansion) and the expanding blocks.
+TORCHVISION_BLOCK = (  # torchvision: ConvBNReLU Sequentials, then project conv and BN
+    (("0.0", "depthwise"), ("0.1", "depthwise_BN"), ("1", "project"), ("2", "project_BN")),
+    (("0.0", "expand"), ("0.1", "expand_BN"), ("1.0", "depthwise"), ("1.1", "depthwise_BN"),
+     ("2", "project"), ("3", "project_BN")),
+)
+FLAT_BLOCK = (  # one flat Sequential: the seeds, jfzhang95
+    (("0", "depthwise"), ("1", "depthwise_BN"), ("3", "project"), ("4", "project_BN")),
+    (("0", "expand"), ("1", "expand_BN"), ("3", "depthwise"), ("4", "depthwise_BN"),
+     ("6", "project"), ("7", "project_BN")),
+)
 
-    `first_block` / `other_blocks`: `[(module inside conv, Keras layer suffix)]`
-    for block 0 (no expansion) and the expanding blocks.
-    """
-    rows = [("features.0.0", "Conv1"), ("features.0.1", "bn_Conv1")]
-    prefixes = block_prefixes(model)
-    for index, prefix in enumerate(prefixes):
-        parts = first_block if index == 0 else other_blocks
-        rows += [(f"features.{index + 1}.conv.{part}", prefix + suffix) for part, suffix in parts]
-    last = len(prefixes) + 1
+
+def stem_and_block_rows(model, module_of, block_table):
+    """Stem and block rows; `module_of(i)` is the torch prefix of `features[i]`."""
+    rows = [(f"{module_of(0)}.0", "Conv1"), (f"{module_of(0)}.1", "bn_Conv1")]
+    for index, prefix in enumerate(block_prefixes(model)):
+        table = block_table[0] if index == 0 else block_table[1]
+        rows += [(f"{module_of(index + 1)}.conv.{torch}", prefix + keras) for torch, keras in table]
+    return rows
+
+
+def features_layer_map(model, block_table):
+    """Rows for the classifiers named `features.N` + `classifier.1` (torchvision, seeds)."""
+    rows = stem_and_block_rows(model, lambda i: f"features.{i}", block_table)
+    last = len(block_prefixes(model)) + 1
     rows += [(f"features.{last}.0", "Conv_1"), (f"features.{last}.1", "Conv_1_bn")]
     rows.append(("classifier.1", "predictions"))
     return rows

@@ -8,7 +8,7 @@ same tensors); ResNet: `backbone.conv1/bn1/layer1..4`. Head:
 of the current code; 0, 1, 3, 4, 6 in early versions).
 """
 
-from convert.sources import _deeplab
+from convert.sources import _deeplab, _mobilenet_v2
 
 NAME = "jfzhang95"
 ARCHS = ("deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101")
@@ -45,7 +45,7 @@ def builder_kwargs(arch, tensors):
 def layer_map(model, keys):
     if "backbone.features.0.0.weight" in keys:
         module_of = lambda i: f"backbone.features.{i}"  # noqa: E731
-        rows = _deeplab.mobilenet_v2_rows(model, module_of, _deeplab.FLAT_V2_BLOCK)
+        rows = _mobilenet_v2.stem_and_block_rows(model, module_of, _mobilenet_v2.FLAT_BLOCK)
     else:
         rows = _deeplab.resnet_rows(model, "backbone")
     rows += _deeplab.aspp_rows(

@@ -15,16 +15,9 @@ def detect(keys):
     return "features.0.0.weight" in keys and "features.1.conv.0.weight" in keys
 
 
-FIRST_BLOCK = (("0", "depthwise"), ("1", "depthwise_BN"), ("3", "project"), ("4", "project_BN"))
-BLOCK = (
-    ("0", "expand"), ("1", "expand_BN"), ("3", "depthwise"),
-    ("4", "depthwise_BN"), ("6", "project"), ("7", "project_BN"),
-)
-
-
 def builder_kwargs(arch, tensors):
     return _mobilenet_v2.features_builder_kwargs(tensors, project_conv="6")
 
 
 def layer_map(model, keys):
-    return _mobilenet_v2.features_layer_map(model, FIRST_BLOCK, BLOCK)
+    return _mobilenet_v2.features_layer_map(model, _mobilenet_v2.FLAT_BLOCK)

@@ -8,7 +8,7 @@ keys kept); ResNet: torchvision `backbone.conv1/bn1/layer1..4`. Head:
 `classifier.classifier.0/1` (3x3) and `.3` (classes).
 """
 
-from convert.sources import _deeplab
+from convert.sources import _deeplab, _mobilenet_v2
 
 NAME = "vainf"
 ARCHS = ("deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101")
@@ -29,7 +29,7 @@ def builder_kwargs(arch, tensors):
 def layer_map(model, keys):
     if any(k.startswith("backbone.low_level_features.") for k in keys):
         module_of = lambda i: f"backbone.{'low' if i < 4 else 'high'}_level_features.{i}"  # noqa: E731
-        rows = _deeplab.mobilenet_v2_rows(model, module_of, _deeplab.TORCHVISION_V2_BLOCK)
+        rows = _mobilenet_v2.stem_and_block_rows(model, module_of, _mobilenet_v2.TORCHVISION_BLOCK)
     else:
         rows = _deeplab.resnet_rows(model, "backbone")
     aspp = "classifier.aspp"
