@@ -442,7 +442,20 @@ def pooling_head(x, pooling):
     raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
 
 
-def _aspp(x, filters=256, rates=(6, 12, 18), style="torch", dropout=0.1, name="aspp"):
+def _separable_conv_block(x, filters, kernel_size=3, style="torch", activation="relu", dilation=1, name="conv"):
+    """Depthwise kxk (no bias) → pointwise 1x1 conv → BN → activation.
+
+    VainF's `AtrousSeparableConvolution`, which its `--separable_conv` option
+    puts in place of every kxk conv of the DeepLab head. Layers:
+    `{name}_depthwise`, `{name}`, `{name}_bn`, `{name}_relu`.
+    """
+    x = layers.DepthwiseConv2D(
+        kernel_size, padding="same", dilation_rate=dilation, use_bias=False, name=f"{name}_depthwise"
+    )(x)
+    return _conv_block(x, filters, 1, style=style, activation=activation, name=name)
+
+
+def _aspp(x, filters=256, rates=(6, 12, 18), style="torch", dropout=0.1, name="aspp", separable=False):
     """Atrous spatial pyramid pooling (DeepLabV3), PyTorch conventions.
 
     Branches: 1x1 conv, one 3x3 conv per atrous rate, image pooling (global
@@ -450,10 +463,13 @@ def _aspp(x, filters=256, rates=(6, 12, 18), style="torch", dropout=0.1, name="a
     BN + ReLU. The branches are concatenated in that order and projected by
     a 1x1 conv + BN + ReLU, then dropout. Layers: `{name}_conv0..3`,
     `{name}_pool_conv`, `{name}_project` (each with `_bn`, `_relu`).
+    `separable=True` makes the atrous 3x3 convs depthwise separable.
     """
     from keras_lightnets.resize import BilinearResize
 
     def conv(inputs, kernel_size, conv_name, dilation=1):
+        if separable and kernel_size > 1:
+            return _separable_conv_block(inputs, filters, kernel_size, style, "relu", dilation, conv_name)
         return _conv_block(
             inputs, filters, kernel_size, style=style, activation="relu", name=conv_name,
             dilation=dilation,

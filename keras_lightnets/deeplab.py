@@ -57,15 +57,18 @@ def deeplab_backbone(x, backbone, output_stride, alpha, style, schedule):
     return resnet_features(x, BACKBONES[backbone], output_stride, conventions["resnet"], style)
 
 
-def deeplab_v3plus_head(low_level, high_level, image, classes, output_stride, style, head):
+def deeplab_v3plus_head(low_level, high_level, image, classes, output_stride, style, head, separable=False):
     """ASPP on `high_level`, decoder fusing `low_level`, logits at `image`'s size."""
     spec = HEADS[head]
-    x = blocks._aspp(high_level, 256, ASPP_RATES[output_stride], style, spec["aspp_dropout"])
+    x = blocks._aspp(
+        high_level, 256, ASPP_RATES[output_stride], style, spec["aspp_dropout"], separable=separable
+    )
     low = blocks._conv_block(low_level, 48, 1, style=style, activation="relu", name="decoder_low_conv")
     x = BilinearResize(spec["align_corners"], name="decoder_resize")([x, low])
     x = layers.Concatenate(name="decoder_concat")([low, x] if spec["low_level_first"] else [x, low])
     for index, rate in enumerate(spec["decoder_dropouts"], start=1):
-        x = blocks._conv_block(x, 256, 3, style=style, activation="relu", name=f"decoder_conv{index}")
+        conv_block = blocks._separable_conv_block if separable else blocks._conv_block
+        x = conv_block(x, 256, 3, style=style, activation="relu", name=f"decoder_conv{index}")
         if rate:
             x = layers.Dropout(rate, name=f"decoder_dropout{index}")(x)
     x = layers.Conv2D(classes, 1, name="logits")(x)
@@ -84,6 +87,7 @@ def DeepLabV3Plus(
     head="vainf",
     classifier_activation=None,
     dilation_schedule=None,
+    separable=False,
     name=None,
 ):
     """Instantiates DeepLabV3+ for semantic segmentation.
@@ -103,6 +107,8 @@ def DeepLabV3Plus(
         classifier_activation: `None` for logits, or e.g. `"softmax"`.
         dilation_schedule: how the backbone dilates, `"vainf"`, `"jfzhang95"`
             or `"seed003"` (ResNet only); by default the head's source.
+        separable: depthwise separable 3x3 convs in ASPP and decoder
+            (VainF's `--separable_conv` checkpoints).
 
     Returns:
         A `keras.Model` mapping images to `(height, width, classes)` maps.
@@ -120,7 +126,9 @@ def DeepLabV3Plus(
     blocks.check_style(style)
     img_input, inputs = blocks.image_input(input_shape, input_tensor, include_top=False)
     pyramid = deeplab_backbone(img_input, backbone, output_stride, alpha, style, dilation_schedule)
-    x = deeplab_v3plus_head(pyramid["P2"], pyramid["P5"], img_input, classes, output_stride, style, head)
+    x = deeplab_v3plus_head(
+        pyramid["P2"], pyramid["P5"], img_input, classes, output_stride, style, head, separable
+    )
     if classifier_activation is not None:
         x = layers.Activation(classifier_activation, name="predictions")(x)
     model = keras.Model(inputs, x, name=name or f"deeplabv3plus_{backbone}_os{output_stride}")

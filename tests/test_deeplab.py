@@ -97,8 +97,17 @@ def calibration_images(height, width, seed=0):
 
 
 RESNET_DEPTH = {"resnet50": 50, "resnet101": 101}
+
+
+def _separable(model):
+    model.classifier = torch_deeplab.convert_to_separable_conv(model.classifier)
+    return model
+
+
 REFERENCES = {
     "vainf": lambda backbone, os_: torch_deeplab.VainFDeepLabV3Plus(backbone, 21, os_),
+    # VainF's main.py with --separable_conv: convert_to_separable_conv(model.classifier)
+    "vainf_separable": lambda backbone, os_: _separable(torch_deeplab.VainFDeepLabV3Plus(backbone, 21, os_)),
     "jfzhang95": lambda backbone, os_: torch_deeplab.JfzDeepLab(
         "mobilenet" if backbone == "mobilenetv2" else "resnet", os_, 21, RESNET_DEPTH.get(backbone, 101)
     ),
@@ -108,6 +117,8 @@ REFERENCES = {
 PARITY_CASES = [
     pytest.param("vainf", "mobilenetv2", 16, 512, 512, id="vainf-mnv2-os16-512"),
     pytest.param("vainf", "mobilenetv2", 8, 321, 321, id="vainf-mnv2-os8-321"),
+    pytest.param("vainf_separable", "mobilenetv2", 16, 161, 193, id="vainf-separable-mnv2-os16-161x193"),
+    pytest.param("vainf_separable", "resnet50", 8, 129, 129, id="vainf-separable-r50-os8-129"),
     pytest.param("jfzhang95", "mobilenetv2", 16, 513, 513, id="jfz-mnv2-os16-513"),
     pytest.param("jfzhang95", "mobilenetv2", 8, 512, 512, marks=pytest.mark.slow, id="jfz-mnv2-os8-512"),
     pytest.param("vainf", "resnet101", 16, 512, 512, marks=pytest.mark.slow, id="vainf-r101-os16-512"),

@@ -230,6 +230,38 @@ class DeepLabHeadV3Plus(nn.Module):
         return self.classifier(torch.cat([low_level_feature, output_feature], dim=1))
 
 
+class AtrousSeparableConvolution(nn.Module):
+    """VainF's network/utils.py: depthwise kxk then pointwise 1x1, as `body`."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, in_channels, kernel_size=kernel_size, stride=stride, padding=padding,
+                      dilation=dilation, bias=bias, groups=in_channels),
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0, bias=bias),
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def convert_to_separable_conv(module):
+    """VainF's network/_deeplab.py: every kxk Conv2d (k > 1) becomes separable.
+
+    Like VainF, the conv's `bias` (a Parameter or None) is passed as the
+    `bias` flag, so bias-free convs stay bias-free.
+    """
+    new_module = module
+    if isinstance(module, nn.Conv2d) and module.kernel_size[0] > 1:
+        new_module = AtrousSeparableConvolution(
+            module.in_channels, module.out_channels, module.kernel_size,
+            module.stride, module.padding, module.dilation, module.bias is not None,
+        )
+    for name, child in module.named_children():
+        new_module.add_module(name, convert_to_separable_conv(child))
+    return new_module
+
+
 class VainFDeepLabV3Plus(nn.Module):
     """VainF's `deeplabv3plus_mobilenet` / `deeplabv3plus_resnet50|101`."""
 

@@ -19,13 +19,14 @@ from convert.sources import (
     torchvision_shufflenet_v2,
     torchvision_squeezenet,
     vainf,
+    vainf_separable,
 )
 
 NAMINGS = {
     module.NAME: module
     for module in (
         torchvision, seed_mobilenet_v2, seed_layers, seed_mobilenet_v1, efficientnet_lite,
-        vainf, jfzhang95, seed_deeplab,
+        vainf, vainf_separable, jfzhang95, seed_deeplab,
         torchvision_squeezenet, torchvision_shufflenet_v2, megvii_shufflenet_v1,
     )
 }

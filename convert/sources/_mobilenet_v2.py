@@ -1,5 +1,7 @@
 """What the MobileNetV2 namings share: width inference and Keras block prefixes."""
 
+import re
+
 from keras import layers
 
 from keras_lightnets.blocks import make_divisible
@@ -21,12 +23,15 @@ def infer_alpha(stem_channels, last_block_channels):
     )
 
 
+_BLOCK_DEPTHWISE = re.compile(r"^(expanded_conv_|block_\d+_)depthwise$")
+
+
 def block_prefixes(model):
     """Keras name prefixes of the inverted residual blocks, in order."""
     return [
         layer.name[: -len("depthwise")]
         for layer in model.layers
-        if isinstance(layer, layers.DepthwiseConv2D)
+        if isinstance(layer, layers.DepthwiseConv2D) and _BLOCK_DEPTHWISE.match(layer.name)
     ]
 
 

@@ -15,7 +15,11 @@ ARCHS = ("deeplabv3plus_mobilenetv2", "deeplabv3plus_resnet50", "deeplabv3plus_r
 
 
 def detect(keys):
-    return "classifier.aspp.convs.0.0.weight" in keys and "classifier.classifier.3.weight" in keys
+    return (
+        "classifier.aspp.convs.0.0.weight" in keys
+        and "classifier.classifier.3.weight" in keys
+        and "classifier.classifier.0.weight" in keys  # not the separable variant
+    )
 
 
 def builder_kwargs(arch, tensors):
