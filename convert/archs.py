@@ -82,7 +82,7 @@ ARCHS = {
         )
         for groups in SHUFFLENET_V1_STAGE2_CHANNELS
     },
-    "deeplabv3plus_mobilenetv2": _deeplab("mobilenetv2", ("vainf", "vainf_separable", "jfzhang95")),
+    "deeplabv3plus_mobilenetv2": _deeplab("mobilenetv2", ("vainf", "vainf_separable", "jfzhang95", "seed_v2")),
     "deeplabv3plus_resnet50": _deeplab("resnet50", ("vainf", "vainf_separable", "jfzhang95", "seed_deeplab")),
     "deeplabv3plus_resnet101": _deeplab("resnet101", ("vainf", "vainf_separable", "jfzhang95", "seed_deeplab")),
 }

@@ -248,6 +248,10 @@ def convert_checkpoint(
         ) from None
     except (IndexError, ValueError) as err:
         raise ConversionError(f"cannot read the {arch} configuration from the checkpoint: {err}") from None
+    if "classes" not in kwargs:  # a backbone-only checkpoint
+        if num_classes is None:
+            raise ConversionError(f"the checkpoint has no {arch} classifier: give --num-classes")
+        kwargs["classes"] = num_classes
     if num_classes is not None and num_classes != kwargs["classes"]:
         raise ConversionError(
             f"--num-classes {num_classes}, but the checkpoint's classifier has {kwargs['classes']} classes"

@@ -32,10 +32,14 @@ HEADS = {
 }
 # Backbone conventions of each source (`dilation_schedule`): the schedule of
 # `resnet_strides` / `mobilenet_v2_strides`, and the MobileNetV2 stem padding.
+# `pad_block_inputs`: VainF and jfzhang95 pad each MobileNetV2 block's input
+# (`fixed_padding`); seed 000's DeepLab code dilates the depthwise convs in
+# place (`_nostride_dilate`), which keeps their own symmetric padding.
 SCHEDULES = {
-    "vainf": {"resnet": "torchvision", "mobilenetv2": "vainf", "stem_padding": False},
-    "jfzhang95": {"resnet": "jfzhang95", "mobilenetv2": "jfzhang95", "stem_padding": True},
-    "seed003": {"resnet": "seed003", "mobilenetv2": None, "stem_padding": True},
+    "vainf": {"resnet": "torchvision", "mobilenetv2": "vainf", "stem_padding": False, "pad_block_inputs": True},
+    "jfzhang95": {"resnet": "jfzhang95", "mobilenetv2": "jfzhang95", "stem_padding": True, "pad_block_inputs": True},
+    "seed003": {"resnet": "seed003", "mobilenetv2": None, "stem_padding": True, "pad_block_inputs": True},
+    "seed000": {"resnet": None, "mobilenetv2": "vainf", "stem_padding": True, "pad_block_inputs": False},
 }
 
 
@@ -50,10 +54,12 @@ def deeplab_backbone(x, backbone, output_stride, alpha, style, schedule):
             alpha,
             style,
             strides=mobilenet_v2_strides(output_stride, conventions["mobilenetv2"]),
-            pad_block_inputs=True,
+            pad_block_inputs=conventions["pad_block_inputs"],
             stem_padding=conventions["stem_padding"],
         )
         return mobilenet_v2_pyramid(block_outputs)
+    if conventions["resnet"] is None:
+        raise ValueError(f"dilation_schedule {schedule!r} has no ResNet backbone")
     return resnet_features(x, BACKBONES[backbone], output_stride, conventions["resnet"], style)
 
 
@@ -106,7 +112,8 @@ def DeepLabV3Plus(
         head: `"vainf"` or `"jfzhang95"` (see the module docstring).
         classifier_activation: `None` for logits, or e.g. `"softmax"`.
         dilation_schedule: how the backbone dilates, `"vainf"`, `"jfzhang95"`
-            or `"seed003"` (ResNet only); by default the head's source.
+            `"seed003"` (ResNet only) or `"seed000"` (MobileNetV2 only: the
+            seeds' backbone dilated in place); by default the head's source.
         separable: depthwise separable 3x3 convs in ASPP and decoder
             (VainF's `--separable_conv` checkpoints).
 

@@ -266,3 +266,36 @@ def test_demo_bad_input_exits_2(make_args, deeplab_weights, tmp_path):
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_seed000_backbone_checkpoint(output_stride, tmp_path, capsys):
+    """A seed 000 MobileNetV2 checkpoint becomes the backbone of its DeepLabV3+."""
+    import copy
+
+    torch.manual_seed(1)
+    classifier = torch_models.SeedMobileNetV2()
+    images = calibration_images(97, 129)
+    torch_models.randomize_torch_model(classifier, torch_models.nchw(images), seed=1)
+    torch.save(classifier.state_dict(), tmp_path / "seed.pth")
+    args = [tmp_path / "seed.pth", tmp_path / "b.h5", "--arch", "deeplabv3plus_mobilenetv2",
+            "--output-stride", output_stride]
+    status, _, err = run_cli(capsys, *args)
+    assert status == 2 and "--num-classes" in err
+    status, _, err = run_cli(capsys, *args, "--num-classes", "21")
+    assert status == 2 and "7 checkpoint tensors unused" in err and "--allow-partial" in err
+    status, report, err = run_cli(capsys, *args, "--num-classes", "21", "--allow-partial")
+    assert status == 0, err
+    assert "naming          seed_v2" in report and "dilation_schedule='seed000'" in report
+    assert "unused tensors  7 (classifier.1.bias, classifier.1.weight, features.18.0.weight" in report
+    assert "unset weights   17 (" in report
+
+    reference = torch_deeplab.SeedDeepLabMobileNetV2(copy.deepcopy(classifier), output_stride).eval()
+    with torch.no_grad():
+        low, high = (t.numpy().transpose(0, 2, 3, 1) for t in reference(torch.from_numpy(torch_models.nchw(images))))
+    model = kl.from_h5(tmp_path / "b.h5", input_shape=(97, 129, 3))
+    taps = keras.Model(model.input, [model.pyramid_outputs["P2"], model.pyramid_outputs["P5"]])
+    got_low, got_high = (np.asarray(t) for t in taps(images))
+    assert got_low.shape == low.shape and got_high.shape == high.shape
+    assert np.abs(got_low - low).max() <= SEG_ATOL and np.abs(got_high - high).max() <= SEG_ATOL
+    assert high.std() > 0.3  # features of real scale, not washed out

@@ -16,6 +16,7 @@ interpolation and concat order follow:
 """
 
 import math
+from functools import partial
 from collections import OrderedDict
 
 import torch
@@ -544,3 +545,42 @@ class SeedDeepLabV3Plus(nn.Module):
         low_level_features = self.relu(self.bn2(self.conv2(low_level_features)))
         x = self.last_conv(torch.cat((x, low_level_features), dim=1))
         return F.interpolate(x, size=input.size()[2:], mode="bilinear", align_corners=True)
+
+
+# --- seed 000 -------------------------------------------------------------------------------
+
+
+class SeedDeepLabMobileNetV2(nn.Module):
+    """Seed 000's DeepLabV3+ backbone: `features[:-1]` of the seed MobileNetV2,
+    dilated in place (`_nostride_dilate`) for downsample factor 8 or 16;
+    returns (low-level = features[:4], high-level = features[4:])."""
+
+    def __init__(self, mobilenetv2, downsample_factor=16):
+        super().__init__()
+        self.features = mobilenetv2.features[:-1]
+        total_idx = len(self.features)
+        down_idx = [2, 4, 7, 14]
+        if downsample_factor == 8:
+            for i in range(down_idx[-2], down_idx[-1]):
+                self.features[i].apply(partial(self._nostride_dilate, dilate=2))
+            for i in range(down_idx[-1], total_idx):
+                self.features[i].apply(partial(self._nostride_dilate, dilate=4))
+        elif downsample_factor == 16:
+            for i in range(down_idx[-1], total_idx):
+                self.features[i].apply(partial(self._nostride_dilate, dilate=2))
+
+    @staticmethod
+    def _nostride_dilate(m, dilate):
+        if m.__class__.__name__.find("Conv") != -1:
+            if m.stride == (2, 2):
+                m.stride = (1, 1)
+                if m.kernel_size == (3, 3):
+                    m.dilation = (dilate // 2, dilate // 2)
+                    m.padding = (dilate // 2, dilate // 2)
+            elif m.kernel_size == (3, 3):
+                m.dilation = (dilate, dilate)
+                m.padding = (dilate, dilate)
+
+    def forward(self, x):
+        low_level_features = self.features[:4](x)
+        return low_level_features, self.features[4:](low_level_features)
