@@ -38,7 +38,6 @@ class Report:
     parity: dict | None
     parity_note: str
     seconds: float
-    megabytes: float
 
     def __str__(self):
         def listing(items):
@@ -323,5 +322,4 @@ def convert_checkpoint(
         parity=parity,
         parity_note=parity_note,
         seconds=time.perf_counter() - started,
-        megabytes=checkpoint.nbytes / 1e6,
     )
