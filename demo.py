@@ -1,6 +1,8 @@
 """Classify or segment a photo with a pretrained light network.
 
-    python demo.py photo.jpg                       # EfficientNet-Lite0, ImageNet
+    python demo.py photo.jpg                       # MobileNetV2, torchvision's ImageNet weights
+    python demo.py photo.jpg --model mobilenet      # MobileNet, keras.applications' ImageNet file
+    python demo.py photo.jpg --model efficientnet_lite0
     python demo.py photo.jpg --top 3
     python demo.py photo.jpg --weights model.h5     # a file made by `python -m convert`
     python demo.py photo.jpg --model mobilenet_v2 --weights mobilenet_v2.h5
@@ -17,7 +19,9 @@ import sys
 
 from keras_lightnets.cli import import_tensorflow_quietly
 
-DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_MODEL = "mobilenet_v2"
+# `--model` names that are a pretrained source rather than an arch.
+MODEL_ALIASES = {"mobilenet": "keras_mobilenet", "mobilenet_v2_keras": "keras_mobilenet_v2"}
 
 
 class UsageError(Exception):
@@ -27,7 +31,9 @@ class UsageError(Exception):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Classify a photo with a pretrained light network.")
     parser.add_argument("image", help="JPEG, PNG, BMP, GIF, WebP or TIFF file")
-    parser.add_argument("--model", help=f"model name (default {DEFAULT_MODEL}, or the one --weights was converted for)")
+    parser.add_argument("--model", help=f"model name (default {DEFAULT_MODEL}: torchvision's weights; "
+                        "mobilenet: keras.applications' file; efficientnet_lite0; "
+                        "or the one --weights was converted for)")
     parser.add_argument("--weights", help="Keras weights file written by `python -m convert`")
     parser.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
     parser.add_argument("--out", help="segmentation only: the overlay PNG to write "
@@ -35,26 +41,44 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def pretrained_model(name):
+    """`(model, preprocessing)` of a pretrained `--model` (an arch, an alias or a source)."""
+    import keras_lightnets
+    from keras_lightnets import pretrained
+    from keras_lightnets.models import get_builder, pretrained_file
+    from keras_lightnets.registry import SPECS
+
+    source_name = MODEL_ALIASES.get(name, name)
+    if source_name in SPECS and SPECS[source_name].pretrained:
+        source_name = SPECS[source_name].pretrained[0]
+    if source_name not in pretrained.SOURCES:
+        available = [arch for arch, spec in SPECS.items() if spec.pretrained] + list(MODEL_ALIASES)
+        raise UsageError(
+            f"no pretrained weights for {name!r} (available: {', '.join(available)}); "
+            "convert a checkpoint with `python -m convert` and pass --weights"
+        )
+    source = pretrained.SOURCES[source_name]
+    if isinstance(source, pretrained.KerasFile):
+        # keras.applications' own file: no keras-lightnets record, the builder's defaults
+        model = get_builder(source.arch)(weights="imagenet", **source.builder_kwargs)
+        return model, dict(source.preprocessing)
+    weights = pretrained_file(source_name)
+    return keras_lightnets.from_h5(weights), keras_lightnets.weights_info(weights)["preprocessing"]
+
+
 def load_model(model_name, weights):
     """Returns `(model, preprocessing)` for the demo's arguments."""
-    import convert.archs
     import keras_lightnets
-    from keras_lightnets.weights import PRETRAINED, pretrained_weights
+    from keras_lightnets.registry import SPECS
 
     if weights is None:
-        name = model_name or DEFAULT_MODEL
-        if name not in PRETRAINED:
-            raise UsageError(
-                f"no offline pretrained weights for {name!r} (available: {', '.join(PRETRAINED)}); "
-                "convert a checkpoint with `python -m convert` and pass --weights"
-            )
-        weights = pretrained_weights(name)
+        return pretrained_model(model_name or DEFAULT_MODEL)
     if not os.path.isfile(weights):
         raise UsageError(f"{weights}: no such weights file")
     info = keras_lightnets.weights_info(weights)
     if model_name is not None and model_name != info["arch"]:
         raise UsageError(f"{weights} holds {info['arch']} weights, not {model_name}")
-    if info["arch"] not in convert.archs.ARCHS:
+    if info["arch"] not in SPECS:
         raise UsageError(f"{weights} is for an unknown model {info['arch']!r}")
     return keras_lightnets.from_h5(weights), info["preprocessing"]
 
@@ -64,17 +88,32 @@ def is_segmentation(model):
 
 
 def segment(image_path, model, preprocessing):
-    """Returns `(photo as uint8 HxWx3, class map HxW)` at the photo's own size."""
+    """Returns `(photo as uint8 HxWx3, class map HxW)` at the photo's own size.
+
+    `"resize": "letterbox"` (bubbliiiing's `detect_image`): the photo is
+    letterboxed to the recorded size; the class probabilities are cropped
+    back to the photo's box and resized (bilinear, half-pixel) to the photo
+    before the argmax. Otherwise the photo goes in at its own size.
+    """
+    import keras
     import numpy as np
 
     import keras_lightnets
-    from keras_lightnets.image import read_image
+    from keras_lightnets.image import letterbox, read_image
     from keras_lightnets.inference import Predictor
 
-    pixels = np.asarray(read_image(image_path), dtype="float32")
-    batch = keras_lightnets.preprocess_input(pixels[None], preprocessing["mode"])
-    logits = Predictor(model)(batch)
-    return pixels.astype("uint8"), logits[0].argmax(-1)
+    img = read_image(image_path)
+    pixels = np.asarray(img, dtype="float32")
+    if preprocessing.get("resize") != "letterbox":
+        batch = keras_lightnets.preprocess_input(pixels[None], preprocessing["mode"])
+        return pixels.astype("uint8"), Predictor(model)(batch)[0].argmax(-1)
+    boxed, (top, left, height, width) = letterbox(
+        img, preprocessing["size"], preprocessing.get("resample", "bicubic"), preprocessing.get("fill", 128)
+    )
+    logits = Predictor(model)(keras_lightnets.preprocess_input(boxed[None], preprocessing["mode"]))[0]
+    probabilities = keras.ops.softmax(logits[top : top + height, left : left + width], axis=-1)
+    probabilities = keras.ops.image.resize(probabilities, pixels.shape[:2], interpolation="bilinear", antialias=False)
+    return pixels.astype("uint8"), np.asarray(probabilities).argmax(-1)
 
 
 def overlay(photo, class_map, names, opacity=0.5):
@@ -140,15 +179,10 @@ def run_segmentation(args, model, preprocessing):
 
 def classify(image_path, model, preprocessing, top):
     import keras_lightnets
-    from keras_lightnets.image import load_image
+    from keras_lightnets.image import load_for
     from keras_lightnets.inference import Predictor
 
-    pixels = load_image(
-        image_path,
-        size=preprocessing["size"],
-        crop_fraction=preprocessing["crop_fraction"],
-        resample=preprocessing["resample"],
-    )
+    pixels = load_for(image_path, preprocessing)  # the source's own eval transform
     batch = keras_lightnets.preprocess_input(pixels[None], preprocessing["mode"])
     probabilities = Predictor(model)(batch)
     if probabilities.shape[-1] == 1000:

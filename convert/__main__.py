@@ -4,19 +4,28 @@ import argparse
 import sys
 
 
-def parse_args(argv):
-    from convert.archs import ARCHS
-    from convert.sources import NAMINGS
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes get one line and exit status 2, not argparse's usage block."""
 
-    parser = argparse.ArgumentParser(
+    def error(self, message):
+        from keras_lightnets.conversion.safety import usage_error_line
+
+        self.exit(2, usage_error_line(message, "python -m convert --help lists the options") + "\n")
+
+
+def parse_args(argv):
+    from keras_lightnets.conversion.namings import NAMINGS
+    from keras_lightnets.registry import SPECS
+
+    parser = _OneLineParser(
         prog="python -m convert",
         description="Convert a PyTorch checkpoint into a Keras .h5 weights file, without "
         "torch and without running the checkpoint's pickle.",
     )
     parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth/.pt zip or legacy, .safetensors, .npz)")
     parser.add_argument("out", help="Keras weights file to write (.h5)")
-    parser.add_argument("--arch", required=True, choices=sorted(ARCHS), metavar="NAME",
-                        help="architecture: " + ", ".join(ARCHS))
+    parser.add_argument("--arch", required=True, choices=sorted(SPECS), metavar="NAME",
+                        help="architecture: " + ", ".join(SPECS))
     parser.add_argument("--source", choices=sorted(NAMINGS), metavar="NAMING",
                         help="checkpoint naming, detected from the keys by default: " + ", ".join(NAMINGS))
     parser.add_argument("--num-classes", type=int, help="expected number of classes (checked)")
@@ -25,34 +34,46 @@ def parse_args(argv):
     parser.add_argument("--allow-partial", action="store_true",
                         help="write even if checkpoint tensors are unused or Keras weights unset")
     parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="skip the comparison with an installed PyTorch reference")
+                        help="skip the comparison with a PyTorch reference")
+    parser.add_argument("--reference", metavar="MODULE:FUNCTION",
+                        help="PyTorch reference for the parity check: FUNCTION(spec, builder_kwargs, "
+                        "tensors) returns the torch model holding the checkpoint's weights")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
+    from keras_lightnets.conversion.safety import make_streams_safe, safe_lines, safe_text
+
+    make_streams_safe()
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     from keras_lightnets.cli import import_tensorflow_quietly
 
-    import_tensorflow_quietly()  # the arch table imports the Keras builders
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    from convert.converter import ConversionError, convert_checkpoint
-    from convert.reader import CheckpointError
+    import_tensorflow_quietly()
+    from keras_lightnets.conversion.pipeline import ConversionError, convert_checkpoint
+    from keras_lightnets.conversion.reader import CheckpointError
+    from keras_lightnets.models import get_builder
 
     try:
         report = convert_checkpoint(
             args.checkpoint,
             args.out,
             args.arch,
+            get_builder(args.arch),
             source=args.source,
             num_classes=args.num_classes,
             output_stride=args.output_stride,
             force=args.force,
             allow_partial=args.allow_partial,
             check=args.check,
+            reference=args.reference,
         )
     except (ConversionError, CheckpointError, FileExistsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {safe_text(err)}", file=sys.stderr)
         return 2
-    print(report)
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM during the write: the temp file is gone
+        print("error: interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(safe_lines(report))  # key names are the checkpoint's: escape codes, lone surrogates
     return 0
 
 

@@ -1,53 +1,103 @@
 """Building blocks shared by the keras-lightnets models.
 
 Every block is a plain function `f(x, ..., name)` that adds layers to a
-Functional graph. `style` selects the conventions the weights were trained
-with:
+Functional graph. `style` is a `Conventions` object (or its name, `"tf"` or
+`"torch"`) that says how the weights were trained:
 
 - `"tf"`: TensorFlow/keras.applications. Stride-2 convolutions pad
-  bottom/right (TF "same"), BatchNormalization epsilon 1e-3.
+  bottom/right (TF "same"), BatchNormalization epsilon 1e-3, max pools "same".
 - `"torch"`: PyTorch. Stride-2 convolutions pad `k // 2` on every side,
-  BatchNormalization epsilon 1e-5.
+  BatchNormalization epsilon 1e-5, max pools padded with -inf.
 
-The two styles have the same layer names and weight shapes; only padding
-layers and BatchNormalization constants differ.
+The two have the same layer names and weight shapes; only padding layers and
+BatchNormalization constants differ.
 """
+
+import dataclasses
 
 import keras
 from keras import layers, ops
 
+from keras_lightnets.architectures import make_divisible  # noqa: F401  (blocks' public API)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conventions:
+    """The conventions a network's weights were trained with.
+
+    Attributes:
+        name: `"tf"` or `"torch"`, as the builders' `style` argument.
+        stride_padding: where strided convolutions pad: `"tf"` (TF "same":
+            one less row/column at the top/left for even sizes), `"tf_bottom_right"`
+            (always one less at the top/left, keras.applications' MobileNet) or
+            `"torch"` (`k // 2` on every side).
+        bn_epsilon, bn_momentum: BatchNormalization constants (Keras momentum;
+            PyTorch's momentum 0.1 is Keras' 0.9).
+    """
+
+    name: str
+    stride_padding: str
+    bn_epsilon: float
+    bn_momentum: float
+
+    @property
+    def torch(self):
+        return self.name == "torch"
+
+    def batch_norm(self, name):
+        """A BatchNormalization layer with these constants."""
+        return layers.BatchNormalization(epsilon=self.bn_epsilon, momentum=self.bn_momentum, name=name)
+
+    def pad_for_stride(self, x, kernel_size, strides, dilation=1, name=None, explicit=True):
+        """`(x, padding)` for a convolution of `strides`.
+
+        Stride 1 is "same". A strided convolution gets a `ZeroPadding2D`
+        (named `name`) and "valid", except with TF conventions and
+        `explicit=False`, where Keras' own "same" pads as TF does
+        (keras.applications uses both forms, and its layer names show which).
+        """
+        if strides == 1 or not (self.torch or explicit):
+            return x, "same"
+        return stride_padding(x, kernel_size, self.stride_padding, dilation, name=name), "valid"
+
+    def avg_pool(self, x, pool_size, strides, padding, name):
+        """PyTorch's `AvgPool2d(pool_size, strides, padding)` (the zero padding
+        counts in the average) or Keras' "same" pool."""
+        if self.torch:
+            x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+            return layers.AveragePooling2D(pool_size, strides, name=name)(x)
+        return layers.AveragePooling2D(pool_size, strides, padding="same", name=name)(x)
+
+    def max_pool(self, x, pool_size, strides, padding, name):
+        """PyTorch's `MaxPool2d(pool_size, strides, padding)` or Keras' "same" pool."""
+        if self.torch:
+            return torch_max_pool(x, pool_size, strides, padding=padding, name=name)
+        return layers.MaxPooling2D(pool_size, strides, padding="same", name=name)(x)
+
+
+# keras.applications builds its BatchNormalization layers with these constants.
+TF = Conventions("tf", "tf", bn_epsilon=1e-3, bn_momentum=0.99)
+KERAS_MOBILENET = Conventions("tf", "tf_bottom_right", bn_epsilon=1e-3, bn_momentum=0.99)
+KERAS_MOBILENET_V2 = Conventions("tf", "tf", bn_epsilon=1e-3, bn_momentum=0.999)
+# PyTorch's BatchNorm2d defaults are eps=1e-5, momentum=0.1 (Keras 0.9).
+TORCH = Conventions("torch", "torch", bn_epsilon=1e-5, bn_momentum=0.9)
 STYLES = ("tf", "torch")
 
-# keras.applications builds its BatchNormalization layers with these constants;
-# PyTorch's BatchNorm2d defaults are eps=1e-5, momentum=0.1 (Keras 0.9).
-BN_TF = {"epsilon": 1e-3, "momentum": 0.99}
-BN_TF_V2 = {"epsilon": 1e-3, "momentum": 0.999}
-BN_TORCH = {"epsilon": 1e-5, "momentum": 0.9}
 
-
-def make_divisible(value, divisor=8, min_value=None):
-    """Rounds a channel count to a multiple of `divisor`, at most 10% down.
-
-    This is the rounding of the MobileNetV2 paper code, which both
-    keras.applications and torchvision use.
-    """
-    if min_value is None:
-        min_value = divisor
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
+def conventions(style, tf=TF):
+    """The `Conventions` of `style` (`"tf"`, `"torch"` or a `Conventions`);
+    `tf` is the family's TensorFlow variant."""
+    if isinstance(style, Conventions):
+        return style
+    if style == "torch":
+        return TORCH
+    if style == "tf":
+        return tf
+    raise ValueError(f"style must be one of {STYLES}, got {style!r}")
 
 
 def check_style(style):
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-
-
-def bn_params(style, tf_params=BN_TF):
-    """BatchNormalization constants for `style`."""
-    check_style(style)
-    return BN_TORCH if style == "torch" else tf_params
+    conventions(style)
 
 
 def stride_padding(x, kernel_size, style, dilation=1, name=None):
@@ -87,36 +137,34 @@ def _conv_block(
     strides=1,
     style="tf",
     activation="relu6",
-    bn=BN_TF,
     name="conv1",
-    bn_name=None,
-    act_name=None,
-    pad_name=None,
+    names=None,
     dilation=1,
     padding=None,
     groups=1,
+    use_bias=False,
 ):
-    """Conv2D (no bias) → BatchNormalization → activation.
-
-    With style="tf" a strided convolution uses `padding="same"` exactly as
-    keras.applications does; with style="torch" it gets a symmetric
-    ZeroPadding2D named `pad_name` (default `{name}_pad`).
+    """Conv2D → BatchNormalization → activation.
 
     Args:
+        style: a `Conventions` or its name; it decides the padding of a
+            strided convolution (TF "same" or an explicit symmetric
+            `ZeroPadding2D`) and the BatchNormalization constants.
         activation: "relu6", "relu" or None.
-        bn: BatchNormalization constants for style="tf" (style="torch" always
-            uses PyTorch's).
+        name: the convolution's name; the others default to `{name}_bn`,
+            `{name}_relu`, `{name}_pad`.
+        names: overrides of those, keys `"bn"`, `"act"`, `"pad"`
+            (keras.applications' `bn_Conv1`, `Conv1_relu`, ...).
         dilation: the convolution's dilation rate.
         padding: `"valid"` for a convolution without any padding (PyTorch
-            `padding=0`); by default the style's padding.
+            `padding=0`); by default the conventions' padding.
         groups: groups of the convolution (ShuffleNet's grouped 1x1 convs).
+        use_bias: a bias on the convolution (PyTorch heads that have one).
     """
+    conv = conventions(style)
+    names = {"bn": f"{name}_bn", "act": f"{name}_relu", "pad": f"{name}_pad", **(names or {})}
     if padding != "valid":
-        if style == "torch" and strides != 1:
-            x = stride_padding(x, kernel_size, "torch", dilation, name=pad_name or f"{name}_pad")
-            padding = "valid"
-        else:
-            padding = "same"
+        x, padding = conv.pad_for_stride(x, kernel_size, strides, dilation, names["pad"], explicit=False)
     x = layers.Conv2D(
         filters,
         kernel_size,
@@ -124,11 +172,11 @@ def _conv_block(
         padding=padding,
         dilation_rate=dilation,
         groups=groups,
-        use_bias=False,
+        use_bias=use_bias,
         name=name,
     )(x)
-    x = layers.BatchNormalization(**bn_params(style, bn), name=bn_name or f"{name}_bn")(x)
-    return _activation(x, activation, act_name or f"{name}_relu")
+    x = conv.batch_norm(names["bn"])(x)
+    return _activation(x, activation, names["act"])
 
 
 def _activation(x, activation, name):
@@ -139,6 +187,22 @@ def _activation(x, activation, name):
     if activation == "relu":
         return layers.ReLU(name=name)(x)
     raise ValueError(f"unknown activation {activation!r}")
+
+
+def _depthwise_bn(x, kernel_size=3, strides=1, style="tf", dilation=1, depth_multiplier=1, name="dwconv"):
+    """DepthwiseConv2D (no bias) → BatchNormalization (`{name}_bn`), no activation."""
+    conv = conventions(style)
+    x, padding = conv.pad_for_stride(x, kernel_size, strides, dilation, name=f"{name}_pad")
+    x = layers.DepthwiseConv2D(
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        dilation_rate=dilation,
+        depth_multiplier=depth_multiplier,
+        use_bias=False,
+        name=name,
+    )(x)
+    return conv.batch_norm(f"{name}_bn")(x)
 
 
 def _depthwise_conv_block(
@@ -154,30 +218,38 @@ def _depthwise_conv_block(
 
     DepthwiseConv2D 3x3 → BN → act → Conv2D 1x1 → BN → act, with layers
     `conv_dw_{id}`, `conv_dw_{id}_bn`, `conv_dw_{id}_relu`, `conv_pw_{id}`, ...
+    and `conv_pad_{id}` before a strided depthwise conv.
     """
-    prefix_dw, prefix_pw = f"conv_dw_{block_id}", f"conv_pw_{block_id}"
-    bn = bn_params(style)
-    if strides == 1:
-        padding = "same"
-    else:
-        pad_style = "torch" if style == "torch" else "tf_bottom_right"
-        x = stride_padding(x, 3, pad_style, name=f"conv_pad_{block_id}")
-        padding = "valid"
+    conv = conventions(style, tf=KERAS_MOBILENET)
+    prefix_dw = f"conv_dw_{block_id}"
+    x, padding = conv.pad_for_stride(x, 3, strides, name=f"conv_pad_{block_id}")
     x = layers.DepthwiseConv2D(
-        3,
-        strides=strides,
-        padding=padding,
-        depth_multiplier=depth_multiplier,
-        use_bias=False,
-        name=prefix_dw,
+        3, strides=strides, padding=padding, depth_multiplier=depth_multiplier, use_bias=False, name=prefix_dw
     )(x)
-    x = layers.BatchNormalization(**bn, name=f"{prefix_dw}_bn")(x)
+    x = conv.batch_norm(f"{prefix_dw}_bn")(x)
     x = _activation(x, activation, f"{prefix_dw}_relu")
-    x = layers.Conv2D(
-        pointwise_filters, 1, padding="same", use_bias=False, name=prefix_pw
-    )(x)
-    x = layers.BatchNormalization(**bn, name=f"{prefix_pw}_bn")(x)
-    return _activation(x, activation, f"{prefix_pw}_relu")
+    return _conv_block(x, pointwise_filters, 1, style=conv, activation=activation, name=f"conv_pw_{block_id}")
+
+
+# The layers of an inverted residual block and their name suffixes, in
+# keras.applications' MobileNetV2 and EfficientNet namings.
+BLOCK_LAYER_SUFFIXES = {
+    "mobilenet_v2": {
+        "expand": "expand", "expand_bn": "expand_BN", "expand_act": "expand_relu", "pad": "pad",
+        "depthwise": "depthwise", "depthwise_bn": "depthwise_BN", "depthwise_act": "depthwise_relu",
+        "project": "project", "project_bn": "project_BN", "drop": "drop", "add": "add",
+    },
+    "efficientnet": {
+        "expand": "expand_conv", "expand_bn": "expand_bn", "expand_act": "expand_activation",
+        "pad": "dwconv_pad", "depthwise": "dwconv", "depthwise_bn": "bn", "depthwise_act": "activation",
+        "project": "project_conv", "project_bn": "project_bn", "drop": "drop", "add": "add",
+    },
+}
+
+
+def block_layer_names(prefix, scheme="mobilenet_v2"):
+    """`{role: layer name}` of an inverted residual block named `prefix...`."""
+    return {role: prefix + suffix for role, suffix in BLOCK_LAYER_SUFFIXES[scheme].items()}
 
 
 def _inverted_res_block(
@@ -190,8 +262,6 @@ def _inverted_res_block(
     kernel_size=3,
     dilation=1,
     expand=None,
-    activation="relu6",
-    bn=BN_TF_V2,
     drop_rate=0.0,
     names=None,
     pad_input=False,
@@ -206,38 +276,34 @@ def _inverted_res_block(
     Args:
         expansion: expansion factor t; hidden channels = t * input channels.
         filters: output channels (already rounded).
+        style: a `Conventions` or its name (`"tf"`: keras.applications'
+            MobileNetV2 constants).
         expand: whether to add the expansion conv; default `expansion != 1`.
         dilation: dilation rate of the depthwise conv (DeepLab backbones).
         drop_rate: stochastic depth rate on the residual branch (training only).
-        names: overrides of the layer names (keys as in `_mobilenet_v2_names`).
+        names: the layer names (`block_layer_names`), by default MobileNetV2's.
         pad_input: pad the block input (k // 2 * dilation on every side)
             before the expansion conv, as the DeepLab MobileNetV2 backbones of
             VainF and jfzhang95 do (`fixed_padding`): the border then goes
             through expand conv + BN + ReLU6 and reaches the depthwise conv
             non-zero. The residual adds the unpadded input.
     """
+    conv = conventions(style, tf=KERAS_MOBILENET_V2)
     in_channels = x.shape[-1]
     if expand is None:
         expand = expansion != 1
-    prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
-    names = {**_mobilenet_v2_names(prefix), **(names or {})}
-    bn = bn_params(style, bn)
+    names = names or block_layer_names(f"block_{block_id}_" if block_id else "expanded_conv_")
     inputs = x
     if pad_input:
         x = stride_padding(x, kernel_size, "torch", dilation, name=names["pad"])
     if expand:
-        x = layers.Conv2D(
-            expansion * in_channels, 1, padding="same", use_bias=False, name=names["expand"]
-        )(x)
-        x = layers.BatchNormalization(**bn, name=names["expand_bn"])(x)
-        x = _activation(x, activation, names["expand_act"])
+        x = layers.Conv2D(expansion * in_channels, 1, padding="same", use_bias=False, name=names["expand"])(x)
+        x = conv.batch_norm(names["expand_bn"])(x)
+        x = _activation(x, "relu6", names["expand_act"])
     if pad_input:
         padding = "valid"
-    elif stride == 1:
-        padding = "same"
     else:
-        x = stride_padding(x, kernel_size, style, dilation, name=names["pad"])
-        padding = "valid"
+        x, padding = conv.pad_for_stride(x, kernel_size, stride, dilation, name=names["pad"])
     x = layers.DepthwiseConv2D(
         kernel_size,
         strides=stride,
@@ -246,31 +312,15 @@ def _inverted_res_block(
         use_bias=False,
         name=names["depthwise"],
     )(x)
-    x = layers.BatchNormalization(**bn, name=names["depthwise_bn"])(x)
-    x = _activation(x, activation, names["depthwise_act"])
+    x = conv.batch_norm(names["depthwise_bn"])(x)
+    x = _activation(x, "relu6", names["depthwise_act"])
     x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=names["project"])(x)
-    x = layers.BatchNormalization(**bn, name=names["project_bn"])(x)
+    x = conv.batch_norm(names["project_bn"])(x)
     if stride == 1 and in_channels == filters:
         if drop_rate > 0:
             x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=names["drop"])(x)
         x = layers.Add(name=names["add"])([inputs, x])
     return x
-
-
-def _mobilenet_v2_names(prefix):
-    return {
-        "expand": f"{prefix}expand",
-        "expand_bn": f"{prefix}expand_BN",
-        "expand_act": f"{prefix}expand_relu",
-        "pad": f"{prefix}pad",
-        "depthwise": f"{prefix}depthwise",
-        "depthwise_bn": f"{prefix}depthwise_BN",
-        "depthwise_act": f"{prefix}depthwise_relu",
-        "project": f"{prefix}project",
-        "project_bn": f"{prefix}project_BN",
-        "drop": f"{prefix}drop",
-        "add": f"{prefix}add",
-    }
 
 
 def _fire_module(x, squeeze, expand1x1, expand3x3, name):
@@ -401,47 +451,6 @@ def torch_max_pool(x, pool_size=3, strides=2, padding=0, ceil_mode=False, name=N
     return layers.MaxPooling2D(pool_size, strides, padding="valid", name=name)(x)
 
 
-def image_input(input_shape, input_tensor, include_top, default_size=224, min_size=32):
-    """Returns `(img_input, model_inputs)` like keras.applications' models.
-
-    `input_shape=None` means `(default_size, default_size, 3)` with the
-    classifier and `(None, None, 3)` without.
-    """
-    if input_shape is None:
-        if input_tensor is not None and input_tensor.shape[1:] is not None:
-            input_shape = tuple(input_tensor.shape[1:])
-        elif include_top:
-            input_shape = (default_size, default_size, 3)
-        else:
-            input_shape = (None, None, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
-    for size in input_shape[:2]:
-        if size is not None and size < min_size:
-            raise ValueError(
-                f"input_shape {input_shape}: height and width must be at least {min_size}"
-            )
-    if input_tensor is None:
-        img_input = layers.Input(shape=input_shape)
-        return img_input, img_input
-    if keras.backend.is_keras_tensor(input_tensor):
-        return input_tensor, keras.utils.get_source_inputs(input_tensor)
-    img_input = layers.Input(tensor=input_tensor, shape=input_shape)
-    return img_input, img_input
-
-
-def pooling_head(x, pooling):
-    """The `include_top=False` pooling option of keras.applications."""
-    if pooling is None:
-        return x
-    if pooling == "avg":
-        return layers.GlobalAveragePooling2D()(x)
-    if pooling == "max":
-        return layers.GlobalMaxPooling2D()(x)
-    raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-
-
 def _separable_conv_block(x, filters, kernel_size=3, style="torch", activation="relu", dilation=1, name="conv"):
     """Depthwise kxk (no bias) → pointwise 1x1 conv → BN → activation.
 
@@ -455,7 +464,9 @@ def _separable_conv_block(x, filters, kernel_size=3, style="torch", activation="
     return _conv_block(x, filters, 1, style=style, activation=activation, name=name)
 
 
-def _aspp(x, filters=256, rates=(6, 12, 18), style="torch", dropout=0.1, name="aspp", separable=False):
+def _aspp(
+    x, filters=256, rates=(6, 12, 18), style="torch", dropout=0.1, name="aspp", separable=False, use_bias=False
+):
     """Atrous spatial pyramid pooling (DeepLabV3), PyTorch conventions.
 
     Branches: 1x1 conv, one 3x3 conv per atrous rate, image pooling (global
@@ -463,7 +474,8 @@ def _aspp(x, filters=256, rates=(6, 12, 18), style="torch", dropout=0.1, name="a
     BN + ReLU. The branches are concatenated in that order and projected by
     a 1x1 conv + BN + ReLU, then dropout. Layers: `{name}_conv0..3`,
     `{name}_pool_conv`, `{name}_project` (each with `_bn`, `_relu`).
-    `separable=True` makes the atrous 3x3 convs depthwise separable.
+    `separable=True` makes the atrous 3x3 convs depthwise separable;
+    `use_bias=True` gives every conv a bias (bubbliiiing's ASPP).
     """
     from keras_lightnets.resize import BilinearResize
 
@@ -472,7 +484,7 @@ def _aspp(x, filters=256, rates=(6, 12, 18), style="torch", dropout=0.1, name="a
             return _separable_conv_block(inputs, filters, kernel_size, style, "relu", dilation, conv_name)
         return _conv_block(
             inputs, filters, kernel_size, style=style, activation="relu", name=conv_name,
-            dilation=dilation,
+            dilation=dilation, use_bias=use_bias,
         )
 
     branches = [conv(x, 1, f"{name}_conv0")]

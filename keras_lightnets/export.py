@@ -10,7 +10,9 @@ preprocessed float tensor as the Keras model; with `uint8`, RGB pixels 0-255
 and the weights' preprocessing (`weights_info(...)["preprocessing"]["mode"]`)
 is built into the model. The spatial size is fixed to the weights' size.
 
-fp32 exports must reproduce the Keras model (max |Δ| ≤ 1e-4 on random and
+Both exports hold the inference graph of `Predictor` (BatchNorm folded into
+the convolutions, `keras_lightnets.inference.fold_batchnorm`). fp32 exports
+must reproduce the Keras model (max |Δ| ≤ 1e-4 on random and
 calibration inputs) or the output is deleted and the command fails;
 quantized exports print their top-1 agreement with the Keras model on the
 calibration images and the size ratio to fp32.
@@ -67,7 +69,7 @@ def with_uint8_input(model, mode):
 
 def calibration_images(folder, size, preprocessing, limit=200):
     """Loads up to `limit` photos of `folder` as float32 0-255 arrays."""
-    from keras_lightnets.image import ImageError, load_image
+    from keras_lightnets.image import ImageError, load_for
 
     if not os.path.isdir(folder):
         raise ExportError(f"--calibration {folder}: not a directory")
@@ -75,14 +77,7 @@ def calibration_images(folder, size, preprocessing, limit=200):
     images = []
     for i, name in enumerate(names, start=1):
         try:
-            images.append(
-                load_image(
-                    os.path.join(folder, name),
-                    size,
-                    crop_fraction=preprocessing.get("crop_fraction", 1.0),
-                    resample=preprocessing.get("resample", "bilinear"),
-                )
-            )
+            images.append(load_for(os.path.join(folder, name), {**preprocessing, "size": size}))
         except ImageError as err:
             print(f"\nskipped: {err}", file=sys.stderr)
         print(f"\rloading calibration images {i}/{len(names)}", end="", file=sys.stderr)
@@ -122,7 +117,15 @@ def run_tflite(content, batch):
     return np.stack(outputs)
 
 
-def _tflite_bytes(model, quantize, representative):
+def tflite_bytes(model, quantize="none", representative=None):
+    """Converts `model` to a TFLite flatbuffer (bytes), without checking it.
+
+    Args:
+        model: a Keras model; fold it first (`fold_batchnorm`) to export the
+            inference graph that `export` writes.
+        quantize: "none", "dynamic" or "int8".
+        representative: for int8, the model inputs to calibrate on.
+    """
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as folder:
@@ -172,8 +175,16 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
         raise ExportError("--quantize applies to --format tflite")
     if quantize == "int8" and calibration is None:
         raise ExportError("--quantize int8 needs --calibration DIR (a folder of photos)")
+    from keras_lightnets.inference import fold_batchnorm
+
     mode = (preprocessing or {}).get("mode", "tf")
-    exported = with_uint8_input(model, mode) if input_dtype == "uint8" else model
+    # The inference graph (BatchNorm folded), checked below against `model`.
+    # Quantized TFLite starts from the model itself: the converter folds
+    # BatchNorm on its own, and calibrates better on the plain graph (EfficientNet-
+    # Lite0 int8: 15 of 16 top-1 agreements vs 14 on our rewritten graph).
+    exported = model if quantize != "none" else fold_batchnorm(model)
+    if input_dtype == "uint8":
+        exported = with_uint8_input(exported, mode)
 
     def exported_input(pixels):
         return pixels.astype("uint8") if input_dtype == "uint8" else preprocess_input(pixels, mode)
@@ -191,7 +202,7 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
             got = _run_savedmodel(out, exported_input(pixels))
         else:
             representative = None if calibration is None else exported_input(calibration)
-            content = _tflite_bytes(exported, quantize, representative)
+            content = tflite_bytes(exported, quantize, representative)
             with open(out, "wb") as f:
                 f.write(content)
             got = run_tflite(content, exported_input(pixels))
@@ -255,13 +266,9 @@ def main(argv=None):
 
     import_tensorflow_quietly()
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from keras_lightnets.weights import (
-        PRETRAINED,
-        WeightsMismatchError,
-        from_h5,
-        pretrained_weights,
-        weights_info,
-    )
+    from keras_lightnets.h5format import WeightsMismatchError
+    from keras_lightnets.models import from_h5, pretrained_file, weights_info
+    from keras_lightnets.pretrained import SOURCES as PRETRAINED
 
     try:
         if args.model is not None:
@@ -269,7 +276,7 @@ def main(argv=None):
                 raise ExportError(
                     f"no offline weights for {args.model!r} (available: {', '.join(PRETRAINED)}); use --weights"
                 )
-            weights = pretrained_weights(args.model)
+            weights = pretrained_file(args.model)
         else:
             weights = args.weights
         info = weights_info(weights)
@@ -284,7 +291,9 @@ def main(argv=None):
         if "top1_agreement" in figures:
             line += f", top-1 agreement {figures['top1_agreement']:.1%}"
         if args.quantize != "none":
-            fp32 = len(_tflite_bytes(model, "none", None))
+            from keras_lightnets.inference import fold_batchnorm
+
+            fp32 = len(tflite_bytes(fold_batchnorm(model)))
             line += f", size {figures['bytes'] / fp32:.2f}x fp32"
         print(line)
     except ExportCheckError as err:

@@ -1,10 +1,13 @@
 """Reading photos into RGB arrays, safely and the same way every time."""
 
 import os
+import sys
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from keras_lightnets.conversion.safety import safe_text
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 RESAMPLING = {
@@ -44,6 +47,14 @@ def _to_rgb(img, background=(255, 255, 255)):
     return img.convert("RGB")
 
 
+def _print_warnings(path, caught):
+    """Prints the warnings Pillow gave while reading `path` as one line on stderr."""
+    messages = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+    if messages:
+        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        print(safe_text(f"warning: {path}: {messages[0]}{more}"), file=sys.stderr)
+
+
 def read_image(path):
     """Opens an image file and returns it as an 8-bit RGB Pillow image.
 
@@ -60,13 +71,17 @@ def read_image(path):
     if not os.path.exists(path):
         raise ImageError(f"{path}: no such file")
     try:
-        with warnings.catch_warnings():
+        # Pillow warns (several lines each) about corrupt EXIF and the like: one line instead.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=ALLOWED_FORMATS) as img:
                 img.seek(0)
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+                rgb = _to_rgb(img)
+        _print_warnings(path, caught)
+        return rgb
     except UnidentifiedImageError:
         raise ImageError(
             f"{path} is not an image of a supported format ({', '.join(ALLOWED_FORMATS)})"
@@ -77,25 +92,110 @@ def read_image(path):
         raise ImageError(f"{path}: cannot decode image ({err})") from None
 
 
-def load_image(path, size=224, crop_fraction=1.0, resample="bilinear"):
-    """Reads a photo as a float32 `(size, size, 3)` RGB array with values 0-255.
+def shorter_side_size(width, height, shorter):
+    """`(width, height)` with the shorter side at `shorter`, the longer side
+    truncated as torchvision's `Resize(int)` computes it
+    (`_compute_resized_output_size`: `int(shorter * long / short)`)."""
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def center_crop(img, size):
+    """torchvision's `CenterCrop(size)` on a Pillow image: offsets
+    `int(round((side - size) / 2.0))` (round half to even), zero padding
+    first when the image is smaller than the crop."""
+    width, height = img.size
+    if size > width or size > height:
+        pad_left = (size - width) // 2 if size > width else 0
+        pad_top = (size - height) // 2 if size > height else 0
+        canvas = Image.new(img.mode, (max(width, size), max(height, size)), 0)
+        canvas.paste(img, (pad_left, pad_top))
+        img = canvas
+        width, height = img.size
+        if (width, height) == (size, size):
+            return img
+    top = round((height - size) / 2.0)  # torchvision: int(round(...)); round() of a float is an int
+    left = round((width - size) / 2.0)
+    return img.crop((left, top, left + size, top + size))
+
+
+def load_image(path, size=224, crop_fraction=1.0, resample="bilinear", resize=None):
+    """Reads a photo as a float32 RGB array with values 0-255, as an eval
+    transform prescribes.
 
     Args:
         path: image file.
-        size: output height and width.
-        crop_fraction: side of the central square crop as a fraction of the
-            shorter side, taken before resizing (0.875 = torchvision's
-            Resize(256) + CenterCrop(224); 1.0 = the whole central square;
-            `None` = no crop, the image is squashed to a square as
-            `keras.utils.load_img(target_size=...)` does).
-        resample: "bilinear", "bicubic" or "nearest".
+        size: output height and width (`None`: the photo at its own size,
+            nothing resized or cropped).
+        crop_fraction: without `resize` (the files written before 0.2 and
+            EfficientNet-Lite): side of the central square crop as a fraction
+            of the shorter side, taken before resizing to `size` (1.0 = the
+            whole central square; `None` = no crop, the image is squashed to
+            a square).
+        resample: "bilinear", "bicubic" or "nearest" (Pillow's filters,
+            antialiased when shrinking, as torchvision on PIL images).
+        resize: how the photo meets `size`:
+            an int N: torchvision's `Resize(N)` (shorter side to N, longer
+            side truncated) then `CenterCrop(size)`;
+            `"stretch"`: `keras.utils.load_img(target_size=(size, size))`:
+            both sides to `size`, aspect ratio not kept;
+            `None`: `crop_fraction` decides (above).
     """
     img = read_image(path)
-    if crop_fraction is not None:
-        width, height = img.size
-        side = max(1, round(min(width, height) * crop_fraction))
-        left = (width - side) // 2
-        top = (height - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-    img = img.resize((size, size), RESAMPLING[resample])
+    if size is None:
+        return np.asarray(img, dtype="float32")
+    filter_ = RESAMPLING[resample]
+    if resize == "stretch":
+        if img.size != (size, size):
+            img = img.resize((size, size), filter_)
+    elif resize is not None:
+        if isinstance(resize, bool) or not isinstance(resize, int) or resize < 1:
+            raise ValueError(f"resize must be a positive int, 'stretch' or None, got {resize!r}")
+        target = shorter_side_size(*img.size, resize)
+        if target != img.size:
+            img = img.resize(target, filter_)
+        img = center_crop(img, size)
+    else:
+        if crop_fraction is not None:
+            width, height = img.size
+            side = max(1, round(min(width, height) * crop_fraction))
+            left = (width - side) // 2
+            top = (height - side) // 2
+            img = img.crop((left, top, left + side, top + side))
+        img = img.resize((size, size), filter_)
     return np.asarray(img, dtype="float32")
+
+
+def load_for(path, preprocessing):
+    """`load_image` as a weights record's `preprocessing` prescribes: the
+    current keys (`size`, `resize`, `resample`, and `crop_fraction` for
+    EfficientNet-Lite) or those of files written before 0.2 (`size`,
+    `crop_fraction`, `resample`). The result is 0-255, before
+    `preprocess_input(x, preprocessing["mode"])`."""
+    return load_image(
+        path,
+        size=preprocessing.get("size"),
+        crop_fraction=preprocessing.get("crop_fraction", 1.0),
+        resample=preprocessing.get("resample", "bilinear"),
+        resize=preprocessing.get("resize"),
+    )
+
+
+def letterbox(img, size, resample="bicubic", fill=128):
+    """Fits a Pillow image into a `size` (int or `(height, width)`) canvas, aspect kept.
+
+    bubbliiiing's `resize_image`: scale = min(width ratio, height ratio),
+    sides truncated to ints, the resized photo pasted centred on a grey
+    `(fill, fill, fill)` canvas.
+
+    Returns:
+        `(float32 (height, width, 3) array 0-255, (top, left, photo height, photo width))`.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    scale = min(width / img.width, height / img.height)
+    new_width, new_height = max(1, int(img.width * scale)), max(1, int(img.height * scale))
+    canvas = Image.new("RGB", (width, height), (fill, fill, fill))
+    left, top = (width - new_width) // 2, (height - new_height) // 2
+    canvas.paste(img.resize((new_width, new_height), RESAMPLING[resample]), (left, top))
+    return np.asarray(canvas, dtype="float32"), (top, left, new_height, new_width)

@@ -22,6 +22,7 @@ PREPROCESSING_MODES = {
     "caffe": "RGB to BGR, then minus the ImageNet BGR mean",
     "lite": "(x - 127) / 128 (EfficientNet-Lite, TFLite models)",
     "bgr": "RGB to BGR, values kept in 0-255 (megvii's ShuffleNet models)",
+    "unit": "x / 255, no mean/std (bubbliiiing's DeepLabV3+ models)",
 }
 
 
@@ -32,7 +33,7 @@ def preprocess_input(x, mode="tf"):
         x: array of shape `(..., height, width, 3)`, RGB, values 0-255.
         mode: one of `"tf"` (x / 127.5 - 1), `"torch"` (x / 255 then ImageNet
             mean/std), `"caffe"` (BGR, mean subtracted, not scaled), `"lite"`
-            ((x - 127) / 128), `"bgr"` (BGR, not scaled).
+            ((x - 127) / 128), `"bgr"` (BGR, not scaled), `"unit"` (x / 255).
 
     Returns:
         A float32 array of the same shape (a new array; `x` is not modified).
@@ -50,6 +51,8 @@ def preprocess_input(x, mode="tf"):
         return (x - 127.0) / 128.0
     if mode == "bgr":
         return x[..., ::-1].copy()
+    if mode == "unit":
+        return x / 255.0
     raise ValueError(f"mode must be one of {sorted(PREPROCESSING_MODES)}, got {mode!r}")
 
 

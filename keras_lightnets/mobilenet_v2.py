@@ -1,21 +1,8 @@
 """MobileNetV2, with keras.applications' API and layer names."""
 
-import keras
-from keras import layers
+from keras_lightnets import blocks, builders, pretrained
+from keras_lightnets.architectures import MOBILENET_V2_BLOCKS
 
-from keras_lightnets import blocks
-from keras_lightnets.weights import load_weights
-
-# (expansion t, output channels c, repeats n, first stride s), as in the paper.
-MOBILENET_V2_BLOCKS = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
 
 
 # How the DeepLab MobileNetV2 backbones turn strides into dilation once the
@@ -57,15 +44,8 @@ def mobilenet_v2_pyramid(block_outputs):
     return {level: levels[level] for level in ("P2", "P3", "P4", "P5")}
 
 
-def mobilenet_v2_features(
-    x,
-    alpha=1.0,
-    style="tf",
-    expand_first_block=False,
-    strides=None,
-    pad_block_inputs=False,
-    stem_padding=True,
-):
+def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, strides=None,
+                          pad_block_inputs=False, stem_padding=True):
     """The MobileNetV2 body from the stem to the last inverted residual block.
 
     Returns the last block's output and the list of every block's output
@@ -78,16 +58,15 @@ def mobilenet_v2_features(
     its expansion conv (VainF, jfzhang95); `stem_padding=False` gives the
     3x3/2 stem no padding at all (VainF: 512 → 255).
     """
+    conv = blocks.conventions(style, tf=blocks.KERAS_MOBILENET_V2)
     strides = strides or mobilenet_v2_strides()
     x = blocks._conv_block(
         x,
         blocks.make_divisible(32 * alpha, 8),
         strides=2,
-        style=style,
-        bn=blocks.BN_TF_V2,
+        style=conv,
         name="Conv1",
-        bn_name="bn_Conv1",
-        act_name="Conv1_relu",
+        names={"bn": "bn_Conv1", "act": "Conv1_relu"},
         padding=None if stem_padding else "valid",
     )
     block_outputs = []
@@ -102,7 +81,7 @@ def mobilenet_v2_features(
                 filters,
                 stride=stride,
                 block_id=block_id,
-                style=style,
+                style=conv,
                 dilation=dilation,
                 expand=expansion != 1 or expand_first_block,
                 pad_input=pad_block_inputs,
@@ -111,68 +90,40 @@ def mobilenet_v2_features(
     return x, block_outputs
 
 
-def MobileNetV2(
-    input_shape=None,
-    alpha=1.0,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    style="tf",
-    name=None,
-    expand_first_block=False,
-):
-    """Instantiates the MobileNetV2 architecture (Sandler et al., 2018).
-
-    Same arguments, layer names and weight order as
-    `keras.applications.MobileNetV2`, so its weight files load with
-    `weights=PATH`.
-
-    Args:
-        input_shape: optional shape tuple, `(224, 224, 3)` by default with the
-            classifier, any size >= 32 without it.
-        alpha: width multiplier (0.35, 0.5, 0.75, 1.0, 1.3, 1.4, or any
-            positive value).
-        include_top: whether to include the classifier.
-        weights: `None` or the path of a weights file (.h5).
-        input_tensor: optional Keras tensor to use as the model input.
-        pooling: `None`, `"avg"` or `"max"` when `include_top=False`.
-        classes: number of classes of the classifier.
-        classifier_activation: activation of the classifier, `None` for logits.
-        style: `"tf"` for TensorFlow-trained weights, `"torch"` for weights
-            converted from PyTorch (symmetric stride-2 padding, BN eps 1e-5,
-            dropout 0.2 before the classifier as in torchvision).
-        name: model name, `mobilenetv2_{alpha}_{rows}` by default.
-        expand_first_block: give block 0 an expansion conv (t = 1), as the
-            `c1`/`bottleneck1..7` PyTorch re-implementation does.
-
-    Returns:
-        A `keras.Model`.
-    """
-    blocks.check_style(style)
-    img_input, inputs = blocks.image_input(input_shape, input_tensor, include_top)
-    x, _ = mobilenet_v2_features(img_input, alpha, style, expand_first_block)
+@builders.documented(
+    "Instantiates the MobileNetV2 architecture (Sandler et al., 2018).\n\n"
+    "Same arguments, layer names and weight order as `keras.applications.MobileNetV2`,\n"
+    "so its weight files load with `weights=PATH`.",
+    {
+        "alpha": "width multiplier (0.35, 0.5, 0.75, 1.0, 1.3, 1.4, or any\npositive value).",
+        "style": '`"tf"` for TensorFlow-trained weights, `"torch"` for weights\n'
+        "converted from PyTorch (symmetric stride-2 padding, BN eps 1e-5,\n"
+        "dropout 0.2 before the classifier as in torchvision).",
+        "name": "model name, `mobilenetv2_{alpha}_{rows}` by default.",
+        "expand_first_block": "give block 0 an expansion conv (t = 1), as the\n"
+        "`c1`/`bottleneck1..7` PyTorch re-implementation does.",
+    },
+    imagenet=', `"imagenet"` (`style="tf"`: Keras\' official files; `style="torch"`: '
+    "torchvision's checkpoint, converted on first use)",
+)
+def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
+                pooling=None, classes=1000, classifier_activation="softmax", style="tf", name=None,
+                expand_first_block=False):
+    conv = blocks.conventions(style, tf=blocks.KERAS_MOBILENET_V2)
+    img_input, inputs = builders.image_input(input_shape, input_tensor, include_top)
+    x, _ = mobilenet_v2_features(img_input, alpha, conv, expand_first_block)
     last_filters = blocks.make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = blocks._conv_block(
-        x,
-        last_filters,
-        kernel_size=1,
-        style=style,
-        bn=blocks.BN_TF_V2,
-        name="Conv_1",
-        bn_name="Conv_1_bn",
-        act_name="out_relu",
+        x, last_filters, kernel_size=1, style=conv, name="Conv_1", names={"bn": "Conv_1_bn", "act": "out_relu"}
     )
-    if include_top:
-        x = layers.GlobalAveragePooling2D()(x)
-        if style == "torch":
-            x = layers.Dropout(0.2, name="dropout")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = blocks.pooling_head(x, pooling)
+
+    def top(x):
+        return builders.dense_top(x, classes, classifier_activation, dropout=0.2 if conv.torch else None)
+
     rows = img_input.shape[1]
-    model = keras.Model(inputs, x, name=name or f"mobilenetv2_{alpha:0.2f}_{rows}")
-    load_weights(model, weights)
-    return model
+    imagenet = pretrained.imagenet_resolver(
+        "mobilenet_v2", MobileNetV2, style=conv.name, alpha=alpha, rows=rows, include_top=include_top
+    )
+    return builders.finish_model(
+        inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights, include_top, pooling, top, imagenet
+    )

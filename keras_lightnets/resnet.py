@@ -20,11 +20,11 @@ STAGE_STRIDES = (1, 2, 2, 2)
 #   block keeps the previous rate (VainF).
 # - "jfzhang95": every block of a stage uses its rate; layer4 is the
 #   multi-grid unit (1, 2, 4) x rate.
-# - "seed003": as jfzhang95, but only the first block of layer1..3 gets the
+# - "first_block_multigrid" (seed 003's code): as jfzhang95, but only the first block of layer1..3 gets the
 #   rate (the others 1), and multi-grid (1, 2, 1) at output stride 8.
 MULTI_GRID_SCHEDULES = {
     "jfzhang95": {16: ((1, 2, 2, 1), (1, 1, 1, 2), (1, 2, 4)), 8: ((1, 2, 1, 1), (1, 1, 2, 4), (1, 2, 4))},
-    "seed003": {16: ((1, 2, 2, 1), (1, 1, 1, 2), (1, 2, 4)), 8: ((1, 2, 1, 1), (1, 1, 2, 2), (1, 2, 1))},
+    "first_block_multigrid": {16: ((1, 2, 2, 1), (1, 1, 1, 2), (1, 2, 4)), 8: ((1, 2, 1, 1), (1, 1, 2, 2), (1, 2, 1))},
 }
 DILATION_SCHEDULES = ("torchvision", *MULTI_GRID_SCHEDULES)
 
@@ -64,12 +64,14 @@ def _bottleneck(x, width, stride, dilation, style, name):
     shortcut = x
     if stride != 1 or x.shape[-1] != 4 * width:
         shortcut = layers.Conv2D(4 * width, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
-        shortcut = layers.BatchNormalization(**blocks.bn_params(style), name=f"{name}_0_bn")(shortcut)
+        shortcut = blocks.conventions(style).batch_norm(f"{name}_0_bn")(shortcut)
+
     def conv(inputs, filters, kernel_size, index, activation="relu", **kwargs):
         return blocks._conv_block(
             inputs, filters, kernel_size, style=style, activation=activation,
-            name=f"{name}_{index}_conv", bn_name=f"{name}_{index}_bn",
-            act_name=f"{name}_{index}_relu", pad_name=f"{name}_{index}_pad", **kwargs,
+            name=f"{name}_{index}_conv",
+            names={"bn": f"{name}_{index}_bn", "act": f"{name}_{index}_relu", "pad": f"{name}_{index}_pad"},
+            **kwargs,
         )
 
     x = conv(x, width, 1, 1)
@@ -88,7 +90,7 @@ def resnet_features(x, depth=101, output_stride=None, schedule="torchvision", st
     """
     x = blocks._conv_block(
         x, 64, 7, strides=2, style=style, activation="relu", name="conv1_conv",
-        bn_name="conv1_bn", act_name="conv1_relu",
+        names={"bn": "conv1_bn", "act": "conv1_relu"},
     )
     # MaxPool2d(3, 2, padding=1) pads with -inf; after the ReLU every window
     # holds a value >= 0, so zero padding gives the same maxima.

@@ -1,7 +1,9 @@
-"""Builders of crafted and corrupt checkpoints for tests/test_reader.py.
+"""Builders of crafted and corrupt checkpoints for the reader's tests and benchmark.
 
 Payloads create a marker file when a plain unpickler loads them, so a test can
-show both that the payload is live and that the reader did not run it.
+show both that the payload is live and that the reader did not run it. The torch-free
+crafted files of issue 13 are built by bench/crafted_checkpoints.py (the
+benchmark times them; the tests import them from there).
 """
 
 import collections
@@ -13,7 +15,22 @@ import struct
 import subprocess
 import zipfile
 
-import torch
+from bench.crafted_checkpoints import (  # noqa: F401  (the tests use them as hp.NAME)
+    CRAFTED,
+    NEG_METADATA,
+    op_dict,
+    op_global,
+    op_int,
+    op_str,
+    op_tensor,
+    op_tuple,
+    pickle_of,
+    tuple_dag,
+    write_crafted_zip,
+    write_legacy_raw,
+    write_npz_raw,
+    write_safetensors_raw,
+)
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
@@ -73,6 +90,8 @@ class FakeTensor:
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
     def __reduce__(self):
+        import torch  # only tests that have torch build these
+
         args = (self.storage, self.offset, self.size, self.stride, False, collections.OrderedDict())
         return torch._utils._rebuild_tensor_v2, args
 

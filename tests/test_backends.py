@@ -10,8 +10,7 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 import keras_lightnets as kl
-from tests.conftest import REPO
-from tests.keras_random import randomize_keras_weights
+from tests.helpers import REPO, randomize_keras_weights
 
 SCRIPT = """
 import sys, numpy as np

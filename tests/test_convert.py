@@ -10,38 +10,10 @@ import torch
 
 import keras_lightnets as kl
 from convert.__main__ import main as convert_main
-from tests import torch_models
-from tests.conftest import photo
+from tests.references import mobilenet as torch_models
+from tests.helpers import randomize_torch_model, torch_forward, nchw, reference_images, run_cli, assert_parity
 
 PARITY_ATOL = 1e-4
-
-
-def reference_images(size=224, seed=0):
-    """Two real photos and one noise image, ImageNet mean/std normalised."""
-    rng = np.random.default_rng(seed)
-    images = np.stack(
-        [photo("chelsea", size), photo("coffee", size), rng.uniform(0, 255, (size, size, 3))]
-    ).astype("float32")
-    return kl.preprocess_input(images, "torch")
-
-
-def run_cli(capsys, *args):
-    status = convert_main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def top5(logits):
-    return np.argsort(-logits, axis=1)[:, :5]
-
-
-def assert_parity(keras_logits, torch_logits):
-    assert keras_logits.shape == torch_logits.shape
-    diff = np.abs(keras_logits - torch_logits).max()
-    assert diff <= PARITY_ATOL, f"max |Δlogit| = {diff:.2e}"
-    np.testing.assert_array_equal(top5(keras_logits), top5(torch_logits))
-    # logits of unit scale or more, so that 1e-4 is a real test
-    assert torch_logits.std() > 0.5
 
 
 CASES = {
@@ -63,7 +35,7 @@ def make_reference(case, seed=0):
     torch.manual_seed(seed)
     model = factory()
     images = reference_images()
-    torch_models.randomize_torch_model(model, torch_models.nchw(images), seed=seed)
+    randomize_torch_model(model, nchw(images), seed=seed)
     return model, arch, naming, images
 
 
@@ -79,7 +51,7 @@ def test_cli_conversion_reproduces_pytorch(case, tmp_path, capsys):
     assert "unused tensors  none" in report and "unset weights   none" in report
 
     keras_model = kl.from_h5(out, classifier_activation=None)
-    expected = torch_models.torch_forward(model, images)
+    expected = torch_forward(model, images)
     assert_parity(np.asarray(keras_model(images)), expected)
 
 
@@ -101,14 +73,14 @@ def test_wrapped_and_legacy_checkpoints(wrap, legacy, tmp_path, capsys):
     assert status == 0, err
     assert ("pytorch-legacy" if legacy else "pytorch-zip") in report
     assert_parity(np.asarray(kl.from_h5(out, classifier_activation=None)(images)),
-                  torch_models.torch_forward(model, images))
+                  torch_forward(model, images))
 
 
 def test_output_loads_with_keras_load_weights_by_order_and_by_name(tmp_path, capsys):
     model, arch, _, images = make_reference("torchvision_1.0", seed=2)
     torch.save(model.state_dict(), tmp_path / "m.pth")
     assert run_cli(capsys, tmp_path / "m.pth", tmp_path / "m.h5", "--arch", arch)[0] == 0
-    expected = torch_models.torch_forward(model, images)
+    expected = torch_forward(model, images)
     for by_name in (False, True):
         keras_model = kl.MobileNetV2(style="torch", classifier_activation=None)
         if by_name:

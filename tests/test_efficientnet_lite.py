@@ -8,9 +8,8 @@ from efficientnet_lite_pytorch import EfficientNet
 import keras_lightnets as kl
 from convert.__main__ import main as convert_main
 from keras_lightnets.image import load_image
-from keras_lightnets.weights import pretrained_checkpoint
-from tests import torch_models
-from tests.test_convert import assert_parity
+from keras_lightnets.pretrained import pretrained_checkpoint
+from tests.helpers import randomize_torch_model, torch_forward, nchw, assert_parity
 
 CATS = {"tabby", "tiger_cat", "Persian_cat", "Siamese_cat", "Egyptian_cat"}
 
@@ -34,14 +33,14 @@ def test_random_weights_through_cli(variant, tmp_path, capsys):
     reference = torch_lite(variant, num_classes=50)
     rng = np.random.default_rng(variant)
     images = kl.preprocess_input(rng.uniform(0, 255, (2, size, size, 3)), "lite")
-    torch_models.randomize_torch_model(reference, torch_models.nchw(images), seed=variant)
+    randomize_torch_model(reference, nchw(images), seed=variant)
     torch.save(reference.state_dict(), tmp_path / "lite.pth")
     status = convert_main([str(tmp_path / "lite.pth"), str(tmp_path / "lite.h5"), "--arch", f"efficientnet_lite{variant}"])
     report = capsys.readouterr().out
     assert status == 0
     assert "top-5 identical" in report  # the converter's own check ran
     model = kl.from_h5(tmp_path / "lite.h5", classifier_activation=None)
-    assert_parity(np.asarray(model(images)), torch_models.torch_forward(reference, images))
+    assert_parity(np.asarray(model(images)), torch_forward(reference, images))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def test_real_lite0_weights_match_pytorch_on_photos(lite0_pair, tmp_path):
     images = np.stack([load_image(p, 224, 224 / 256, "bicubic") for p in photos.values()])
     batch = kl.preprocess_input(images, "lite")
     keras_logits = np.asarray(model(batch))
-    torch_logits = torch_models.torch_forward(reference, batch)
+    torch_logits = torch_forward(reference, batch)
     assert np.abs(keras_logits - torch_logits).max() <= 1e-4
     np.testing.assert_array_equal(
         np.argsort(-keras_logits, 1)[:, :5], np.argsort(-torch_logits, 1)[:, :5]
@@ -90,8 +89,8 @@ def test_no_top_imagenet_weights_load_by_name(lite0_pair):
 
 
 def test_imagenet_weights_for_models_without_them_is_a_clear_error():
-    with pytest.raises(ValueError, match="no offline ImageNet weights"):
-        kl.MobileNetV2(weights="imagenet")
+    with pytest.raises(ValueError, match="no ImageNet weights for squeezenet1_0"):
+        kl.SqueezeNet(weights="imagenet")
 
 
 def test_failed_parity_check_writes_nothing(tmp_path, capsys, monkeypatch):

@@ -9,15 +9,16 @@ import pytest
 
 import keras_lightnets as kl
 from keras_lightnets import export as exporter
-from keras_lightnets.weights import pretrained_weights, weights_info
-from tests.conftest import REPO
+from keras_lightnets.inference import fold_batchnorm
+from keras_lightnets.models import pretrained_file, weights_info
+from tests.helpers import REPO
 
 NATURAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "camera", "hubble_deep_field", "retina", "immunohistochemistry", "horse")
 
 
 @pytest.fixture(scope="module")
 def lite0():
-    path = pretrained_weights("efficientnet_lite0")
+    path = pretrained_file("efficientnet_lite0")
     return kl.from_h5(path, classifier_activation=None), weights_info(path)["preprocessing"]
 
 
@@ -71,7 +72,7 @@ def test_int8_agrees_with_fp32_on_real_photos(lite0, real_photos, tmp_path):
     assert len(calibration) == 20
     figures = exporter.export(model, str(tmp_path / "q.tflite"), "tflite", quantize="int8",
                               calibration=calibration, input_dtype="uint8", preprocessing=preprocessing)
-    fp32_bytes = len(exporter._tflite_bytes(model, "none", None))
+    fp32_bytes = len(exporter.tflite_bytes(fold_batchnorm(model)))
     print(f"int8: top-1 agreement {figures['top1_agreement']:.1%}, size {figures['bytes'] / fp32_bytes:.2f}x fp32")
     assert figures["top1_agreement"] >= 0.9
     assert figures["bytes"] < 0.4 * fp32_bytes

@@ -4,9 +4,12 @@ import io
 
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
-from keras_lightnets.image import ImageError, load_image, read_image
+from keras_lightnets.image import ImageError, load_for, load_image, read_image
+from keras_lightnets.registry import KERAS_EVAL, SPECS, TORCHVISION_EVAL
+from tests.references import transforms as tv
 
 RED = (200, 30, 40)
 
@@ -116,3 +119,90 @@ def test_load_image_crops_center_and_resizes(tmp_path):
     assert load_image(tmp_path / "wide.png", size=32, crop_fraction=1.0).min() == 255
     squashed = load_image(tmp_path / "wide.png", size=32, crop_fraction=None)
     assert squashed.shape == (32, 32, 3) and squashed.min() == 0
+
+
+# ---------------------------------------------------------------- eval transforms per source
+
+
+# Real photos (scikit-image) cut to the shapes that exercise torchvision's
+# rounding: (name, top, left, height, width); None = the whole photo.
+SHAPES = {
+    "landscape_coffee_400x600": ("coffee", None),
+    "landscape_odd_chelsea_300x451": ("chelsea", None),  # 256*451/300 = 384.85: truncated to 384
+    "square_astronaut_512": ("astronaut", None),
+    "landscape_rocket_427x640": ("rocket", None),
+    "portrait_astronaut_500x233": ("astronaut", (0, 140, 500, 233)),
+    "portrait_odd_coffee_399x257": ("coffee", (1, 171, 399, 257)),
+    "odd_259x256_crop_offset_half": ("coffee", (30, 200, 256, 259)),  # (259-224)/2 = 17.5 -> 18
+    "odd_257x383_chelsea": ("chelsea", (20, 40, 257, 383)),
+    "small_chelsea_199x143": ("chelsea", (50, 150, 143, 199)),  # smaller than 256: enlarged
+    "small_square_astronaut_200": ("astronaut", (60, 180, 200, 200)),
+    "tiny_strip_coffee_40x300": ("coffee", (200, 100, 40, 300)),
+}
+
+
+def shaped_photo(key, folder, fmt="PNG"):
+    name, box = SHAPES[key]
+    pixels = getattr(skimage.data, name)()
+    if box is not None:
+        top, left, height, width = box
+        pixels = pixels[top : top + height, left : left + width]
+    path = folder / f"{key}.{fmt.lower()}"
+    Image.fromarray(pixels).convert("RGB").save(path, fmt)
+    return path
+
+
+@pytest.mark.parametrize("key", sorted(SHAPES))
+def test_torchvision_eval_transform_within_one_grey_level(key, tmp_path):
+    path = shaped_photo(key, tmp_path)
+    ours = load_for(path, TORCHVISION_EVAL)
+    reference = tv.eval_pixels(Image.open(path), resize_to=256, crop_to=224)
+    assert ours.shape == reference.shape == (224, 224, 3)
+    assert np.abs(ours - reference.astype("float32")).max() <= 1.0
+    # and in the model's input units (ToTensor + Normalize vs preprocess_input)
+    from keras_lightnets import preprocess_input
+
+    torch_input = tv.eval_tensor(Image.open(path)).numpy().transpose(1, 2, 0)
+    assert np.abs(preprocess_input(ours, TORCHVISION_EVAL["mode"]) - torch_input).max() <= 1.0 / 255 / 0.224
+
+
+def test_torchvision_geometry_details(tmp_path):
+    """The two roundings, shown on their own: the longer side is truncated,
+    the crop offset rounds half to even, as torchvision does."""
+    from keras_lightnets.image import center_crop, shorter_side_size
+
+    assert shorter_side_size(451, 300, 256) == (384, 256)  # 384.85 -> 384
+    assert shorter_side_size(233, 500, 256) == (256, 549)  # 549.3 -> 549
+    assert shorter_side_size(256, 256, 256) == (256, 256)
+    ramp = Image.fromarray(np.tile(np.arange(259, dtype="uint8") % 251, (224, 1)).astype("uint8"))
+    assert np.asarray(center_crop(ramp, 224))[0, 0] == 18  # (259 - 224) / 2 = 17.5 -> round() = 18
+    ramp = Image.fromarray(np.tile(np.arange(257, dtype="uint8"), (224, 1)).astype("uint8"))
+    assert np.asarray(center_crop(ramp, 224))[0, 0] == 16  # 16.5 -> 16 (half to even)
+
+
+def test_keras_eval_is_load_img_then_preprocess_input(tmp_path):
+    import keras
+
+    for key in ("landscape_odd_chelsea_300x451", "portrait_astronaut_500x233", "small_chelsea_199x143"):
+        path = shaped_photo(key, tmp_path, "JPEG")
+        ours = load_for(path, KERAS_EVAL)
+        reference = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224)))
+        np.testing.assert_array_equal(ours, reference)
+        from keras_lightnets import preprocess_input
+
+        np.testing.assert_allclose(
+            preprocess_input(ours, "tf"),
+            keras.applications.mobilenet_v2.preprocess_input(reference.copy()),
+            atol=1e-6,
+        )
+
+
+def test_efficientnet_lite_and_older_records_keep_the_crop_fraction_path(tmp_path):
+    path = shaped_photo("landscape_odd_chelsea_300x451", tmp_path)
+    lite = SPECS["efficientnet_lite0"].preprocessing
+    np.testing.assert_array_equal(load_for(path, lite), load_image(path, 224, 224 / 256, "bicubic"))
+    old = {"mode": "torch", "size": 224, "crop_fraction": 0.875, "resample": "bilinear"}  # written before 0.2
+    np.testing.assert_array_equal(load_for(path, old), load_image(path, 224, 0.875, "bilinear"))
+    full = {"mode": "torch", "size": None, "crop_fraction": None, "resample": "bilinear"}
+    assert load_for(path, full).shape == (300, 451, 3)
+    assert load_for(path, SPECS["deeplabv3plus_mobilenetv2"].preprocessing).shape == (300, 451, 3)

@@ -10,8 +10,7 @@ from keras.src.legacy.saving import legacy_h5_format
 
 import keras_lightnets as kl
 from keras_lightnets.weights import WeightsMismatchError
-from tests.conftest import photo
-from tests.keras_random import randomize_keras_weights
+from tests.helpers import photo, randomize_keras_weights
 
 AUTO_NAME = re.compile(r"^(input_layer|global_average_pooling2d|global_max_pooling2d)(_\d+)?$")
 

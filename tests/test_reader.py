@@ -1,4 +1,4 @@
-"""convert.reader: torch-written checkpoints read back exactly; hostile or corrupt ones are refused."""
+"""keras_lightnets.conversion.reader: torch-written checkpoints read back exactly; hostile or corrupt ones are refused."""
 
 import argparse
 import ast
@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-from convert.reader import Checkpoint, CheckpointError, read_checkpoint
+from keras_lightnets.conversion.reader import Checkpoint, CheckpointError, read_checkpoint
 from tests import hostile_pickles as hp
 
-READER_SOURCE = pathlib.Path(__file__).resolve().parent.parent / "convert" / "reader.py"
+READER_SOURCE = pathlib.Path(__file__).resolve().parent.parent / "keras_lightnets" / "conversion" / "reader.py"
 FORMATS = ["zip", "legacy"]
 FORMAT_NAMES = {"zip": "pytorch-zip", "legacy": "pytorch-legacy"}
 

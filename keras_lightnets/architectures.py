@@ -1,0 +1,201 @@
+"""Architecture tables: the numbers that define each network, as data.
+
+Plain Python with no Keras import, so that the builders, the registry and
+the checkpoint namings all read the same tables without depending on each
+other.
+"""
+
+# ---------------------------------------------------------------- channel rounding
+
+
+def make_divisible(value, divisor=8, min_value=None):
+    """Rounds a channel count to a multiple of `divisor`, at most 10% down.
+
+    This is the rounding of the MobileNetV2 paper code, which both
+    keras.applications and torchvision use.
+    """
+    if min_value is None:
+        min_value = divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+# ---------------------------------------------------------------- MobileNet v1 / v2
+
+# (pointwise filters, stride) of MobileNet's 13 depthwise separable blocks.
+MOBILENET_BLOCKS = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
+
+# MobileNetV2: (expansion t, output channels c, repeats n, first stride s), as in the paper.
+MOBILENET_V2_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+# ---------------------------------------------------------------- EfficientNet-Lite
+
+# (kernel, repeats, stride, expansion, output channels) of the seven stages.
+EFFICIENTNET_LITE_BLOCKS = (
+    (3, 1, 1, 1, 16),
+    (3, 2, 2, 6, 24),
+    (5, 2, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (5, 3, 1, 6, 112),
+    (5, 4, 2, 6, 192),
+    (3, 1, 1, 6, 320),
+)
+# variant: (width coefficient, depth coefficient, resolution, dropout)
+EFFICIENTNET_LITE_VARIANTS = {
+    0: (1.0, 1.0, 224, 0.2),
+    1: (1.0, 1.1, 240, 0.2),
+    2: (1.1, 1.2, 260, 0.3),
+    3: (1.2, 1.4, 280, 0.3),
+    4: (1.4, 1.8, 300, 0.3),
+}
+
+# ---------------------------------------------------------------- SqueezeNet
+
+# (squeeze, expand 1x1, expand 3x3) of fire2 .. fire9; both versions share them.
+FIRE_MODULES = (
+    (16, 64, 64),
+    (16, 64, 64),
+    (32, 128, 128),
+    (32, 128, 128),
+    (48, 192, 192),
+    (48, 192, 192),
+    (64, 256, 256),
+    (64, 256, 256),
+)
+# version: (conv1 filters, conv1 kernel, the Fire modules followed by a max
+# pool); conv1 is followed by one in both versions.
+SQUEEZENET_VERSIONS = {
+    "1_0": (96, 7, (4, 8)),
+    "1_1": (64, 3, (3, 5)),
+}
+
+# ---------------------------------------------------------------- ShuffleNet
+
+SHUFFLENET_STAGE_REPEATS = (4, 8, 4)  # units in stages 2, 3, 4 (both versions)
+
+# width: output channels of conv1, stages 2-4 and conv5 (torchvision).
+SHUFFLENET_V2_CHANNELS = {
+    0.5: (24, 48, 96, 192, 1024),
+    1.0: (24, 116, 232, 464, 1024),
+    1.5: (24, 176, 352, 704, 1024),
+    2.0: (24, 244, 488, 976, 2048),
+}
+
+# groups: stage 2 output channels at scale 1.0 (the paper's Table 1); stages
+# 3 and 4 double them.
+SHUFFLENET_V1_STAGE2_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
+# scale: conv1 output channels, as megvii's code has them.
+SHUFFLENET_V1_STEM_CHANNELS = {0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
+
+
+def shufflenet_v2_name(width):
+    """torchvision's name of the ShuffleNet v2 of `width`: `shufflenet_v2_x1_0`, ..."""
+    return f"shufflenet_v2_x{width:.1f}".replace(".", "_")
+
+
+def shufflenet_v1_channels(groups, scale):
+    """Output channels of conv1 and stages 2-4 of ShuffleNet v1.
+
+    Stage widths are the paper's, scaled and rounded to a multiple of
+    `4 * groups` (the bottleneck has a quarter of them, in `groups` groups);
+    conv1's are megvii's, rounded up to a multiple of `groups`. For groups 3
+    and 8 this is megvii's table; groups 1, 2 and 4, which megvii's code does
+    not offer, follow the same rule.
+    """
+    if groups not in SHUFFLENET_V1_STAGE2_CHANNELS:
+        raise ValueError(f"groups must be one of {sorted(SHUFFLENET_V1_STAGE2_CHANNELS)}, got {groups!r}")
+    if scale not in SHUFFLENET_V1_STEM_CHANNELS:
+        raise ValueError(f"scale must be one of {sorted(SHUFFLENET_V1_STEM_CHANNELS)}, got {scale!r}")
+    stem = -(-SHUFFLENET_V1_STEM_CHANNELS[scale] // groups) * groups
+    stage2 = SHUFFLENET_V1_STAGE2_CHANNELS[groups] * scale
+    stages = [make_divisible(stage2 * 2**i, 4 * groups) for i in range(3)]
+    return (stem, *stages)
+
+# ---------------------------------------------------------------- Xception-65 (DeepLabV3+)
+
+# DeepLabV3+'s modified Xception: a 3x3/2 and a 3x3 stem conv (32, 64
+# channels), then 20 blocks of three 3x3 separable convs with a residual
+# (a 1x1 conv + BN when the shape changes), then three separable convs.
+# Block rows: (output channels, grow first, flow). "grow first": the first
+# separable conv makes the output channels (else the second does).
+XCEPTION_65_STEM = ((32, 2), (64, 1))  # (channels, stride) of conv1, conv2
+XCEPTION_65_BLOCKS = (
+    (128, True, "entry"),
+    (256, True, "entry"),
+    (728, True, "entry"),
+    *((728, True, "middle"),) * 16,
+    (1024, False, "exit"),
+)
+XCEPTION_65_EXIT_CONVS = (1536, 1536, 2048)  # conv3, conv4, conv5
+
+# How each source's code builds it. `schedules`: output stride → (strides of
+# the entry blocks, dilation of the middle blocks, dilations of the exit
+# block's three separable convs, dilation of conv3..conv5); a strided
+# separable conv always has dilation 1.
+# - "bubbliiiing" (bubbliiiing/deeplabv3-plus-pytorch, nets/xception.py):
+#   `Block`/`SeparableConv2d(activate_first=True)`; the skip conv sees the raw
+#   block input; conv3..5 have `activate_first=False` (ReLU after each BN);
+#   the low-level features are block2's second separable conv (`hook_layer`).
+# - "jfzhang95" (pytorch-deeplab-xception, AlignedXception): the in-place
+#   ReLU at the head of `rep` also feeds the skip conv; ReLU after block1
+#   (the low-level features) and after block20; no ReLU inside conv3..5.
+# In both, an identity residual adds the ReLU'd input (the in-place ReLU).
+XCEPTION_65_VARIANTS = {
+    "bubbliiiing": {
+        "schedules": {16: ((2, 2, 2), 1, (1, 1, 1), 1), 8: ((2, 2, 1), 2, (2, 2, 2), 2)},
+        "relu_before_skip_conv": False,
+        "low_level": ("block2", "sepconv2"),
+        "exit_input_relu": False,
+        "exit_inner_relu": True,
+    },
+    "jfzhang95": {
+        "schedules": {16: ((2, 2, 2), 1, (1, 1, 1), 2), 8: ((2, 2, 1), 2, (2, 2, 1), 4)},
+        "relu_before_skip_conv": True,
+        "low_level": ("block2", "relu"),
+        "exit_input_relu": True,
+        "exit_inner_relu": False,
+    },
+}
+
+
+def xception_65_plan(output_stride, variant):
+    """`([(stride, (dilation of the 3 separable convs))] of the 20 blocks, exit conv dilation)`."""
+    schedules = XCEPTION_65_VARIANTS[variant]["schedules"]
+    if output_stride not in schedules:
+        raise ValueError(f"output_stride must be one of {sorted(schedules)}, got {output_stride!r}")
+    entry_strides, middle, exit_block, exit_convs = schedules[output_stride]
+    entry = iter(entry_strides)
+    plan = []
+    for _, _, flow in XCEPTION_65_BLOCKS:
+        if flow == "entry":
+            plan.append((next(entry), (1, 1, 1)))
+        elif flow == "middle":
+            plan.append((1, (middle,) * 3))
+        else:
+            plan.append((1, exit_block))
+    return plan, exit_convs

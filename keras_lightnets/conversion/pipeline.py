@@ -1,0 +1,410 @@
+"""checkpoint → read → detect naming → plan → map → parity → write → report.
+
+Each step is a small function; `convert_checkpoint` runs them in order. The
+pipeline builds the Keras model with the `build` callable it is given (the
+arch's builder), so it never imports the model modules.
+"""
+
+import dataclasses
+import importlib
+import os
+import time
+
+import numpy as np
+
+from keras_lightnets import h5format, registry
+from keras_lightnets.conversion import layouts
+from keras_lightnets.conversion.namings import NAMINGS
+from keras_lightnets.conversion.reader import read_checkpoint
+
+MAX_LISTED = 8
+PARITY_ATOL = 1e-4  # classification logits, float32 CPU (onnx2tf and nobuco check 1e-4)
+SEGMENTATION_ARGMAX_AGREEMENT = 0.9999
+
+
+class ConversionError(ValueError):
+    """The checkpoint cannot become the requested Keras weights; one-line message."""
+
+
+@dataclasses.dataclass
+class Report:
+    checkpoint: str
+    output: str | None
+    arch: str
+    file_format: str
+    wrapper: str | None
+    prefix: str | None
+    naming: str
+    builder_kwargs: dict
+    tensors_mapped: int
+    parameters: int
+    unused: list
+    unset: list
+    parity: dict | None
+    parity_note: str
+    seconds: float
+
+    def __str__(self):
+        def listing(items):
+            shown = ", ".join(items[:MAX_LISTED])
+            return f"{len(items)} ({shown}{', ...' if len(items) > MAX_LISTED else ''})" if items else "none"
+
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in self.builder_kwargs.items())
+        wrapper = f", unwrapped {{'{self.wrapper}'}}" if self.wrapper else ""
+        prefix = f", prefix '{self.prefix}' stripped" if self.prefix else ""
+        if self.parity:
+            p = self.parity
+            agreement = p.get("top5_identical", p.get("argmax_agreement"))
+            agreement = (
+                f"top-5 {'identical' if agreement else 'DIFFERENT'}"
+                if isinstance(agreement, bool)
+                else f"argmax agreement {100 * agreement:.3f} %"
+            )
+            parity = f"max |Δlogit| {p['max_abs_diff']:.2e} vs {p['reference']} on {p['images']} images, {agreement}"
+        else:
+            parity = self.parity_note
+        return "\n".join(
+            [
+                f"checkpoint      {self.checkpoint} ({self.file_format}{wrapper}{prefix})",
+                f"naming          {self.naming}",
+                f"arch            {self.arch}: {kwargs}",
+                f"tensors mapped  {self.tensors_mapped} into {self.parameters:,} Keras parameters",
+                f"unused tensors  {listing(self.unused)}",
+                f"unset weights   {listing(self.unset)}",
+                f"parity          {parity}",
+                f"written         {self.output or 'nothing'}"
+                + (f" in {self.seconds:.1f} s" if self.output else ""),
+            ]
+        )
+
+
+# ---------------------------------------------------------------- steps
+
+
+def check_output(out, force):
+    """The absolute output path; refuses folders, missing folders and overwrites."""
+    text = os.fspath(out)
+    if text.endswith(("/", os.sep)):
+        raise ConversionError(f"{text} names a folder; give the .h5 file to write")
+    out = os.path.abspath(text)
+    if os.path.isdir(out):
+        raise ConversionError(f"{out} is a directory; give the .h5 file to write")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise ConversionError(f"{os.path.dirname(out)}: no such directory")
+    if os.path.exists(out) and not force:
+        raise ConversionError(f"{out} exists; use --force to replace it")
+    return out
+
+
+def detect_naming(spec, keys, source=None):
+    """The naming module of `source`, or the first of the arch's namings that
+    recognises the keys."""
+    if source is not None:
+        if source not in spec.namings:
+            raise ConversionError(
+                f"--source {source!r} does not apply to {spec.name}; choose from {', '.join(spec.namings)}"
+            )
+        return NAMINGS[source]
+    for name in spec.namings:
+        if NAMINGS[name].detect(keys):
+            return NAMINGS[name]
+    sample = ", ".join(sorted(keys)[:4])
+    raise ConversionError(
+        f"the checkpoint's keys ({sample}, ...) match no {spec.name} naming "
+        f"({', '.join(spec.namings)}); is --arch right?"
+    )
+
+
+def check_options(spec, options):
+    """The arch's options (`output_stride`): those given, else their defaults."""
+    for option, value in options.items():
+        if value is not None and option not in spec.options:
+            raise ConversionError(f"--{option.replace('_', '-')} applies to DeepLab archs, not {spec.name}")
+    return {k: default if options.get(k) is None else options[k] for k, default in spec.options.items()}
+
+
+def plan_builder_kwargs(spec, naming, tensors, num_classes=None, chosen=None):
+    """The builder arguments: the spec's, what the checkpoint says (width,
+    classes, ...), and the arch's options (`check_options`)."""
+    chosen = chosen or {}
+    try:
+        kwargs = {**spec.builder_kwargs, **naming.builder_kwargs(spec, tensors), **chosen}
+    except KeyError as err:
+        raise ConversionError(
+            f"the checkpoint has no tensor {err} that the {naming.NAME} naming of {spec.name} has: "
+            "wrong --arch or --source?"
+        ) from None
+    except (IndexError, ValueError) as err:
+        raise ConversionError(f"cannot read the {spec.name} configuration from the checkpoint: {err}") from None
+    if "classes" not in kwargs:  # a backbone-only checkpoint
+        if num_classes is None:
+            raise ConversionError(f"the checkpoint has no {spec.name} classifier: give --num-classes")
+        kwargs["classes"] = num_classes
+    if num_classes is not None and num_classes != kwargs["classes"]:
+        raise ConversionError(
+            f"--num-classes {num_classes}, but the checkpoint's classifier has {kwargs['classes']} classes"
+        )
+    return kwargs
+
+
+def build_model(build, kwargs, allocate=True):
+    """Builds the Keras model (logits); `allocate=False` gives it shapes but no values.
+
+    Without a parity check the converter only needs each layer's class and
+    weight shapes, so the variables are left uninitialised (Keras' deferred
+    initialisation) instead of costing the checkpoint's size again.
+    """
+    import keras
+
+    if allocate:
+        return build(weights=None, classifier_activation=None, **kwargs)
+    with keras.StatelessScope(initialize_variables=False):
+        return build(weights=None, classifier_activation=None, **kwargs)
+
+
+def map_weights(model, tensors, rows, release=False):
+    """Returns `({layer name: [(weight name, array)]}, used keys)`.
+
+    `release=True` deletes each checkpoint tensor from `tensors` once its
+    Keras copy exists, so that a conversion holds one copy of the weights.
+    """
+    mapped, used = {}, set()
+    for prefix, layer_name in rows:
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:
+            raise ConversionError(f"internal naming table names no Keras layer {layer_name!r}") from None
+        fetched = []
+
+        def fetch(name, prefix=prefix, layer_name=layer_name, fetched=fetched):
+            key = f"{prefix}.{name}"
+            if key not in tensors:
+                raise ConversionError(
+                    f"the checkpoint has no tensor '{key}' (for Keras layer '{layer_name}'): "
+                    "wrong --arch or --source?"
+                )
+            fetched.append(key)
+            return tensors[key]
+
+        try:
+            arrays = layouts.keras_arrays(layer, fetch)
+        except layouts.LayoutError as err:
+            raise ConversionError(f"'{prefix}' → Keras layer '{layer_name}': {err}") from None
+        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        for variable, array in zip(variables, arrays):
+            if tuple(variable.shape) != array.shape:
+                raise ConversionError(
+                    f"checkpoint '{prefix}' ({', '.join(fetched)}) does not fit Keras layer "
+                    f"'{layer_name}': {variable.name} expects {tuple(variable.shape)}, "
+                    f"the checkpoint gives {array.shape}"
+                )
+        mapped[layer_name] = [(f"{layer_name}/{v.name}:0", a) for v, a in zip(variables, arrays)]
+        used.update(fetched)
+        if release:
+            for key in fetched:
+                if not any(tensors[key] is array for array in arrays):
+                    del tensors[key]
+    return mapped, used
+
+
+def completeness(model, keys, used, mapped, alias_groups, allow_partial):
+    """`(unused checkpoint keys, unset Keras layers)`; an error unless empty or `allow_partial`."""
+    covered = set(used)
+    for group in alias_groups:
+        if covered.intersection(group):
+            covered.update(group)
+    unused = sorted(k for k in keys if k not in covered)
+    unset = [layer.name for layer in model.layers if layer.weights and layer.name not in mapped]
+    if (unused or unset) and not allow_partial:
+        problems = []
+        if unused:
+            problems.append(f"{len(unused)} checkpoint tensors unused (first: '{unused[0]}')")
+        if unset:
+            problems.append(f"{len(unset)} Keras layers unset (first: '{unset[0]}')")
+        raise ConversionError("; ".join(problems) + ": wrong --arch? (--allow-partial writes anyway)")
+    return unused, unset
+
+
+def layer_weights(model, mapped, assign=False):
+    """The file's `[(layer, [(weight name, array)])]`: the mapped arrays, and a
+    fresh initialisation for layers the checkpoint does not set
+    (`--allow-partial`). `assign=True` also puts the arrays into the model."""
+    result = []
+    for layer in model.layers:
+        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        if layer.name in mapped:
+            if assign:
+                for variable, (_, array) in zip(variables, mapped[layer.name]):
+                    variable.assign(array)
+            result.append((layer.name, mapped[layer.name]))
+        elif variables:
+            result.append(
+                (layer.name, [(f"{layer.name}/{v.name}:0", np.asarray(v.value)) for v in variables])
+            )
+    return result
+
+
+def resolve_reference(reference, naming):
+    """The parity reference: `reference` (a callable or `"module:function"`),
+    else the naming's own (`naming.reference`), or None.
+
+    A reference is called as `reference(spec, builder_kwargs, tensors)` and
+    returns a PyTorch module in eval mode holding the checkpoint's weights;
+    it raises ImportError when what it needs is not installed.
+    """
+    if reference is None:
+        return getattr(naming, "reference", None)
+    if callable(reference):
+        return reference
+    module_name, _, function = str(reference).partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), function or "reference")
+    except (ImportError, AttributeError) as err:
+        raise ConversionError(f"--reference {reference}: cannot import it ({err})") from None
+
+
+def parity_images(model, spec, count=2, seed=0):
+    """Random NHWC inputs of unit spread at the model's size (65x81 for any-size models)."""
+    rows, cols = model.input_shape[1:3]
+    rows, cols = rows or spec.input_size or 65, cols or spec.input_size or 81
+    return np.random.default_rng(seed).uniform(-2, 2, (count, rows, cols, 3)).astype("float32")
+
+
+def check_parity(model, spec, kwargs, tensors, reference):
+    """Compares the Keras model with the PyTorch reference on random inputs.
+
+    Returns `(measurements, note)`; raises ConversionError when the Keras
+    model does not reproduce the reference.
+    """
+    try:
+        torch = importlib.import_module("torch")
+        torch_model = reference(spec, kwargs, tensors)
+    except ImportError as err:
+        return None, f"not run: the reference needs {err.name or err} (pip install torch and it)"
+    except ValueError as err:
+        return None, f"not run: {err}"
+    name = getattr(reference, "__qualname__", repr(reference))
+    images = parity_images(model, spec)
+    with torch.no_grad():
+        expected = torch_model.eval()(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+        expected = expected.numpy()
+    got = np.asarray(model(images, training=False))
+    if expected.ndim == 4:  # segmentation maps come out NCHW
+        expected = expected.transpose(0, 2, 3, 1)
+    if got.shape != expected.shape:
+        raise ConversionError(f"the Keras model gives {got.shape}, the reference {name} {expected.shape}")
+    measured = {"reference": name, "images": len(images), "max_abs_diff": float(np.abs(got - expected).max())}
+    if spec.task == "segmentation":
+        agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
+        measured["argmax_agreement"] = agreement
+        failed = agreement < SEGMENTATION_ARGMAX_AGREEMENT
+    else:
+        top5 = lambda logits: np.argsort(-logits, axis=1)[:, :5]  # noqa: E731
+        measured["top5_identical"] = bool((top5(got) == top5(expected)).all())
+        failed = not measured["top5_identical"]
+    if failed or measured["max_abs_diff"] > PARITY_ATOL:
+        raise ConversionError(
+            f"the Keras model does not reproduce {name}: max |Δlogit| "
+            f"{measured['max_abs_diff']:.2e}; nothing written"
+        )
+    return measured, ""
+
+
+def make_record(spec, kwargs, naming, path):
+    """The JSON record the weights file carries (for `from_h5`, the demo, exports)."""
+    return {
+        "format": h5format.RECORD_FORMAT,
+        "arch": spec.name,
+        "builder": spec.builder_name,
+        "builder_kwargs": kwargs,
+        "preprocessing": getattr(naming, "PREPROCESSING", spec.preprocessing),
+        "source": {
+            "naming": naming.NAME,
+            "checkpoint": os.path.basename(os.fspath(path)),
+            "sha256": h5format.sha256_of(path),
+        },
+    }
+
+
+# ---------------------------------------------------------------- the whole
+
+
+def convert_checkpoint(
+    path,
+    out,
+    arch,
+    build,
+    source=None,
+    num_classes=None,
+    output_stride=None,
+    force=False,
+    allow_partial=False,
+    check=True,
+    reference=None,
+):
+    """Converts a PyTorch checkpoint into a Keras weights file.
+
+    Args:
+        path: the checkpoint (.pth/.pt/.bin zip or legacy, .safetensors, .npz).
+        out: the .h5 file to write.
+        arch: a `keras_lightnets.registry.SPECS` name.
+        build: the arch's Keras builder (`keras_lightnets.models.get_builder(arch)`).
+        source: force a naming (`NAMINGS`) instead of detecting it.
+        num_classes: the expected class count; an error if the checkpoint differs.
+        output_stride: DeepLab archs only (default 16): a state_dict does not
+            record it; the report's arch line shows the one used.
+        force: replace `out` if it exists.
+        allow_partial: write even if tensors are unused or Keras weights unset.
+        check: compare against a PyTorch reference when one is importable.
+        reference: the parity reference, a callable or `"module:function"`
+            (see `resolve_reference`); by default the naming's.
+
+    Returns:
+        A `Report`; `str(report)` is the one-screen summary.
+
+    Raises:
+        ConversionError, CheckpointError: with one-line messages.
+    """
+    started = time.perf_counter()
+    try:
+        spec = registry.get_spec(arch)
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
+    chosen = check_options(spec, {"output_stride": output_stride})
+    out = check_output(out, force)
+    checkpoint = read_checkpoint(path)
+    tensors = checkpoint.tensors
+    keys = set(tensors)
+    naming = detect_naming(spec, keys, source)
+    kwargs = plan_builder_kwargs(spec, naming, tensors, num_classes, chosen)
+
+    reference_fn = resolve_reference(reference, naming) if check else None
+    model = build_model(build, kwargs, allocate=reference_fn is not None)
+    mapped, used = map_weights(model, tensors, naming.layer_map(model, keys), release=reference_fn is None)
+    unused, unset = completeness(model, keys, used, mapped, checkpoint.alias_groups, allow_partial)
+    weights = layer_weights(model, mapped, assign=reference_fn is not None)
+
+    parity, parity_note = None, "not run (--no-check)"
+    if reference_fn is not None:
+        parity, parity_note = check_parity(model, spec, kwargs, tensors, reference_fn)
+    elif check:
+        parity_note = "not run: no PyTorch reference for this naming (--reference MODULE:FUNCTION adds one)"
+
+    written = h5format.write_weights(out, weights, make_record(spec, kwargs, naming, path), overwrite=force)
+    return Report(
+        checkpoint=os.fspath(path),
+        output=written,
+        arch=spec.name,
+        file_format=checkpoint.format,
+        wrapper=checkpoint.wrapper,
+        prefix=checkpoint.prefix,
+        naming=naming.NAME,
+        builder_kwargs=kwargs,
+        tensors_mapped=len(used),
+        parameters=sum(int(np.prod(v.shape)) for v in model.weights),
+        unused=unused,
+        unset=unset,
+        parity=parity,
+        parity_note=parity_note,
+        seconds=time.perf_counter() - started,
+    )

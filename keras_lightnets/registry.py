@@ -1,0 +1,179 @@
+"""The one registry of model specs.
+
+Every model the package offers is one `ModelSpec`: its name (the converter's
+`--arch`, the demo's `--model`, the `arch` of a weights record), the Keras
+builder that makes it, the input size, the eval preprocessing its weights
+expect, the checkpoint namings the converter reads for it, and where its
+pretrained weights come from. The public API, the converter's choices, the
+demo's choices and pretrained resolution are all derived from `SPECS`.
+
+Adding a model is one spec here, one builder module and its namings.
+
+This module is plain data: it imports neither Keras nor the builders (they
+are named as `"module:function"` and imported by `keras_lightnets.models`).
+"""
+
+import dataclasses
+
+from keras_lightnets.architectures import (
+    EFFICIENTNET_LITE_VARIANTS,
+    SHUFFLENET_V1_STAGE2_CHANNELS,
+    SHUFFLENET_V2_CHANNELS,
+    shufflenet_v2_name,
+)
+
+# Eval transforms, as each source's own evaluation code does it (see
+# `keras_lightnets.image.load_image` for the keys).
+# torchvision: Resize(256) (shorter side, bilinear) + CenterCrop(224), ImageNet mean/std.
+TORCHVISION_EVAL = {"mode": "torch", "size": 224, "resize": 256, "resample": "bilinear"}
+# megvii's ShuffleNet: the same geometry, BGR pixels 0-255.
+MEGVII_EVAL = {"mode": "bgr", "size": 224, "resize": 256, "resample": "bilinear"}
+# keras.applications (seed 004): `load_img(target_size=(224, 224))` (nearest,
+# aspect ratio not kept), then `preprocess_input`.
+KERAS_EVAL = {"mode": "tf", "size": 224, "resize": "stretch", "resample": "nearest"}
+# DeepLab weights: ImageNet mean/std at the photo's own size (no crop, no resize).
+DEEPLAB_EVAL = {"mode": "torch", "size": None, "resize": None, "resample": "bilinear"}
+
+
+def _lite_eval(size):
+    # The TF reference's evaluation: bicubic resize of a center crop of
+    # size / (size + 32), (x - 127) / 128. These weights were ported from TF;
+    # on real photos this input gives the confident, right classes
+    # (espresso 0.95 vs 0.78 with ImageNet mean/std).
+    return {"mode": "lite", "size": size, "crop_fraction": size / (size + 32), "resample": "bicubic"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One model the package builds, converts and can load weights for.
+
+    Attributes:
+        name: the arch name (`--arch`, `--model`, the weights record's `arch`).
+        builder: `"module:function"` of the Keras builder.
+        builder_kwargs: arguments that make the builder build this arch.
+        preprocessing: the eval transform of weights converted for this arch.
+        namings: checkpoint namings (`keras_lightnets.conversion.namings`)
+            the converter accepts for it, tried in this order.
+        input_size: default square input size (None: any size).
+        task: `"classification"` or `"segmentation"`.
+        options: converter options that apply, with their defaults.
+        pretrained: names of `keras_lightnets.pretrained.SOURCES` that give
+            `weights="imagenet"` for this arch.
+    """
+
+    name: str
+    builder: str
+    builder_kwargs: dict = dataclasses.field(default_factory=dict)
+    preprocessing: dict = dataclasses.field(default_factory=lambda: dict(TORCHVISION_EVAL))
+    namings: tuple = ()
+    input_size: int | None = 224
+    task: str = "classification"
+    options: dict = dataclasses.field(default_factory=dict)
+    pretrained: tuple = ()
+
+    @property
+    def builder_module(self):
+        return self.builder.split(":")[0]
+
+    @property
+    def builder_name(self):
+        return self.builder.split(":")[1]
+
+
+def _deeplab(backbone, namings):
+    return ModelSpec(
+        f"deeplabv3plus_{backbone}",
+        "keras_lightnets.deeplab:DeepLabV3Plus",
+        {"style": "torch", "input_shape": (None, None, 3), "backbone": backbone},
+        DEEPLAB_EVAL,
+        namings,
+        input_size=None,
+        task="segmentation",
+        # a state_dict does not record the output stride: --output-stride, 16 by default
+        options={"output_stride": 16},
+    )
+
+
+_SPECS = (
+    ModelSpec(
+        "mobilenet_v1",
+        "keras_lightnets.mobilenet:MobileNet",
+        {"style": "torch"},
+        namings=("seed_v1",),
+        pretrained=("keras_mobilenet",),
+    ),
+    ModelSpec(
+        "mobilenet_v2",
+        "keras_lightnets.mobilenet_v2:MobileNetV2",
+        {"style": "torch"},
+        namings=("torchvision", "seed_v2", "seed_v2_layers"),
+        pretrained=("torchvision_mobilenet_v2", "keras_mobilenet_v2"),
+    ),
+    *(
+        ModelSpec(
+            f"efficientnet_lite{variant}",
+            f"keras_lightnets.efficientnet_lite:EfficientNetLite{variant}",
+            preprocessing=_lite_eval(size),
+            namings=("efficientnet_lite",),
+            input_size=size,
+            pretrained=(f"efficientnet_lite{variant}",) if variant < 3 else (),
+        )
+        for variant, (_, _, size, _) in EFFICIENTNET_LITE_VARIANTS.items()
+    ),
+    *(
+        ModelSpec(
+            f"squeezenet{version}",
+            "keras_lightnets.squeezenet:SqueezeNet",
+            {"version": version},
+            namings=("torchvision_squeezenet",),
+        )
+        for version in ("1_0", "1_1")
+    ),
+    *(
+        ModelSpec(
+            shufflenet_v2_name(width),
+            "keras_lightnets.shufflenet:ShuffleNetV2",
+            {"width": width},
+            namings=("torchvision_shufflenet_v2",),
+        )
+        for width in SHUFFLENET_V2_CHANNELS
+    ),
+    *(
+        ModelSpec(
+            f"shufflenet_v1_g{groups}",
+            "keras_lightnets.shufflenet:ShuffleNetV1",
+            {"groups": groups},
+            MEGVII_EVAL,
+            namings=("megvii_shufflenet_v1",),
+        )
+        for groups in SHUFFLENET_V1_STAGE2_CHANNELS
+    ),
+    _deeplab("mobilenetv2", ("vainf", "vainf_separable", "jfzhang95", "bubbliiiing", "seed_v2")),
+    _deeplab("resnet50", ("vainf", "vainf_separable", "jfzhang95", "seed_deeplab")),
+    _deeplab("resnet101", ("vainf", "vainf_separable", "jfzhang95", "seed_deeplab")),
+    _deeplab("xception", ("bubbliiiing", "jfzhang95")),
+)
+
+SPECS = {spec.name: spec for spec in _SPECS}
+
+# Builders that are not one arch but a family (their variants are specs).
+FAMILY_BUILDERS = {"EfficientNetLite": "keras_lightnets.efficientnet_lite"}
+
+
+def get_spec(name):
+    """The spec of arch `name`; a one-line error listing the choices otherwise."""
+    try:
+        return SPECS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown arch {name!r}; choose from {', '.join(SPECS)}") from None
+
+
+def builder_modules():
+    """`{builder function name: module}` for every builder the package exports."""
+    modules = {spec.builder_name: spec.builder_module for spec in SPECS.values()}
+    return {**modules, **FAMILY_BUILDERS}
+
+
+def specs_for_builder(builder_name):
+    """The specs built by the builder function `builder_name`."""
+    return [spec for spec in SPECS.values() if spec.builder_name == builder_name]

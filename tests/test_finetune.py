@@ -1,0 +1,309 @@
+"""Fine-tuning: data checks, the tf.data preprocessing, training semantics,
+replicas (MirroredStrategy on logical CPUs, MultiWorkerMirroredStrategy
+with two local processes) and the atomic output."""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_lightnets import finetune as ft
+from keras_lightnets.data import check_dataset, find_dataset
+from tests import finetune_data as fd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Classification and segmentation data, and random-weight input files."""
+    root = tmp_path_factory.mktemp("finetune")
+    fd.make_classification(str(root / "cls"))
+    fd.make_segmentation(str(root / "seg"), size=64)
+    fd.classifier_file(str(root / "cls.h5"), classes=5, size=48)
+    fd.deeplab_file(str(root / "seg.h5"), classes=4)
+    return root
+
+
+def run_cli(args, env=None, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "keras_lightnets.finetune", *args],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=900, check=False, **kwargs,
+    )
+
+
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def max_relative_difference(a, b):
+    """Max over weight tensors of max|a - b| / max|a|."""
+    worst = 0.0
+    for name in a:
+        for x, y in zip(a[name], b[name]):
+            worst = max(worst, float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-12)))
+    return worst
+
+
+# ------------------------------------------------------------------ data
+
+
+def test_layouts_are_found(tmp_path):
+    fd.make_classification(str(tmp_path / "cls"), 2, 1)
+    fd.make_segmentation(str(tmp_path / "seg"), 3, 1, size=40)
+    fd.make_segmentation(str(tmp_path / "voc"), 3, 2, size=40, voc=True)
+    cls = find_dataset(tmp_path / "cls")
+    assert cls.task == "classification" and cls.class_names == sorted(fd.CLASS_PHOTOS)
+    assert len(cls.train.images) == 6 and sorted(set(cls.train.labels)) == [0, 1, 2]
+    seg, voc = find_dataset(tmp_path / "seg"), find_dataset(tmp_path / "voc")
+    assert (seg.layout, voc.layout) == ("segmentation", "voc")
+    assert len(voc.train.images) == 3 and len(voc.val.images) == 2
+    assert check_dataset(seg) == 2 and check_dataset(voc) == 2
+
+
+def test_pipeline_matches_load_image_and_preprocess_input(work):
+    import tensorflow as tf
+
+    from keras_lightnets import data
+    from keras_lightnets.image import load_image
+    from keras_lightnets.imagenet import preprocess_input
+
+    path = find_dataset(work / "cls").val.images[0]
+    for mode, resample, crop in (("torch", "bilinear", 0.875), ("lite", "bicubic", 224 / 256), ("bgr", "bilinear", 1.0)):
+        preprocessing = {"mode": mode, "size": 64, "crop_fraction": crop, "resample": resample}
+        ours = next(iter(data.prediction_dataset([path], preprocessing, (64, 64), 1)))[0][0].numpy()
+        expected = preprocess_input(load_image(path, 64, crop, resample), mode)
+        scale = {"torch": 255 * 0.226, "lite": 128, "bgr": 1}[mode]
+        # Pillow and tf.image.resize(antialias=True) differ by rounding only
+        assert np.abs(ours - expected).mean() * scale < 1.0, mode
+        assert np.abs(ours - expected).max() * scale < 8.0, mode
+    x = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype("float32")
+    for mode in ("tf", "torch", "caffe", "lite", "bgr"):
+        np.testing.assert_allclose(data.normalise(tf.constant(x), mode).numpy(), preprocess_input(x, mode), atol=1e-5)
+
+
+def test_augmentation_is_deterministic_under_seed(work):
+    from keras_lightnets import data
+
+    dataset = find_dataset(work / "seg")
+    pre = fd.FULL_SIZE_PREPROCESSING
+
+    def first_batches(seed):
+        ds = data.training_dataset(dataset, dataset.train, pre, (48, 48), 4, seed=seed, epochs=2)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    a, b, c = first_batches(1), first_batches(1), first_batches(2)
+    assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not np.array_equal(a[0][0], c[0][0])
+    # a new epoch draws a new order and new augmentation
+    assert not np.array_equal(a[0][0], a[len(a) // 2][0])
+    assert set(np.unique(np.concatenate([y for _, y in a]))) <= {0, 1, 2, 255}
+
+
+# -------------------------------------------------------------- bad input
+
+
+def _bad_input_cases(root):
+    cases = {}
+    empty = root / "empty"
+    (empty / "train" / "cat").mkdir(parents=True)
+    cases["empty"] = (empty, [], str(empty / "train"))
+
+    unreadable = root / "unreadable"
+    fd.make_classification(str(unreadable), 2, 1)
+    bad = unreadable / "train" / "coffee" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cases["unreadable"] = (unreadable, [], str(bad))
+
+    sizes = root / "sizes"
+    fd.make_segmentation(str(sizes), 3, 1, size=40)
+    mask = sizes / "train" / "masks" / "img001.png"
+    Image.open(mask).resize((30, 40)).save(mask)
+    cases["mask size"] = (sizes, [], str(mask))
+
+    ids = root / "ids"
+    fd.make_segmentation(str(ids), 3, 1, size=40)
+    mask = ids / "val" / "masks" / "img003.png"
+    values = np.array(Image.open(mask))
+    values[10:12, 10:12] = 7
+    Image.fromarray(values, "L").save(mask)
+    cases["class id"] = (ids, ["--num-classes", "3"], str(mask))
+    return cases
+
+
+def test_bad_input_one_line_exit_2_nothing_written(work, tmp_path, capsys):
+    for name, (folder, extra, culprit) in _bad_input_cases(tmp_path).items():
+        weights = work / ("seg.h5" if name in ("mask size", "class id") else "cls.h5")
+        out = tmp_path / f"{name}.h5"
+        code = ft.main(["--weights", str(weights), "--data", str(folder), "--out", str(out), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, name
+        assert len(err.splitlines()) == 1 and culprit in err, (name, err)
+        assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_wrong_task_and_existing_output(work, tmp_path, capsys):
+    assert ft.main(["--weights", str(work / "seg.h5"), "--data", str(work / "cls"), "--out", str(tmp_path / "o.h5")]) == 2
+    assert "segmentation model" in capsys.readouterr().err
+    existing = tmp_path / "exists.h5"
+    existing.write_bytes(b"keep")
+    assert ft.main(["--weights", str(work / "cls.h5"), "--data", str(work / "cls"), "--out", str(existing)]) == 2
+    assert "--force" in capsys.readouterr().err and existing.read_bytes() == b"keep"
+
+
+# --------------------------------------------------------- training semantics
+
+
+def test_head_replaced_rest_kept_and_torch_bn_constants(work):
+    import keras
+
+    model, _, replaced, backbone = ft.build_model(str(work / "cls.h5"), classes=3, image_size=(48, 48))
+    saved = ft.read_h5_weights(str(work / "cls.h5"))
+    assert replaced == ["predictions"] and model.get_layer("predictions").kernel.shape == (1280, 3)
+    np.testing.assert_array_equal(model.get_layer("block_3_project_BN").moving_mean.numpy(), saved["block_3_project_BN"][2])
+    assert "predictions" not in backbone and "Conv1" in backbone
+    copy = ft.training_copy(model, synchronized=True, dropout=False)
+    bns = [layer for layer in copy.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all((bn.epsilon, bn.momentum) == (1e-5, 0.9) for bn in bns)
+    assert all(type(bn).__name__ == "SyncBatchNormalization" for bn in bns)
+    assert copy.get_layer("dropout").rate == 0.0
+    np.testing.assert_array_equal(copy.get_weights()[5], model.get_weights()[5])
+
+
+def test_frozen_backbone_keeps_batchnorm_statistics(work, tmp_path):
+    before = ft.read_h5_weights(str(work / "cls.h5"))
+    out = tmp_path / "frozen.h5"
+    history = ft.finetune(str(work / "cls.h5"), str(work / "cls"), str(out), epochs=1, batch_size=12, lr=0.01,
+                          image_size=(48, 48), freeze_backbone=True, verbose=0, stream=io.StringIO())
+    after = ft.read_h5_weights(str(out))
+    assert np.isfinite(history["loss"][0])
+    bn_names = [n for n in before if n.endswith(("_BN", "_bn", "bn_Conv1"))]
+    assert len(bn_names) > 30
+    for name in before:
+        if name != "predictions":
+            for x, y in zip(before[name], after[name]):
+                np.testing.assert_array_equal(x, y, err_msg=name)
+    assert after["predictions"][0].shape == (1280, 3)
+    assert ft.read_h5_weights(str(out))["predictions"][0].std() > 0
+
+
+@pytest.mark.slow
+def test_classifier_learns_and_output_loads(work, tmp_path, monkeypatch):
+    import keras_lightnets as kl
+    from keras_lightnets.models import pretrained_file
+
+    monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(tmp_path / "cache"))
+    pretrained = pretrained_file("efficientnet_lite0")  # real ImageNet weights, 1000 classes
+    out = tmp_path / "lite0_3classes.h5"
+    lines = []
+
+    class Lines:
+        def write(self, text):
+            lines.extend(json.loads(t) for t in text.splitlines())
+
+        def flush(self):
+            pass
+
+    ft.finetune(pretrained, str(work / "cls"), str(out), epochs=3, batch_size=8, lr=0.01,
+                image_size=(64, 64), verbose=0, stream=Lines())
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert lines[-1]["val_accuracy"] > 1 / 3 + 0.2  # chance is 1/3
+    record = kl.weights_info(out)
+    assert record["builder_kwargs"]["classes"] == 3 and record["class_names"] == sorted(fd.CLASS_PHOTOS)
+    assert record["preprocessing"]["size"] == 64 and record["source"]["naming"] == "efficientnet_lite"
+    model = kl.from_h5(out)
+    assert model.output_shape == (None, 3)
+
+
+# ------------------------------------------------------------- replicas
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["classifier", "deeplab"])
+def test_replicas_match_one_device(work, tmp_path, task):
+    """1 device, 2 MirroredStrategy replicas and (classifier) 2 MultiWorker
+    processes with global batch B give the same weights after one epoch."""
+    # float64 (Keras's floatx, through KERAS_HOME): in float32 the replicas'
+    # summation order changes the last bits, which the near-constant channels
+    # of a random-weight network amplify to ~1e-4 in the logits after one
+    # step; float64 shows whether the computation itself is the same.
+    keras_home = tmp_path / "keras_home"
+    keras_home.mkdir()
+    (keras_home / "keras.json").write_text(json.dumps({"floatx": "float64", "backend": "tensorflow"}))
+    env = {"KERAS_HOME": str(keras_home)}
+    if task == "classifier":
+        args = ["--weights", str(work / "cls.h5"), "--data", str(work / "cls"), "--batch-size", "8", "--image-size", "48", "48"]
+    else:
+        args = ["--weights", str(work / "seg.h5"), "--data", str(work / "seg"), "--batch-size", "4", "--image-size", "48", "48"]
+    args += ["--epochs", "1", "--lr", "0.01", "--no-dropout", "--seed", "3"]
+    outs = {}
+    for replicas in (1, 2):
+        outs[replicas] = tmp_path / f"r{replicas}.h5"
+        result = run_cli([*args, "--replicas", str(replicas), "--out", str(outs[replicas])], env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(json_lines(result.stdout)) == 1
+    one, two = ft.read_h5_weights(outs[1]), ft.read_h5_weights(outs[2])
+    initial = ft.read_h5_weights(str(work / ("cls.h5" if task == "classifier" else "seg.h5")))
+    moved = max(float(np.abs(a - b).max()) for n in initial if n in one for a, b in zip(one[n], initial[n]) if a.shape == b.shape)
+    assert moved > 1e-3  # the epoch changed the weights
+    difference = max_relative_difference(one, two)
+    print(f"{task}: 1 vs 2 replicas, max relative difference {difference:.2e}")
+    assert difference < 1e-4
+    if task != "classifier":
+        return
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        out = tmp_path / f"mw{index}.h5"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, "TF_CONFIG": config, "KERAS_HOME": str(keras_home)}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "keras_lightnets.finetune", *args, "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        ))
+    results = [w.communicate(timeout=900) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
+    assert len(json_lines(results[0][0])) == 1 and json_lines(results[1][0]) == []
+    assert not (tmp_path / "mw1.h5").exists()  # only the chief writes
+    difference = max_relative_difference(one, ft.read_h5_weights(tmp_path / "mw0.h5"))
+    print(f"MultiWorkerMirroredStrategy, 2 workers vs 1 device: max relative difference {difference:.2e}")
+    assert difference < 1e-4
+
+
+def test_killed_run_leaves_no_output(work, tmp_path):
+    out = tmp_path / "killed.h5"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_lightnets.finetune", "--weights", str(work / "cls.h5"), "--data",
+         str(work / "cls"), "--out", str(out), "--epochs", "200", "--batch-size", "12", "--image-size", "48", "48"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT},
+    )
+    try:
+        first = process.stdout.readline()  # the first epoch is done: training is under way
+        assert json.loads(first)["epoch"] == 1
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.stdout.close()
+    assert not out.exists() and os.listdir(tmp_path) == []

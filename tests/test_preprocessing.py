@@ -1,0 +1,154 @@
+"""`preprocess_input` against constants written from each mode's source.
+
+The inputs differ per channel (R, G, B far apart) so that a channel swap or a
+mean/std applied in the wrong order changes the result. The expected values
+are written out from the sources, not computed by the project:
+- torchvision: `ToTensor()` (x / 255) then
+  `Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])`, RGB.
+- keras.applications `imagenet_utils.preprocess_input`: `mode="tf"` is
+  x / 127.5 - 1; `mode="caffe"` flips RGB to BGR and subtracts the BGR mean
+  [103.939, 116.779, 123.68], without scaling.
+- EfficientNet-Lite (TFLite models, efficientnet-lite-pytorch): (x - 127) / 128.
+- megvii's ShuffleNet: BGR, values kept in 0-255.
+- bubbliiiing's deeplabv3-plus-pytorch (`utils.preprocess_input`): RGB, x / 255.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from keras_lightnets import imagenet
+from keras_lightnets.imagenet import PREPROCESSING_MODES, decode_predictions, preprocess_input
+
+# One pixel per row: pure-ish colours with very different channel values.
+PIXELS = np.array(
+    [
+        [10.0, 100.0, 240.0],
+        [255.0, 0.0, 60.0],
+        [0.0, 255.0, 128.0],
+        [37.0, 200.0, 3.0],
+    ],
+    dtype="float32",
+)
+
+
+def images():
+    """A (2, 2, 2, 3) batch built from PIXELS, RGB 0-255."""
+    return PIXELS.reshape(2, 2, 1, 3).repeat(2, axis=2)
+
+
+# Expected values, channel by channel, from the sources' constants.
+TORCHVISION_MEAN = (0.485, 0.456, 0.406)  # R, G, B
+TORCHVISION_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # B, G, R
+
+
+def expected(mode, rgb):
+    r, g, b = (float(v) for v in rgb)
+    if mode == "torch":
+        return [(r / 255 - 0.485) / 0.229, (g / 255 - 0.456) / 0.224, (b / 255 - 0.406) / 0.225]
+    if mode == "tf":
+        return [r / 127.5 - 1, g / 127.5 - 1, b / 127.5 - 1]
+    if mode == "caffe":
+        return [b - 103.939, g - 116.779, r - 123.68]
+    if mode == "lite":
+        return [(r - 127) / 128, (g - 127) / 128, (b - 127) / 128]
+    if mode == "bgr":
+        return [b, g, r]
+    if mode == "unit":
+        return [r / 255, g / 255, b / 255]
+    raise AssertionError(mode)
+
+
+TESTED_MODES = ("torch", "tf", "caffe", "lite", "bgr", "unit")
+
+
+def test_every_mode_has_a_written_expectation():
+    assert set(PREPROCESSING_MODES) == set(TESTED_MODES)
+
+
+@pytest.mark.parametrize("mode", TESTED_MODES)
+def test_mode_matches_the_sources_constants(mode):
+    x = images()
+    before = x.copy()
+    got = preprocess_input(x, mode)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_array_equal(x, before)  # the input is not modified
+    want = np.array([expected(mode, p) for p in x.reshape(-1, 3)], dtype="float64").reshape(x.shape)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_known_values_by_hand():
+    """A few numbers worked out on paper, so the table above cannot share a mistake with the code."""
+    pixel = np.array([[[[255.0, 0.0, 128.0]]]], dtype="float32")
+    np.testing.assert_allclose(
+        preprocess_input(pixel, "torch")[0, 0, 0], [2.2489083, -2.0357143, 0.4264926], atol=1e-5
+    )
+    np.testing.assert_allclose(preprocess_input(pixel, "tf")[0, 0, 0], [1.0, -1.0, 0.0039216], atol=1e-6)
+    np.testing.assert_allclose(preprocess_input(pixel, "caffe")[0, 0, 0], [24.061, -116.779, 131.32], atol=1e-4)
+    np.testing.assert_allclose(preprocess_input(pixel, "lite")[0, 0, 0], [1.0, -0.9921875, 0.0078125], atol=1e-7)
+    np.testing.assert_array_equal(preprocess_input(pixel, "bgr")[0, 0, 0], [128.0, 0.0, 255.0])
+    np.testing.assert_allclose(preprocess_input(pixel, "unit")[0, 0, 0], [1.0, 0.0, 0.5019608], atol=1e-7)
+
+
+def test_torch_mode_is_torchvision_normalize_in_rgb_order():
+    """torchvision's ToTensor + Normalize, written with torch ops on CHW tensors."""
+    x = images()
+    chw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) / 255.0
+    mean = torch.tensor(TORCHVISION_MEAN)[None, :, None, None]
+    std = torch.tensor(TORCHVISION_STD)[None, :, None, None]
+    reference = ((chw - mean) / std).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(preprocess_input(x, "torch"), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["tf", "caffe", "torch"])
+def test_modes_shared_with_keras_applications(mode):
+    from keras.applications import imagenet_utils
+
+    x = images()
+    reference = imagenet_utils.preprocess_input(x.copy(), data_format="channels_last", mode=mode)
+    np.testing.assert_allclose(preprocess_input(x, mode), np.asarray(reference), atol=1e-5)
+
+
+def test_caffe_mean_constant_is_in_bgr_order():
+    np.testing.assert_allclose(imagenet.CAFFE_MEAN_BGR, CAFFE_MEAN_BGR, atol=1e-6)
+    np.testing.assert_allclose(imagenet.IMAGENET_MEAN, TORCHVISION_MEAN, atol=1e-7)
+    np.testing.assert_allclose(imagenet.IMAGENET_STD, TORCHVISION_STD, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 2, 4)), np.zeros((3, 2, 2))])
+def test_non_rgb_input_is_refused(bad):
+    with pytest.raises(ValueError, match="3 channels"):
+        preprocess_input(bad, "tf")
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        preprocess_input(images(), "rgb")
+
+
+def test_decode_predictions_orders_highest_first():
+    preds = np.zeros((2, 1000), dtype="float32")
+    preds[0, [386, 101, 7]] = [0.9, 0.5, 0.7]  # African elephant, tusker, cock
+    preds[1, 999] = 1.0
+    decoded = decode_predictions(preds, top=3)
+    assert [c[:2] for c in decoded[0]] == [
+        ("n02504458", "African_elephant"), ("n01514668", "cock"), ("n01871265", "tusker")
+    ]
+    np.testing.assert_allclose([c[2] for c in decoded[0]], [0.9, 0.7, 0.5], rtol=1e-6)
+    assert decoded[1][0][:2] == ("n15075141", "toilet_tissue") and decoded[1][0][2] == 1.0
+
+
+def test_image_just_over_the_pixel_limit_is_refused_too(tmp_path, monkeypatch):
+    """Pillow only warns between MAX_IMAGE_PIXELS and twice that (it raises
+    beyond): the reader must turn the warning into a refusal as well."""
+    from PIL import Image
+
+    from keras_lightnets.image import ImageError, read_image
+
+    Image.new("RGB", (40, 30), (10, 100, 240)).save(tmp_path / "over.png")  # 1200 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 is over 1000, under 2000
+    with pytest.raises(ImageError, match="too many pixels"):
+        read_image(tmp_path / "over.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1200)
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "over.png"))[0, 0], [10, 100, 240])

@@ -1,0 +1,156 @@
+"""The package's shape: one-way imports, one registry, nothing reaching into tests."""
+
+import ast
+import os
+
+import pytest
+
+from tests.helpers import REPO
+
+PACKAGES = ("keras_lightnets", "convert")
+
+
+def python_files(*roots):
+    for root in roots:
+        top = os.path.join(REPO, root)
+        if os.path.isfile(top):
+            yield top
+            continue
+        for folder, _, names in os.walk(top):
+            yield from (os.path.join(folder, n) for n in sorted(names) if n.endswith(".py"))
+
+
+def module_name(path):
+    relative = os.path.relpath(path, REPO)[: -len(".py")].replace(os.sep, ".")
+    return relative.removesuffix(".__init__")
+
+
+def imports_of(path, modules=None):
+    """Every module a file imports, function-level imports included.
+
+    `from package import module` counts as importing that module (not the
+    package's `__init__`) when `module` is one of `modules`.
+    """
+    tree = ast.parse(open(path, encoding="utf8").read(), path)
+    package = module_name(path) if path.endswith("__init__.py") else module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            submodules = {f"{base}.{alias.name}" for alias in node.names}
+            named = submodules & set(modules or ())
+            found.update(named or {base})
+            if named != submodules:
+                found.add(base)
+    return found
+
+
+def import_graph(roots=PACKAGES):
+    files = {module_name(p): p for p in python_files(*roots)}
+    graph = {}
+    for name, path in files.items():
+        # `from keras_lightnets import blocks` names a module; `from x import y` a name in x
+        graph[name] = sorted((imports_of(path, files) & set(files)) - {name})
+    return graph
+
+
+def find_cycle(graph):
+    """A list of modules forming an import cycle, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_no_import_cycle_among_the_package_files():
+    graph = import_graph()
+    assert len(graph) > 30  # the walk found the package
+    assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": []}) is None
+
+
+@pytest.mark.parametrize(
+    "importer, forbidden",
+    [
+        ("keras_lightnets", "convert"),  # the CLI package sits on top of the library
+        ("keras_lightnets.conversion", "keras_lightnets.pretrained"),
+        ("keras_lightnets.conversion", "keras_lightnets.models"),
+        ("keras_lightnets.conversion", "keras_lightnets.builders"),
+        ("keras_lightnets.conversion", "keras_lightnets.weights"),
+        ("keras_lightnets.registry", "keras"),  # plain data: no Keras, no TensorFlow
+        ("keras_lightnets.architectures", "keras"),
+        ("bench", "tests"),
+        ("keras_lightnets", "tests"),
+    ],
+)
+def test_layers_import_one_way(importer, forbidden):
+    root = importer.split(".")[0]
+    offenders = [
+        (module_name(path), target)
+        for path in python_files(root)
+        if module_name(path) == importer or module_name(path).startswith(importer + ".")
+        for target in imports_of(path)
+        if target == forbidden or target.startswith(forbidden + ".")
+    ]
+    assert not offenders, offenders
+
+
+def test_no_test_module_imports_another():
+    offenders = [
+        (module_name(path), target)
+        for path in python_files("tests")
+        for target in imports_of(path)
+        if target.startswith("tests.test_") or target == "tests.conftest"
+    ]
+    assert not offenders, offenders
+
+
+def test_every_registry_arch_is_buildable_from_its_builder_string():
+    from keras_lightnets import registry
+    from keras_lightnets.conversion.namings import NAMINGS
+
+    for spec in registry.SPECS.values():
+        module = os.path.join(REPO, *spec.builder_module.split(".")) + ".py"
+        source = open(module, encoding="utf8").read()
+        assert f"def {spec.builder_name}(" in source or f"{spec.builder_name} = " in source, spec.name
+        assert spec.namings and set(spec.namings) <= set(NAMINGS), spec.name
+
+
+def test_the_public_api_cli_and_demo_choices_come_from_the_registry(capsys):
+    import keras_lightnets
+    from convert.__main__ import main
+    from keras_lightnets import registry
+
+    builders = {spec.builder_name for spec in registry.SPECS.values()}
+    assert builders <= set(keras_lightnets.__all__)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert all(name in help_text for name in registry.SPECS)
