@@ -11,9 +11,16 @@
 Classifiers print one line per class, best first: rank, label, probability.
 Segmentation weights (DeepLabV3+) write the photo with a colour-coded class
 overlay and a legend (Pascal VOC palette) and print each class's pixel share.
+
+Every argument is checked before TensorFlow is imported. A classifier whose
+weights are a keras-lightnets file (the converted pretrained ones, or
+--weights) runs as a TFLite flatbuffer compiled on the first run and kept in
+the pretrained cache (`keras_lightnets.tflite.load_compiled`): later runs
+import neither Keras nor TensorFlow.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -41,11 +48,9 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def pretrained_model(name):
-    """`(model, preprocessing)` of a pretrained `--model` (an arch, an alias or a source)."""
-    import keras_lightnets
+def pretrained_source(name):
+    """The name of the pretrained source a `--model` (an arch, an alias or a source) stands for."""
     from keras_lightnets import pretrained
-    from keras_lightnets.models import get_builder, pretrained_file
     from keras_lightnets.registry import SPECS
 
     source_name = MODEL_ALIASES.get(name, name)
@@ -57,6 +62,31 @@ def pretrained_model(name):
             f"no pretrained weights for {name!r} (available: {', '.join(available)}); "
             "convert a checkpoint with `python -m convert` and pass --weights"
         )
+    return source_name
+
+
+def weights_record(model_name, weights):
+    """The record of a `--weights` file, checked against `--model`."""
+    from keras_lightnets.h5format import read_record
+    from keras_lightnets.registry import SPECS
+
+    if not os.path.isfile(weights):
+        raise UsageError(f"{weights}: no such weights file")
+    info = read_record(weights)
+    if model_name is not None and model_name != info["arch"]:
+        raise UsageError(f"{weights} holds {info['arch']} weights, not {model_name}")
+    if info["arch"] not in SPECS:
+        raise UsageError(f"{weights} is for an unknown model {info['arch']!r}")
+    return info
+
+
+def pretrained_model(name):
+    """`(model, preprocessing)` of a pretrained `--model` (an arch, an alias or a source)."""
+    import keras_lightnets
+    from keras_lightnets import pretrained
+    from keras_lightnets.models import get_builder, pretrained_file
+
+    source_name = pretrained_source(name)
     source = pretrained.SOURCES[source_name]
     if isinstance(source, pretrained.KerasFile):
         # keras.applications' own file: no keras-lightnets record, the builder's defaults
@@ -69,22 +99,67 @@ def pretrained_model(name):
 def load_model(model_name, weights):
     """Returns `(model, preprocessing)` for the demo's arguments."""
     import keras_lightnets
-    from keras_lightnets.registry import SPECS
 
     if weights is None:
         return pretrained_model(model_name or DEFAULT_MODEL)
-    if not os.path.isfile(weights):
-        raise UsageError(f"{weights}: no such weights file")
-    info = keras_lightnets.weights_info(weights)
-    if model_name is not None and model_name != info["arch"]:
-        raise UsageError(f"{weights} holds {info['arch']} weights, not {model_name}")
-    if info["arch"] not in SPECS:
-        raise UsageError(f"{weights} is for an unknown model {info['arch']!r}")
+    info = weights_record(model_name, weights)
     return keras_lightnets.from_h5(weights), info["preprocessing"]
 
 
-def is_segmentation(model):
-    return len(model.output_shape) == 4
+@dataclasses.dataclass
+class Request:
+    """What the arguments ask for, checked.
+
+    Attributes:
+        task: "classification" or "segmentation".
+        weights: a keras-lightnets weights file (`--weights`, or the
+            converted pretrained file if the cache holds it), else None.
+        preprocessing: that file's eval transform (None without a file).
+        source: without `--weights`, the pretrained source's name.
+    """
+
+    task: str
+    weights: str | None
+    preprocessing: dict | None
+    source: str | None = None
+
+
+def check_request(args):
+    """Checks every argument without importing Keras or TensorFlow.
+
+    Raises:
+        UsageError, ImageError, WeightsMismatchError: one-line messages.
+    """
+    from keras_lightnets import pretrained
+    from keras_lightnets.h5format import read_record
+    from keras_lightnets.image import read_image
+    from keras_lightnets.registry import SPECS
+
+    if args.top < 1:
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    read_image(args.image)
+    if args.weights is not None:
+        info = weights_record(args.model, args.weights)
+        request = Request(SPECS[info["arch"]].task, args.weights, info["preprocessing"])
+    else:
+        source_name = pretrained_source(args.model or DEFAULT_MODEL)
+        weights = pretrained.cached_weights(source_name)
+        preprocessing = read_record(weights)["preprocessing"] if weights else None
+        task = SPECS[pretrained.SOURCES[source_name].arch].task
+        request = Request(task, weights, preprocessing, source_name)
+    if args.out is not None and os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a directory; give the PNG file to write")
+    if request.task != "segmentation":
+        if args.out is not None:
+            raise UsageError("--out applies to segmentation weights (DeepLabV3+) only")
+        return request
+    out = overlay_path(args)
+    if not out.lower().endswith(".png"):
+        raise UsageError(f"--out {out}: the overlay is written as PNG; name it .png")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder}: no such directory for --out")
+    return request
 
 
 def segment(image_path, model, preprocessing):
@@ -161,14 +236,14 @@ def class_names(classes):
     return list(VOC_CLASSES) if classes == len(VOC_CLASSES) else [f"class {i}" for i in range(classes)]
 
 
+def overlay_path(args):
+    return args.out or f"{os.path.splitext(os.path.basename(args.image))[0]}_segmentation.png"
+
+
 def run_segmentation(args, model, preprocessing):
     import numpy as np
 
-    out = args.out or f"{os.path.splitext(os.path.basename(args.image))[0]}_segmentation.png"
-    if os.path.isdir(out):
-        raise UsageError(f"--out {out} is a directory; give the PNG file to write")
-    if not out.lower().endswith(".png"):
-        raise UsageError(f"--out {out}: the overlay is written as PNG; name it .png")
+    out = overlay_path(args)
     photo, class_map = segment(args.image, model, preprocessing)
     names = class_names(model.output_shape[-1])
     write_png(overlay(photo, class_map, names), out)
@@ -177,39 +252,87 @@ def run_segmentation(args, model, preprocessing):
     return lines + [f"overlay written to {out}"]
 
 
-def classify(image_path, model, preprocessing, top):
-    import keras_lightnets
+def image_batch(image_path, preprocessing):
+    """The photo as the weights' eval transform prescribes, a batch of one (numpy only)."""
     from keras_lightnets.image import load_for
-    from keras_lightnets.inference import Predictor
+    from keras_lightnets.imagenet import preprocess_input
 
-    pixels = load_for(image_path, preprocessing)  # the source's own eval transform
-    batch = keras_lightnets.preprocess_input(pixels[None], preprocessing["mode"])
-    probabilities = Predictor(model)(batch)
+    pixels = load_for(image_path, preprocessing)
+    return preprocess_input(pixels[None], preprocessing["mode"])
+
+
+def top_classes(probabilities, top):
+    """`[(class id, label, probability)]` of the first image, best first."""
+    from keras_lightnets.imagenet import decode_predictions
+
     if probabilities.shape[-1] == 1000:
-        return keras_lightnets.decode_predictions(probabilities, top=top)[0]
+        return decode_predictions(probabilities, top=top)[0]
     order = probabilities[0].argsort()[::-1][:top]
     return [(str(i), f"class {i}", float(probabilities[0, i])) for i in order]
 
 
+def classify(image_path, model, preprocessing, top):
+    from keras_lightnets.inference import Predictor
+
+    return top_classes(Predictor(model)(image_batch(image_path, preprocessing)), top)
+
+
+def classify_compiled(image_path, weights, preprocessing, top):
+    """Classifies with the flatbuffer compiled from the keras-lightnets file
+    `weights`, compiling and keeping it on the first run."""
+    from keras_lightnets.h5format import sha256_of
+    from keras_lightnets.tflite import load_compiled, save_compiled
+
+    size = (preprocessing["size"],) * 2 if preprocessing.get("size") else None
+    batch = image_batch(image_path, preprocessing)
+    digest = sha256_of(weights)
+    runner = load_compiled(weights, size, weights_digest=digest) if size else None
+    if runner is not None:
+        return top_classes(runner(batch), top)
+    import_tensorflow_quietly()
+    import keras_lightnets
+    from keras_lightnets.inference import Predictor
+
+    predictor = Predictor(keras_lightnets.from_h5(weights))
+    probabilities = predictor(batch)
+    if predictor.flatbuffer is not None and tuple(predictor.inference_model.input_shape[1:3]) == size:
+        try:
+            save_compiled(weights, size, predictor.flatbuffer, weights_digest=digest)
+        except OSError as err:  # the answer stands; the next run compiles again
+            print(f"warning: the compiled model was not kept ({err})", file=sys.stderr)
+    return top_classes(probabilities, top)
+
+
+def predictions_for(args, request):
+    """The top classes for a classifier request."""
+    from keras_lightnets import pretrained
+
+    weights, preprocessing = request.weights, request.preprocessing
+    if weights is None:
+        import_tensorflow_quietly()
+        if isinstance(pretrained.SOURCES[request.source], pretrained.KerasFile):
+            model, preprocessing = pretrained_model(request.source)
+            return classify(args.image, model, preprocessing, args.top)
+        from keras_lightnets.models import pretrained_file, weights_info
+
+        weights = pretrained_file(request.source)  # converted now, once
+        preprocessing = weights_info(weights)["preprocessing"]
+    return classify_compiled(args.image, weights, preprocessing, args.top)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    import_tensorflow_quietly()
-    from keras_lightnets.image import ImageError, read_image
-    from keras_lightnets.weights import WeightsMismatchError
+    from keras_lightnets.h5format import WeightsMismatchError
+    from keras_lightnets.image import ImageError
 
     try:
-        if args.top < 1:
-            raise UsageError(f"--top must be at least 1, got {args.top}")
-        read_image(args.image)  # fail fast, before the model is built
-        if args.out is not None and os.path.isdir(args.out):
-            raise UsageError(f"--out {args.out} is a directory; give the PNG file to write")
-        model, preprocessing = load_model(args.model, args.weights)
-        if is_segmentation(model):
+        request = check_request(args)  # fail fast, before TensorFlow and the model
+        if request.task == "segmentation":
+            import_tensorflow_quietly()
+            model, preprocessing = load_model(args.model, args.weights)
             print("\n".join(run_segmentation(args, model, preprocessing)))
             return 0
-        if args.out is not None:
-            raise UsageError("--out applies to segmentation weights (DeepLabV3+) only")
-        predictions = classify(args.image, model, preprocessing, args.top)
+        predictions = predictions_for(args, request)
     except (UsageError, ImageError, WeightsMismatchError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

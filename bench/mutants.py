@@ -46,6 +46,10 @@ SQ_CLI = SQ + "test_cli_conversion_reproduces_pytorch"
 DL_CLI = DL + "test_conversion_reproduces_pytorch_deeplab"
 RESIZE = DL + "test_bilinear_resize_matches_torch_interpolate"
 RESIZE_DYNAMIC = "tests/test_layouts.py::test_bilinear_resize_with_unknown_sizes_matches_torch"
+TFLITE = "keras_lightnets/tflite.py"
+TFLITE_TESTS = ["tests/test_tflite.py", "tests/test_inference.py::test_family_folded_matches_keras"]
+AUTO = "tests/test_inference.py::test_auto_runs_static_classifiers_on_tflite_and_free_size_deeplab_on_tf"
+WARM_DEMO = "tests/test_demo.py::test_warm_cache_runs_without_tensorflow_and_never_serves_a_stale_flatbuffer"
 
 # (name, file, original fragment, replacement, tests)
 MUTANTS = [
@@ -205,6 +209,38 @@ MUTANTS = [
     ("decode_lowest_first", "keras_lightnets/imagenet.py",
      'order = np.argsort(-row, kind="stable")[:top]', 'order = np.argsort(row, kind="stable")[:top]',
      PRE_TESTS),
+    # ------------------------------------------------------------ TFLite runtime, Predictor, the demo's cache
+    ("tflite_wrong_output_index", TFLITE,
+     'self.input_details["index"], self.output_details["index"])',
+     'self.input_details["index"], self.output_details["index"] - 1)', TFLITE_TESTS),
+    ("tflite_batch_not_resized", TFLITE,
+     '        interpreter.resize_tensor_input(self.input_details["index"], list(shape), strict=True)\n', "",
+     TFLITE_TESTS),
+    ("tflite_interpreters_unbounded", TFLITE,
+     "while len(self._interpreters) > self.cache_size:", "while len(self._interpreters) > 99:", TFLITE_TESTS),
+    ("tflite_variables_not_frozen", TFLITE,
+     "converter.experimental_lower_to_saved_model = False", "converter.experimental_lower_to_saved_model = True",
+     ["tests/test_tflite.py", "tests/test_inference.py::test_sequential_uint8_and_subclassed_models"]),
+    ("compiled_bytes_unchecked", TFLITE,
+     'if hashlib.sha256(content).hexdigest()[:_DIGEST_HEX] != name[len(prefix):-len(".tflite")]:', "if False:",
+     ["tests/test_tflite.py"]),
+    ("compiled_key_without_weights", TFLITE,
+     'return f"{weights_digest[:_DIGEST_HEX]}-{height}x{width}-{__version__}-"',
+     'return f"{height}x{width}-{__version__}-"', ["tests/test_tflite.py", WARM_DEMO]),
+    ("compiled_input_unchecked", TFLITE,
+     'if runner.input_shape != (None, *size, 3) or runner.input_details["dtype"] != np.float32:', "if False:",
+     ["tests/test_tflite.py"]),
+    ("predictor_auto_never_tflite", "keras_lightnets/inference.py",
+     'if runtime == "auto" and not (tensorflow and single and shape is not None and not _tensorflow_sees_a_gpu()):',
+     'if runtime == "auto":', [AUTO]),
+    ("predictor_auto_tflite_for_free_sizes", "keras_lightnets/inference.py",
+     "tensorflow and single and shape is not None and not", "tensorflow and single and not", [AUTO]),
+    ("demo_imports_tensorflow_first", "demo.py",
+     "        request = check_request(args)  # fail fast, before TensorFlow and the model",
+     "        import_tensorflow_quietly()\n        request = check_request(args)",
+     ["tests/test_demo.py::test_bad_input_is_reported_before_tensorflow_is_imported"]),
+    ("demo_compiled_cache_unused", "demo.py",
+     "runner = load_compiled(weights, size, weights_digest=digest) if size else None", "runner = None", [WARM_DEMO]),
 ]
 
 

@@ -47,13 +47,12 @@ def make_photos(folder, count, names=PHOTOS):
 def write_random_weights(path, builder_kwargs, preprocessing):
     """A MobileNetV2 file with random weights and a converter-style record."""
     import keras_lightnets as kl
-    from keras_lightnets.finetune import layer_weights
-    from keras_lightnets.h5format import write_weights
+    from keras_lightnets.h5format import save_model_weights
 
     model = kl.MobileNetV2(**builder_kwargs)
     record = {"format": 1, "arch": "mobilenet_v2", "builder": "MobileNetV2", "builder_kwargs": builder_kwargs,
               "preprocessing": preprocessing, "source": {"naming": "random"}}
-    write_weights(path, layer_weights(model), record)
+    save_model_weights(model, path, record)
 
 
 def bench_predict(work, count, batch_size):

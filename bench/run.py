@@ -12,7 +12,8 @@ ratios the project tracks, with their targets:
   same weights: MobileNet and MobileNetV2 1.0 224, batch 1 and 8;
 - DeepLabV3+ MobileNetV2 OS16 512: `Predictor` / PyTorch eager (VainF's
   network, bench/torch_reference.py), TFLite 2 threads / ONNX Runtime;
-- the demo's cold start with cached weights (`python demo.py`);
+- the demo's cold start with cached weights and a compiled flatbuffer
+  (`python demo.py`, which then imports neither Keras nor TensorFlow);
 
 and writes them to bench/RESULTS.md with the CPU, core count and versions.
 The converter has its own benchmark (bench/convert_speed.py). Per-op
@@ -49,8 +50,8 @@ import torch  # noqa: E402
 
 import keras_lightnets as kl  # noqa: E402
 import torch_reference  # noqa: E402
-from keras_lightnets.export import tflite_bytes  # noqa: E402
 from keras_lightnets.inference import Predictor, fold_batchnorm  # noqa: E402
+from keras_lightnets.tflite import Runner, tflite_bytes  # noqa: E402
 
 # (numerator mode, denominator mode, target) per network
 TARGETS = {
@@ -99,32 +100,25 @@ def graph_function(model):
 
 
 def tflite_runner(model, x, threads):
-    content = tflite_bytes(fold_batchnorm(model))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
-    source = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(source["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    target = interpreter.get_output_details()[0]
-
-    def run():
-        interpreter.set_tensor(source["index"], x)
-        interpreter.invoke()
-        return interpreter.get_tensor(target["index"])
-
-    return run
+    runner = Runner(tflite_bytes(fold_batchnorm(model)), threads)
+    return lambda: runner(x)
 
 
-def keras_modes(model, batch, prefix, tflite=False):
+def keras_modes(model, batch, prefix, tflite=False, notes=None):
     """`{mode: zero-argument callable}` for a Keras model."""
     x = np.random.default_rng(0).uniform(-1, 1, (batch,) + tuple(model.input_shape[1:])).astype("float32")
     graph = graph_function(model)
     tensor = tf.constant(x)
     modes = {f"{prefix} tf.function": lambda: graph(tensor).numpy()}
     if prefix == "ours":
-        predictor = Predictor(model)
+        start = time.perf_counter()
+        predictor = Predictor(model, threads=THREADS)  # runtime="auto"
+        if notes is not None:
+            notes.append(f"`Predictor` runtime {predictor.runtime!r}, built (fold + conversion) in "
+                         f"{time.perf_counter() - start:.1f} s")
         modes["ours Predictor"] = lambda: predictor(x)
+        on_tf = Predictor(model, runtime="tf")
+        modes["ours Predictor runtime='tf'"] = lambda: on_tf(x)
     if tflite:
         modes[f"{prefix} TFLite 2 threads"] = tflite_runner(model, x, 2)
     return modes
@@ -187,7 +181,8 @@ def networks(batches):
 def bench_network(name, batch, ours_builder, keras_builder, torch_builder, rounds, peak):
     ours = ours_builder()
     macs = count_macs(ours)
-    modes = keras_modes(ours, batch, "ours", tflite=True)
+    notes = []
+    modes = keras_modes(ours, batch, "ours", tflite=True, notes=notes)
     if keras_builder is not None:
         reference = keras_builder()
         reference.set_weights(ours.get_weights())
@@ -203,41 +198,43 @@ def bench_network(name, batch, ours_builder, keras_builder, torch_builder, round
         (name, batch, f"{num} / {den}", seconds[num] / seconds[den], target)
         for num, den, target in TARGETS.get(name, [])
     ]
-    return rows, ratios
+    return rows, ratios, [f"{name}, batch {batch}: {note}." for note in notes]
 
 
 def cold_start(image, runs=3):
     """Median seconds from process start to the demo's answer over `runs`
-    runs, and the stages of one run (import, build, load, fold, first
-    inference)."""
+    runs with the pretrained weights and their flatbuffer cached (one untimed
+    run first fills the cache), and the stages of that path in one run
+    (imports, weights check, flatbuffer load, image, first inference)."""
     script = f"""
 import time; start = time.perf_counter()
 import sys; sys.path.insert(0, {REPO!r})
-from keras_lightnets.cli import import_tensorflow_quietly
-import_tensorflow_quietly()
-import keras_lightnets as kl
+import demo  # then everything the cache-hit path imports, as one stage
+from ai_edge_litert.interpreter import Interpreter
+from keras_lightnets import pretrained, tflite
+from keras_lightnets.h5format import read_record, sha256_of
 from keras_lightnets.image import load_for
-from keras_lightnets.inference import Predictor
-from keras_lightnets.models import pretrained_file, weights_info
+from keras_lightnets.imagenet import decode_predictions
 t_import = time.perf_counter()
-path = pretrained_file("efficientnet_lite0")
-info = weights_info(path)["preprocessing"]
-model = kl.EfficientNetLite0(weights=None)
-t_build = time.perf_counter()
-from keras_lightnets.weights import load_weights
-load_weights(model, path)
+weights = pretrained.cached_weights(demo.pretrained_source(demo.DEFAULT_MODEL))
+preprocessing = read_record(weights)["preprocessing"]
+digest = sha256_of(weights)
+t_check = time.perf_counter()
+runner = tflite.load_compiled(weights, (preprocessing["size"],) * 2, weights_digest=digest)
 t_load = time.perf_counter()
-x = kl.preprocess_input(load_for({image!r}, info)[None], info["mode"])
-predictor = Predictor(model)
-t_fold = time.perf_counter()
-kl.decode_predictions(predictor(x), top=5)
+batch = demo.image_batch({image!r}, preprocessing)
+t_image = time.perf_counter()
+demo.top_classes(runner(batch), 5)
 t_infer = time.perf_counter()
-print(t_import - start, t_build - t_import, t_load - t_build, t_fold - t_load, t_infer - t_fold)
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+print(t_import - start, t_check - t_import, t_load - t_check, t_image - t_load, t_infer - t_image)
 """
+    demo = [sys.executable, os.path.join(REPO, "demo.py"), image]
+    subprocess.run(demo, check=True, capture_output=True)  # the cache is filled
     totals = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(REPO, "demo.py"), image], check=True, capture_output=True)
+        subprocess.run(demo, check=True, capture_output=True)
         totals.append(time.perf_counter() - start)
     total = statistics.median(totals)
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
@@ -295,17 +292,20 @@ def main():
         f"{versions()}. Measured fp32 matmul peak: {peak:.0f} GFLOPS. Median of {rounds} interleaved rounds, "
         f"{args.threads} thread(s) per framework. Load average at the start: {os.getloadavg()[0]:.1f} "
         "(other processes on the machine; above the core count, absolute times are inflated).",
-        "`Predictor` runs the folded graph (BatchNorm merged into the convolutions); `tf.function` the Keras",
-        "model as built; TFLite is exported from the folded graph.",
+        "`Predictor` runs the folded graph (BatchNorm merged into the convolutions) on its `runtime=\"auto\"`",
+        "choice (TFLite with XNNPACK on every usable core when it can, see the notes below), and with",
+        "`runtime='tf'` as a `tf.function`; `tf.function` the Keras model as built; TFLite 2 threads is the",
+        "flatbuffer of the folded graph on 2 threads.",
         "",
         "| network | batch | mode | ms | images/s | % of peak |",
         "|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
-    all_ratios = []
+    all_ratios, all_notes = [], []
     for case in networks(batches):
-        rows, ratios = bench_network(*case, rounds=rounds, peak=peak)
+        rows, ratios, notes = bench_network(*case, rounds=rounds, peak=peak)
         all_ratios += ratios
+        all_notes += notes
         for row in rows:
             line = "| {} | {} | {} | {:.1f} | {:.0f} | {:.1f} |".format(*row)
             lines.append(line)
@@ -321,8 +321,10 @@ def main():
         f"| demo cold start (s) | 1 | `python demo.py examples/coffee.jpg`, cached weights | {total:.2f} | ≤ {COLD_START_TARGET} | "
         f"{'met' if total <= COLD_START_TARGET else f'missed by {total / COLD_START_TARGET - 1:.0%}'} |",
         "",
-        "Cold start by stage (one run): import {:.2f} s, build {:.2f} s, load {:.2f} s, fold {:.2f} s, "
-        "first inference {:.2f} s.".format(*stages),
+        "Cold start by stage (one run, cache hit: no Keras, no TensorFlow): imports {:.2f} s, weights check "
+        "{:.2f} s, flatbuffer load {:.2f} s, image {:.2f} s, first inference {:.2f} s.".format(*stages),
+        "",
+        *all_notes,
     ]
     print("\n".join(summary))
     lines += summary

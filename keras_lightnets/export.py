@@ -22,10 +22,10 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
-import warnings
 
 import numpy as np
+
+from keras_lightnets.tflite import Runner, tflite_bytes
 
 FP32_ATOL = 1e-4
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -87,63 +87,10 @@ def calibration_images(folder, size, preprocessing, limit=200):
     return np.stack(images)
 
 
-def _interpreter(content):
-    import tensorflow as tf
-
-    from keras_lightnets.cli import stderr_silenced
-
-    # quiet: tf.lite.Interpreter's deprecation warning and XNNPACK's notice
-    with warnings.catch_warnings(), stderr_silenced():
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_content=content, num_threads=os.cpu_count())
-        interpreter.allocate_tensors()
-    return interpreter
-
-
 def run_tflite(content, batch):
-    """Runs a TFLite model on each image of `batch`; returns the stacked outputs."""
-    interpreter = _interpreter(content)
-    (source,) = interpreter.get_input_details()
-    target = interpreter.get_output_details()[0]
-    outputs = []
-    for image in batch:
-        interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
-        interpreter.invoke()
-        out = interpreter.get_tensor(target["index"]).astype("float32")
-        scale, zero = target["quantization"]
-        if target["dtype"] != np.float32 and scale:
-            out = (out - zero) * scale
-        outputs.append(out[0])
-    return np.stack(outputs)
-
-
-def tflite_bytes(model, quantize="none", representative=None):
-    """Converts `model` to a TFLite flatbuffer (bytes), without checking it.
-
-    Args:
-        model: a Keras model; fold it first (`fold_batchnorm`) to export the
-            inference graph that `export` writes.
-        quantize: "none", "dynamic" or "int8".
-        representative: for int8, the model inputs to calibrate on.
-    """
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as folder:
-        model.export(folder, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        if quantize in ("dynamic", "int8"):
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "int8":
-
-            def representative_dataset():
-                for i, image in enumerate(representative, start=1):
-                    print(f"\rcalibrating {i}/{len(representative)}", end="", file=sys.stderr)
-                    yield [image[None]]
-                print(file=sys.stderr)
-
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter.convert()
+    """Runs a TFLite model on each image of `batch`; returns the stacked (dequantized) outputs."""
+    runner = Runner(content)
+    return np.concatenate([runner(image[None]) for image in batch])
 
 
 def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dtype="float32",

@@ -28,6 +28,7 @@ stay fixed.
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -108,8 +109,18 @@ def make_strategy(replicas=None):
         return tf.distribute.MultiWorkerMirroredStrategy()
     devices = configure_devices(replicas)
     if len(devices) > 1:
-        return tf.distribute.MirroredStrategy(devices)
+        return _mirrored_strategy(tuple(devices))
     return tf.distribute.get_strategy()
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored_strategy(devices):
+    # One strategy per device set and process: a second MirroredStrategy over
+    # the same devices restarts the collective keys, and its all-reduces then
+    # collide with the first one's ("Shape mismatch in the collective instance").
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def read_h5_weights(path):

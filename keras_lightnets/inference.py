@@ -7,15 +7,20 @@ elementwise ops over the whole feature map. `Predictor` runs
 `fold_batchnorm(model)`, the model's inference graph in which each
 BatchNormalization that directly follows a convolution or Dense layer is
 merged into that layer's kernel and bias (plus other exact rewrites, see
-`fold_batchnorm`), and compiles its forward pass once (spatial size fixed,
-batch size free). The SavedModel and TFLite exports use the same graph
-(bench/run.py measures the difference).
+`fold_batchnorm`), and runs it on the fastest exact CPU runtime it has:
+a TFLite flatbuffer under XNNPACK (`keras_lightnets.tflite`), or a
+`tf.function` compiled once (spatial size fixed, batch size free). The
+SavedModel and TFLite exports use the same graph (bench/run.py measures
+the difference).
 """
+
+import collections
 
 import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_lightnets import tflite
 from keras_lightnets.resize import BilinearResize, interpolation_matrix
 
 # Layers whose output channels are the last axis of the output and whose
@@ -36,6 +41,8 @@ _IDENTITY_AT_INFERENCE = (
     layers.AlphaDropout,
     layers.Identity,
 )
+# Input sizes a Predictor keeps a TFLite flatbuffer for (models with free input sides).
+_INPUT_SIZES_KEPT = 4
 
 
 def _is_functional(model):
@@ -331,7 +338,7 @@ class _Forward:
                     self.rewritten += fn.rewritten
                 else:
                     fn = layer
-                    if layer.weights:
+                    if getattr(layer, "weights", None):  # ops such as keras.ops.cast have none
                         self.opaque.append(layer)
                 self.steps.append((layer.name, node.arguments.fill_in, fn, node.outputs))
 
@@ -403,27 +410,105 @@ def fold_batchnorm(model):
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
 
 
+RUNTIMES = ("auto", "tflite", "tf")
+
+
+def _static_input_shape(model):
+    """The input shape without the batch axis if `model` has one input of
+    fixed size, else None."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        return None
+    shape = tuple(inputs[0].shape[1:])
+    return shape if None not in shape else None
+
+
+def _tensorflow_sees_a_gpu():
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 class Predictor:
-    """Calls `model` in inference mode through a compiled function.
+    """Calls `model` in inference mode on the fastest exact CPU runtime.
 
     The model is folded (`fold_batchnorm`) when the `Predictor` is built:
     its weights at that moment are the ones used; `model` itself is not
     changed. Models that are not Functional run unfolded.
 
+    Runtimes: `"tflite"` converts the folded graph to a TFLite flatbuffer in
+    memory (`keras_lightnets.tflite`) and runs it with XNNPACK on every
+    usable core, one interpreter per batch size (the last few kept); `"tf"`
+    runs it as a `tf.function` (under JAX or torch, the backend's
+    `predict_on_batch`). `"auto"` picks `"tflite"` when the backend is
+    TensorFlow, TensorFlow sees no GPU, the model has one input and one
+    output, its input size is fixed except the batch axis and the
+    conversion gives builtin ops only; otherwise `"tf"`. `runtime="tflite"`
+    on a model with free input sides converts once per input size.
+
     Args:
-        model: a Keras model with a fixed input size.
+        model: a Keras model.
         fold: whether to fold BatchNormalization (default True).
+        runtime: `"auto"` (default), `"tflite"` or `"tf"`.
+        threads: TFLite threads (default: every usable core).
+
+    Attributes:
+        runtime: the runtime that runs, `"tflite"` or `"tf"`.
+        flatbuffer: the TFLite flatbuffer (bytes) of a fixed-size model
+            run by TFLite, else None.
 
     Example:
         predict = Predictor(model)
         probabilities = predict(batch)  # numpy in, numpy out
     """
 
-    def __init__(self, model, fold=True):
+    def __init__(self, model, fold=True, runtime="auto", threads=None):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.model = model
         foldable = isinstance(model, keras.Sequential) or _is_functional(model)
         self.inference_model = fold_batchnorm(model) if fold and foldable else model
+        self.threads = threads
+        self.flatbuffer = None
         self._function = None
+        self._runners = collections.OrderedDict()  # input shape without the batch axis -> tflite.Runner
+        self.runtime = self._pick(runtime)
+
+    def _pick(self, runtime):
+        """The runtime to use; converts a fixed-size model for TFLite."""
+        if runtime == "tf":
+            return "tf"
+        model = self.inference_model
+        tensorflow = keras.backend.backend() == "tensorflow"
+        single = len(getattr(model, "inputs", None) or ()) == 1 and len(getattr(model, "outputs", None) or ()) == 1
+        if runtime == "tflite" and not (tensorflow and single):
+            raise ValueError(
+                "runtime='tflite' needs the TensorFlow backend and a model with one input and one output"
+            )
+        shape = _static_input_shape(model)
+        if runtime == "auto" and not (tensorflow and single and shape is not None and not _tensorflow_sees_a_gpu()):
+            return "tf"
+        if shape is None:
+            return "tflite"  # converted per input size on use
+        try:
+            self._runner(shape)
+        except (tflite.ConversionError, ValueError, RuntimeError):  # not convertible, or not loadable by LiteRT
+            if runtime == "tflite":
+                raise
+            return "tf"
+        return "tflite"
+
+    def _runner(self, shape):
+        """The TFLite runner of input `shape` (no batch axis), converted on first use."""
+        if shape not in self._runners:
+            content = tflite.tflite_bytes(self.inference_model, input_shape=shape)
+            self._runners[shape] = tflite.Runner(content, self.threads)
+            if shape == _static_input_shape(self.inference_model):
+                self.flatbuffer = content
+            while len(self._runners) > _INPUT_SIZES_KEPT:
+                self._runners.popitem(last=False)
+        self._runners.move_to_end(shape)
+        return self._runners[shape]
 
     def _compile(self):
         model = self.inference_model
@@ -431,11 +516,19 @@ class Predictor:
             return model.predict_on_batch
         import tensorflow as tf
 
-        spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), model.input.dtype)
+        inputs = getattr(model, "inputs", None)
+        if not inputs or len(inputs) != 1:  # subclassed models: traced per input signature seen
+            return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        spec = tf.TensorSpec((None,) + tuple(inputs[0].shape[1:]), inputs[0].dtype)
         return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
     def __call__(self, batch):
+        inputs = getattr(self.inference_model, "inputs", None)
+        dtype = inputs[0].dtype if inputs else getattr(self.inference_model, "input_dtype", None)
+        batch = np.asarray(batch, dtype=dtype or "float32")
+        if self.runtime == "tflite":
+            shape = _static_input_shape(self.inference_model) or batch.shape[1:]
+            return self._runner(shape)(batch)
         if self._function is None:
             self._function = self._compile()
-        dtype = self.inference_model.input.dtype
-        return keras.ops.convert_to_numpy(self._function(np.asarray(batch, dtype=dtype)))
+        return keras.ops.convert_to_numpy(self._function(batch))

@@ -551,6 +551,17 @@ def _cached(folder, name, target):
     )
 
 
+def cached_weights(name):
+    """Path of the converted weights of `SOURCES[name]` if the cache holds
+    them (sha256 as recorded), else None. Converts and fetches nothing and
+    imports no Keras; None for keras.applications' files."""
+    if isinstance(SOURCES[name], KerasFile):
+        return None
+    folder = cache_dir()
+    target = os.path.join(folder, f"{name}.h5")
+    return target if _cached(folder, name, target) else None
+
+
 def pretrained_weights(name, build=None):
     """Path of the Keras weights for `SOURCES[name]`, made on first use.
 
@@ -569,10 +580,11 @@ def pretrained_weights(name, build=None):
     source = SOURCES[name]
     if isinstance(source, KerasFile):
         return keras_file(name, source.file_name())
+    cached = cached_weights(name)
+    if cached is not None:
+        return cached
     folder = cache_dir()
     target = os.path.join(folder, f"{name}.h5")
-    if _cached(folder, name, target):
-        return target
     if build is None:
         raise ValueError(f"converting {name} needs the builder of {source.arch}")
     from keras_lightnets.conversion.pipeline import convert_checkpoint

@@ -129,7 +129,46 @@ def classifier_file(path, classes=5, size=64):
     return write_weights_file(path, "MobileNetV2", kwargs, {**TORCH_PREPROCESSING, "size": size}, "mobilenet_v2")
 
 
+def small_classifier_file(path, classes=5, size=48):
+    """A MobileNet α 0.25 (PyTorch style) file: half the layers of MobileNetV2,
+    so half the tracing time of a training step, BatchNorm and Dropout kept."""
+    kwargs = {"style": "torch", "alpha": 0.25, "classes": classes, "input_shape": [size, size, 3]}
+    return write_weights_file(path, "MobileNet", kwargs, {**TORCH_PREPROCESSING, "size": size}, "mobilenet")
+
+
 def deeplab_file(path, classes=4):
     """A DeepLabV3+ (MobileNetV2 α 0.35 backbone) file with `classes` classes."""
     kwargs = {"style": "torch", "alpha": 0.35, "classes": classes, "input_shape": [None, None, 3], "backbone": "mobilenetv2"}
     return write_weights_file(path, "DeepLabV3Plus", kwargs, FULL_SIZE_PREPROCESSING, "deeplabv3plus_mobilenet")
+
+
+def imagenet_deeplab_file(path, classes=3):
+    """A DeepLabV3+ whose MobileNetV2 backbone holds torchvision's ImageNet
+    weights (converted offline, as the demo's are) and whose head is new:
+    the usual start of a segmentation fine-tune."""
+    import keras
+
+    import keras_lightnets as kl
+    from keras_lightnets.h5format import read_layer_weights, save_model_weights
+    from keras_lightnets.models import pretrained_file
+
+    keras.utils.set_random_seed(0)
+    kwargs = {"style": "torch", "alpha": 1.0, "classes": classes, "input_shape": [None, None, 3], "backbone": "mobilenetv2"}
+    model = kl.DeepLabV3Plus(**kwargs)
+    imagenet = dict(read_layer_weights(pretrained_file("mobilenet_v2")))
+    loaded = 0
+    for layer in model.layers:
+        if layer.name in imagenet and [tuple(w.shape) for w in layer.weights] == [a.shape for a in imagenet[layer.name]]:
+            layer.set_weights(imagenet[layer.name])
+            loaded += 1
+    assert loaded > 100, loaded  # the whole backbone
+    record = {
+        "format": 1,
+        "arch": "deeplabv3plus_mobilenetv2",
+        "builder": "DeepLabV3Plus",
+        "builder_kwargs": kwargs,
+        "preprocessing": FULL_SIZE_PREPROCESSING,
+        "source": {"naming": "test", "checkpoint": "torchvision mobilenet_v2 backbone", "sha256": "0" * 64},
+    }
+    save_model_weights(model, path, record)
+    return model

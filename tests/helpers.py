@@ -125,8 +125,9 @@ def assert_parity(keras_logits, torch_logits):
     assert torch_logits.std() > 0.5
 
 
-def run_demo(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def run_demo(*args, env=None):
+    """`python demo.py ARGS` from the repository; `env`: variables to set."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "demo.py"), *map(str, args)],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,

