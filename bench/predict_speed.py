@@ -2,11 +2,12 @@
 
     python bench/predict_speed.py [--images 256] [--batch-size 32] [--train]
 
-Prediction: MobileNetV2 (α 1, PyTorch style, 224 px, random weights) on
-JPEG crops of scikit-image photos, three ways:
+Prediction: MobileNetV2 (α 1, PyTorch style, 224 px, random weights,
+torchvision's eval transform) on JPEG crops of scikit-image photos, three ways:
 - `Predictor` alone on images already decoded and preprocessed in memory;
-- the `keras_lightnets.predict` pipeline (tf.data decoding + Predictor),
-  after the same warm-up;
+- the `keras_lightnets.predict` reading (`prediction_batches`: decoding and
+  preprocessing in threads, a batch at a time) + `Predictor`, after the same
+  warm-up; the two alternate for `rounds` rounds and their medians are compared;
 - `python -m keras_lightnets.predict` end to end (model build included).
 Training (`--train`): images/s of the second epoch of
 `python -m keras_lightnets.finetune` with 1 and 2 replicas (logical CPU
@@ -55,9 +56,11 @@ def write_random_weights(path, builder_kwargs, preprocessing):
     save_model_weights(model, path, record)
 
 
-def bench_predict(work, count, batch_size):
+def bench_predict(work, count, batch_size, rounds=5):
+    import statistics
+
     import keras_lightnets as kl
-    from keras_lightnets.data import list_images, prediction_dataset
+    from keras_lightnets.data import list_images, prediction_batches
     from keras_lightnets.inference import Predictor
 
     folder = os.path.join(work, "photos")
@@ -65,25 +68,31 @@ def bench_predict(work, count, batch_size):
     weights = os.path.join(work, "mobilenet_v2.h5")
     write_random_weights(
         weights, {"style": "torch", "classes": 1000},
-        {"mode": "torch", "size": 224, "crop_fraction": 0.875, "resample": "bilinear"},
+        {"mode": "torch", "size": 224, "resize": 256, "resample": "bilinear"},  # torchvision's eval transform
     )
     paths = list_images(folder)
     preprocessing = kl.weights_info(weights)["preprocessing"]
     model = kl.from_h5(weights)
     predictor = Predictor(model)
-    batches = [(x.numpy(), s, e) for x, s, e in prediction_dataset(paths, preprocessing, (224, 224), batch_size)]
-    predictor(batches[0][0])  # compile
+    batches = [x for x, _, _ in prediction_batches(paths, preprocessing, (224, 224), batch_size)]
+    predictor(batches[0])  # compile
 
-    started = time.perf_counter()
-    for x, _, _ in batches:
-        predictor(x)
-    alone = count / (time.perf_counter() - started)
+    def alone():
+        for x in batches:
+            predictor(x)
 
-    started = time.perf_counter()
-    for x, _, errors in prediction_dataset(paths, preprocessing, (224, 224), batch_size):
-        good = [i for i, e in enumerate(errors.numpy()) if not e]
-        predictor(x.numpy()[good])
-    pipeline = count / (time.perf_counter() - started)
+    def pipeline():
+        for x, _, errors in prediction_batches(paths, preprocessing, (224, 224), batch_size):
+            predictor(x[[i for i, e in enumerate(errors) if not e]])
+
+    # this machine's speed drifts between runs: the two alternate, and the medians are compared
+    speeds = {"alone": [], "pipeline": []}
+    for _ in range(rounds):
+        for name, run in (("alone", alone), ("pipeline", pipeline)):
+            started = time.perf_counter()
+            run()
+            speeds[name].append(count / (time.perf_counter() - started))
+    alone_speed, pipeline_speed = (statistics.median(speeds[name]) for name in ("alone", "pipeline"))
 
     out = os.path.join(work, "results.jsonl")
     started = time.perf_counter()
@@ -95,7 +104,9 @@ def bench_predict(work, count, batch_size):
     end_to_end = count / (time.perf_counter() - started)
     with open(out, encoding="utf8") as f:
         assert sum(1 for _ in f) == count
-    return {"predictor_alone": alone, "pipeline": pipeline, "ratio": pipeline / alone, "cli_end_to_end": end_to_end}
+    return {"predictor_alone": alone_speed, "pipeline": pipeline_speed, "ratio": pipeline_speed / alone_speed,
+            "ratio_per_round": [round(p / a, 3) for a, p in zip(speeds["alone"], speeds["pipeline"])],
+            "cli_end_to_end": end_to_end}
 
 
 def bench_train(work):

@@ -11,7 +11,7 @@ import importlib
 
 from keras_lightnets import registry
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 _EXPORTS = {
     **registry.builder_modules(),

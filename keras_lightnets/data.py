@@ -10,14 +10,16 @@ Masks hold class ids (palette or greyscale PNG); 255 is "ignore". Every file
 is read once by `check_dataset` before training starts, so a bad file stops
 the run with its name before anything is written.
 
-The pipelines decode with the project's safe reader (`keras_lightnets.image`:
-format allow-list, EXIF orientation, alpha on white) inside `tf.data`, and
-preprocess as the weights' record says (`preprocessing`: `mode`, `size`,
-`crop_fraction`, `resample`). Training randomness (shuffle order, flips,
-scales, crops) is drawn with stateless ops from `(seed, epoch, index)`, so
-a run is reproducible and every replica sees the batch one device would.
+The training pipelines decode with the project's safe reader
+(`keras_lightnets.image`: format allow-list, EXIF orientation, alpha on
+white) inside `tf.data`, and preprocess as the weights' record says
+(`preprocessing`: `mode`, `size`, `crop_fraction`, `resample`). Training
+randomness (shuffle order, flips, scales, crops) is drawn with stateless ops
+from `(seed, epoch, index)`, so a run is reproducible and every replica sees
+the batch one device would. Prediction (`prediction_batches`) reads exactly
+as the demo does, in threads, without TensorFlow.
 
-Only the pipeline functions import TensorFlow.
+Only the tf.data pipeline functions import TensorFlow.
 """
 
 import concurrent.futures
@@ -27,7 +29,7 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from keras_lightnets.image import ImageError, read_image
+from keras_lightnets.image import ImageError, eval_transform, read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IGNORE_LABEL = 255
@@ -400,29 +402,48 @@ def training_dataset(dataset, split, preprocessing, size, batch_size, seed=0, ep
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(tf))
 
 
-def prediction_dataset(paths, preprocessing, size, batch_size):
-    """Batches of `(image, original (h, w), error message)` for prediction.
+def _read_for_prediction(path, preprocessing, size):
+    """`(uint8 image, original (h, w), error message or "")`: the safe reader
+    and `load_image`'s eval transform, exactly as the demo reads."""
+    try:
+        img = read_image(path)
+    except ImageError as err:
+        return np.zeros((1, 1, 3) if size is None else (*size, 3), "uint8"), (0, 0), str(err)
+    image = eval_transform(
+        img,
+        size,
+        crop_fraction=preprocessing.get("crop_fraction", 1.0),
+        resample=preprocessing.get("resample") or "bilinear",
+        resize=preprocessing.get("resize"),
+    )
+    return image.astype("uint8"), (img.height, img.width), ""
 
-    Unreadable files give an error message (and a blank image) instead of
-    stopping the pipeline. `size=None` keeps each image's own size (batch 1).
+
+def prediction_batches(paths, preprocessing, size, batch_size, workers=None):
+    """Yields `(images, original (h, w) per image, error message per image)`.
+
+    Every image goes through the demo's reader and eval transform
+    (`keras_lightnets.image.load_for`), then `preprocess_input` with the
+    weights' mode, so predictions equal the demo's. Unreadable files give an
+    error message (and a blank image) instead of stopping. `size=None` keeps
+    each image's own size (batches of 1).
+
+    A batch is read by `workers` threads (default: one per core; Pillow
+    decodes and resizes outside the GIL), and the next one only once it is
+    asked for: on a CPU the model's threads then have the cores to themselves.
+    Reading alongside TFLite's XNNPACK threads, or through tf.data, left
+    0.4-0.7 of `Predictor`'s speed on 2 cores (`bench/predict_speed.py`).
     """
-    import tensorflow as tf
+    from keras_lightnets.imagenet import preprocess_input
 
     mode = preprocessing.get("mode", "tf")
-    method = preprocessing.get("resample") or "bilinear"
-    crop_fraction = preprocessing.get("crop_fraction", 1.0)
+    size = None if size is None else tuple(int(side) for side in size)
+    step = 1 if size is None else batch_size
+    def read(path):
+        image, shape, message = _read_for_prediction(path, preprocessing, size)
+        return preprocess_input(image, mode), shape, message  # numpy too runs outside the GIL
 
-    def load(path):
-        image, error = tf_image(path)
-        shape = tf.shape(image)[:2]
-        if size is None:
-            image = tf.cast(image, tf.float32)
-        else:
-            image = center_crop_resize(image, size, crop_fraction, method)
-            image.set_shape(tuple(size) + (3,))
-        return normalise(image, mode), shape, error
-
-    ds = tf.data.Dataset.from_tensor_slices(list(paths))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(1 if size is None else batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    with concurrent.futures.ThreadPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool:
+        for start in range(0, len(paths), step):
+            batch = list(pool.map(read, paths[start : start + step]))
+            yield np.stack([image for image, _, _ in batch]), [s for _, s, _ in batch], [m for _, _, m in batch]

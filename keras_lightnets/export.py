@@ -93,6 +93,18 @@ def run_tflite(content, batch):
     return np.concatenate([runner(image[None]) for image in batch])
 
 
+def check_request(out, fmt, quantize, has_calibration):
+    """Raises `ExportError` for a request that cannot be exported, before any work."""
+    if os.path.exists(out):
+        raise ExportError(f"{out} exists; remove it first")
+    if fmt not in ("savedmodel", "tflite"):
+        raise ExportError(f"unknown format {fmt!r}")
+    if fmt == "savedmodel" and quantize != "none":
+        raise ExportError("--quantize applies to --format tflite")
+    if quantize == "int8" and not has_calibration:
+        raise ExportError("--quantize int8 needs --calibration DIR (a folder of photos)")
+
+
 def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dtype="float32",
            preprocessing=None, seed=0):
     """Exports `model` to `out` and checks it; returns a dict of figures.
@@ -112,16 +124,8 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
         ExportError: bad request; ExportCheckError: an fp32 export that does
             not reproduce the Keras model (the output is deleted).
     """
+    check_request(out, fmt, quantize, calibration is not None)
     from keras_lightnets.imagenet import preprocess_input
-
-    if os.path.exists(out):
-        raise ExportError(f"{out} exists; remove it first")
-    if fmt not in ("savedmodel", "tflite"):
-        raise ExportError(f"unknown format {fmt!r}")
-    if fmt == "savedmodel" and quantize != "none":
-        raise ExportError("--quantize applies to --format tflite")
-    if quantize == "int8" and calibration is None:
-        raise ExportError("--quantize int8 needs --calibration DIR (a folder of photos)")
     from keras_lightnets.inference import fold_batchnorm
 
     mode = (preprocessing or {}).get("mode", "tf")
@@ -210,22 +214,22 @@ def parse_args(argv):
 
 def main(argv=None):
     from keras_lightnets.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    args = parse_args(sys.argv[1:] if argv is None else argv)
     from keras_lightnets.h5format import WeightsMismatchError
     from keras_lightnets.models import from_h5, pretrained_file, weights_info
     from keras_lightnets.pretrained import SOURCES as PRETRAINED
 
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if args.model is not None:
-            if args.model not in PRETRAINED:
-                raise ExportError(
-                    f"no offline weights for {args.model!r} (available: {', '.join(PRETRAINED)}); use --weights"
-                )
-            weights = pretrained_file(args.model)
-        else:
-            weights = args.weights
+        # a bad request fails at once, before TensorFlow is imported
+        check_request(args.out, args.format, args.quantize, bool(args.calibration))
+        if args.calibration and not os.path.isdir(args.calibration):
+            raise ExportError(f"--calibration {args.calibration}: not a directory")
+        if args.model is not None and args.model not in PRETRAINED:
+            raise ExportError(f"no offline weights for {args.model!r} (available: {', '.join(PRETRAINED)}); use --weights")
+        if args.weights is not None:
+            weights_info(args.weights)  # a missing or foreign file, also before TensorFlow
+        import_tensorflow_quietly()
+        weights = args.weights if args.model is None else pretrained_file(args.model)
         info = weights_info(weights)
         model = from_h5(weights, classifier_activation=None)
         preprocessing = info["preprocessing"]

@@ -383,6 +383,7 @@ def finetune(
     verbose=1,
     stream=None,
     force=False,
+    run_eagerly=False,
 ):
     """Fine-tunes the weights file `weights` on `data` and writes `out`.
 
@@ -452,6 +453,7 @@ def finetune(
             # the same graph on one device and on several (XLA is off under
             # tf.distribute), and no XLA compile time on CPU
             jit_compile=False,
+            run_eagerly=run_eagerly,
         )
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _multi_worker_keras(model, strategy)
@@ -518,6 +520,9 @@ def parse_args(argv=None):
     parser.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     parser.add_argument("--no-dropout", action="store_true", help="Dropout rate 0 (replicas match one device exactly)")
     parser.add_argument("--force", action="store_true", help="replace OUT.h5 if it exists")
+    parser.add_argument("--run-eagerly", action="store_true",
+                        help="run each step eagerly, as Keras' `compile(run_eagerly=True)`: for debugging, "
+                        "or a few steps on small data (no graph to trace)")
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size", "replicas", "num_classes"):
         value = getattr(args, name)
@@ -557,6 +562,7 @@ def main(argv=None):
                 strategy=strategy,
                 stream=stdout,
                 force=args.force,
+                run_eagerly=args.run_eagerly,
             )
         finally:
             sys.stdout = stdout

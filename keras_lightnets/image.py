@@ -102,22 +102,23 @@ def shorter_side_size(width, height, shorter):
 
 
 def center_crop(img, size):
-    """torchvision's `CenterCrop(size)` on a Pillow image: offsets
-    `int(round((side - size) / 2.0))` (round half to even), zero padding
-    first when the image is smaller than the crop."""
+    """torchvision's `CenterCrop(size)` on a Pillow image (`size` an int or
+    `(height, width)`): offsets `int(round((side - size) / 2.0))` (round half
+    to even), zero padding first when the image is smaller than the crop."""
+    crop_height, crop_width = (size, size) if isinstance(size, int) else size
     width, height = img.size
-    if size > width or size > height:
-        pad_left = (size - width) // 2 if size > width else 0
-        pad_top = (size - height) // 2 if size > height else 0
-        canvas = Image.new(img.mode, (max(width, size), max(height, size)), 0)
+    if crop_width > width or crop_height > height:
+        pad_left = (crop_width - width) // 2 if crop_width > width else 0
+        pad_top = (crop_height - height) // 2 if crop_height > height else 0
+        canvas = Image.new(img.mode, (max(width, crop_width), max(height, crop_height)), 0)
         canvas.paste(img, (pad_left, pad_top))
         img = canvas
         width, height = img.size
-        if (width, height) == (size, size):
+        if (width, height) == (crop_width, crop_height):
             return img
-    top = round((height - size) / 2.0)  # torchvision: int(round(...)); round() of a float is an int
-    left = round((width - size) / 2.0)
-    return img.crop((left, top, left + size, top + size))
+    top = round((height - crop_height) / 2.0)  # torchvision: int(round(...)); round() of a float is an int
+    left = round((width - crop_width) / 2.0)
+    return img.crop((left, top, left + crop_width, top + crop_height))
 
 
 def load_image(path, size=224, crop_fraction=1.0, resample="bilinear", resize=None):
@@ -126,8 +127,8 @@ def load_image(path, size=224, crop_fraction=1.0, resample="bilinear", resize=No
 
     Args:
         path: image file.
-        size: output height and width (`None`: the photo at its own size,
-            nothing resized or cropped).
+        size: output side, or `(height, width)` (`None`: the photo at its
+            own size, nothing resized or cropped).
         crop_fraction: without `resize` (the files written before 0.2 and
             EfficientNet-Lite): side of the central square crop as a fraction
             of the shorter side, taken before resizing to `size` (1.0 = the
@@ -142,28 +143,36 @@ def load_image(path, size=224, crop_fraction=1.0, resample="bilinear", resize=No
             both sides to `size`, aspect ratio not kept;
             `None`: `crop_fraction` decides (above).
     """
-    img = read_image(path)
+    return eval_transform(read_image(path), size, crop_fraction, resample, resize)
+
+
+def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=None):
+    """`load_image`'s transform of a Pillow RGB image: float32 0-255 array.
+    `size` is an int, `(height, width)`, or `None` (the image as it is)."""
     if size is None:
         return np.asarray(img, dtype="float32")
+    height, width = (size, size) if isinstance(size, int) else size
     filter_ = RESAMPLING[resample]
     if resize == "stretch":
-        if img.size != (size, size):
-            img = img.resize((size, size), filter_)
+        if img.size != (width, height):
+            img = img.resize((width, height), filter_)
     elif resize is not None:
         if isinstance(resize, bool) or not isinstance(resize, int) or resize < 1:
             raise ValueError(f"resize must be a positive int, 'stretch' or None, got {resize!r}")
         target = shorter_side_size(*img.size, resize)
         if target != img.size:
             img = img.resize(target, filter_)
-        img = center_crop(img, size)
+        img = center_crop(img, (height, width))
     else:
         if crop_fraction is not None:
-            width, height = img.size
-            side = max(1, round(min(width, height) * crop_fraction))
-            left = (width - side) // 2
-            top = (height - side) // 2
-            img = img.crop((left, top, left + side, top + side))
-        img = img.resize((size, size), filter_)
+            # the largest central region of the target's aspect ratio, then the fraction of it
+            aspect = width / height
+            crop_width = max(1, round(min(img.width, img.height * aspect) * crop_fraction))
+            crop_height = max(1, round(min(img.height, img.width / aspect) * crop_fraction))
+            left = (img.width - crop_width) // 2
+            top = (img.height - crop_height) // 2
+            img = img.crop((left, top, left + crop_width, top + crop_height))
+        img = img.resize((width, height), filter_)
     return np.asarray(img, dtype="float32")
 
 

@@ -450,7 +450,8 @@ class Predictor:
         model: a Keras model.
         fold: whether to fold BatchNormalization (default True).
         runtime: `"auto"` (default), `"tflite"` or `"tf"`.
-        threads: TFLite threads (default: every usable core).
+        threads: TFLite threads (default: `TF_NUM_INTRAOP_THREADS` if set,
+            else every usable core).
 
     Attributes:
         runtime: the runtime that runs, `"tflite"` or `"tf"`.

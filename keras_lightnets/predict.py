@@ -2,9 +2,10 @@
 
     python -m keras_lightnets.predict DIR --weights W.h5 --out results.jsonl
 
-Every image under DIR (recursively) goes through a tf.data pipeline (parallel
-decoding with the safe reader, the weights' own preprocessing, prefetch)
-into `keras_lightnets.inference.Predictor`. Each image gives one JSON line:
+Every image under DIR (recursively) is read as the demo reads it (the safe
+reader, the weights' own eval transform and preprocessing; a batch at a time,
+decoded in threads: `keras_lightnets.data.prediction_batches`) and goes
+through `keras_lightnets.inference.Predictor`. Each image gives one JSON line:
 
 - classification: `{"file": "a/b.jpg", "top": [[class id, label, probability], ...]}`;
 - segmentation: `{"file": ..., "mask": "results_masks/a/b.png", "pixels": {class id: fraction}}`,
@@ -80,7 +81,7 @@ def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, er
     Returns `(predicted, skipped as [(path, message)])`.
     """
     import keras_lightnets as kl
-    from keras_lightnets.data import prediction_dataset
+    from keras_lightnets.data import prediction_batches
     from keras_lightnets.h5format import WeightsMismatchError
 
     folder = os.fspath(folder)
@@ -125,21 +126,20 @@ def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, er
     skipped, predicted, position = [], 0, 0
     errors = errors or sys.stderr
     with open(out, "a", encoding="utf8") as results:
-        for images, shapes, messages in prediction_dataset(todo, preprocessing, size, batch_size):
+        for images, shapes, messages in prediction_batches(todo, preprocessing, size, batch_size):
             batch_paths = todo[position : position + len(messages)]
             position += len(messages)
-            messages = [m.decode("utf8") for m in messages.numpy()]
             good = [i for i, m in enumerate(messages) if not m]
             for i, message in enumerate(messages):
                 if message:
                     skipped.append((batch_paths[i], message))
                     print(f"skipped: {message}", file=errors, flush=True)
             if good:
-                outputs = predictor(images.numpy()[good])
+                outputs = predictor(images[good])
                 for row, i in enumerate(good):
                     name = names[batch_paths[i]]
                     if segmentation:
-                        line = _segmentation_line(name, outputs[row], shapes[i].numpy(), mask_root, out, palette)
+                        line = _segmentation_line(name, outputs[row], shapes[i], mask_root, out, palette)
                     else:
                         line = _classification_line(name, outputs[row], labels, top, record)
                     results.write(json.dumps(line) + "\n")

@@ -35,6 +35,14 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+def default_threads():
+    """Interpreter threads when none are asked for: `TF_NUM_INTRAOP_THREADS`
+    when it is set (the budget a process gives TensorFlow's kernels), else
+    every usable core."""
+    budget = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    return int(budget) if budget.isdigit() and int(budget) > 0 else usable_cores()
+
+
 def interpreter_class():
     """LiteRT's `Interpreter`, or TensorFlow's deprecated one without `ai_edge_litert`."""
     try:
@@ -57,7 +65,7 @@ def load_interpreter(content, threads=None):
     # quiet: tf.lite.Interpreter's deprecation warning and XNNPACK's notice on fd 2
     with warnings.catch_warnings(), stderr_silenced():
         warnings.simplefilter("ignore")
-        interpreter = interpreter_class()(model_content=bytes(content), num_threads=threads or usable_cores())
+        interpreter = interpreter_class()(model_content=bytes(content), num_threads=threads or default_threads())
         interpreter.allocate_tensors()
     return interpreter
 
@@ -125,13 +133,13 @@ class Runner:
 
     Args:
         content: the flatbuffer (bytes).
-        threads: interpreter threads (default: every usable core).
+        threads: interpreter threads (default: `default_threads()`).
         cache_size: how many input shapes keep an interpreter.
     """
 
     def __init__(self, content, threads=None, cache_size=4):
         self.content = bytes(content)
-        self.threads = threads or usable_cores()
+        self.threads = threads or default_threads()
         self.cache_size = cache_size
         self._interpreters = collections.OrderedDict()  # input shape -> (interpreter, input, output)
         interpreter = load_interpreter(self.content, self.threads)

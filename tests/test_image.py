@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from keras_lightnets.image import ImageError, load_for, load_image, read_image
+from keras_lightnets.image import ImageError, eval_transform, load_for, load_image, read_image
 from keras_lightnets.registry import KERAS_EVAL, SPECS, TORCHVISION_EVAL
 from tests.references import transforms as tv
 
@@ -206,3 +206,15 @@ def test_efficientnet_lite_and_older_records_keep_the_crop_fraction_path(tmp_pat
     full = {"mode": "torch", "size": None, "crop_fraction": None, "resample": "bilinear"}
     assert load_for(path, full).shape == (300, 451, 3)
     assert load_for(path, SPECS["deeplabv3plus_mobilenetv2"].preprocessing).shape == (300, 451, 3)
+
+
+def test_crop_fraction_takes_the_central_region_offsets_rounded_down():
+    """The crop-fraction path (EfficientNet-Lite, files before 0.2): the
+    central region of the target's aspect ratio, scaled by the fraction,
+    offsets rounded down (not to even: 11.5 -> 11, 19.5 -> 19)."""
+    pixels = np.random.default_rng(5).integers(0, 256, (131, 115, 3), dtype=np.uint8)
+    img = Image.fromarray(pixels)
+    # side round(115 * 0.8) = 92; left (115 - 92) // 2 = 11, top (131 - 92) // 2 = 19
+    np.testing.assert_array_equal(eval_transform(img, 92, 0.8, "nearest"), pixels[19:111, 11:103])
+    # (46, 92): the 115 x 57.5 region of aspect 2, times 0.8 -> 92 x 46 at left 11, top 42
+    np.testing.assert_array_equal(eval_transform(img, (46, 92), 0.8, "nearest"), pixels[42:88, 11:103])

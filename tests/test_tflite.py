@@ -123,3 +123,16 @@ def test_compiled_flatbuffer_of_another_input_is_refused(weights):
     other = tflite.tflite_bytes(fold_batchnorm(small_model((24, 24))))
     path = tflite.save_compiled(weights, SIZE, other)
     assert tflite.load_compiled(weights, SIZE) is None and not os.path.exists(path)
+
+
+def test_interpreters_take_tensorflows_thread_budget(model_and_flatbuffer, monkeypatch):
+    """`TF_NUM_INTRAOP_THREADS` limits the interpreters too; without it (or
+    with a value that is not a positive count) they use every usable core."""
+    _, content = model_and_flatbuffer
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert tflite.Runner(content).threads == 1 and tflite.Runner(content, threads=2).threads == 2
+    for value in ("0", "two", ""):
+        monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", value)
+        assert tflite.Runner(content).threads == tflite.usable_cores()
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+    assert tflite.Runner(content).threads == len(os.sched_getaffinity(0))
