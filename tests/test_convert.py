@@ -220,3 +220,4 @@ def test_console_script_is_installed():
     assert script, "pip install -e . should install lightnets-convert"
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--arch" in result.stdout
+    assert result.stderr == ""  # --help starts no TensorFlow (which writes its notices to stderr)

@@ -2,8 +2,6 @@
 
 import re
 
-from keras import layers
-
 from keras_lightnets.architectures import MOBILENET_V2_ALPHAS, make_divisible
 
 ALPHAS = MOBILENET_V2_ALPHAS
@@ -28,6 +26,8 @@ _BLOCK_DEPTHWISE = re.compile(r"^(expanded_conv_|block_\d+_)depthwise$")
 
 def block_prefixes(model):
     """Keras name prefixes of the inverted residual blocks, in order."""
+    from keras import layers  # here, so that `python -m convert --help` needs no TensorFlow
+
     return [
         layer.name[: -len("depthwise")]
         for layer in model.layers

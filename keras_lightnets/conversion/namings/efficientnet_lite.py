@@ -4,8 +4,6 @@
 `_depthwise_conv`, `_bn1`, `_project_conv`, `_bn2`; `_conv_head`, `_bn1`; `_fc`.
 """
 
-from keras import layers
-
 NAME = "efficientnet_lite"
 
 
@@ -18,6 +16,8 @@ def builder_kwargs(spec, tensors):
 
 
 def layer_map(model, keys):
+    from keras import layers  # here, so that `python -m convert --help` needs no TensorFlow
+
     rows = [("_conv_stem", "stem_conv"), ("_bn0", "stem_bn")]
     prefixes = [l.name[: -len("dwconv")] for l in model.layers if isinstance(l, layers.DepthwiseConv2D)]
     names = {l.name for l in model.layers}
