@@ -29,7 +29,7 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from keras_lightnets.image import ImageError, eval_transform, read_image
+from keras_lightnets.image import ImageError, read_image, transform_for
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IGNORE_LABEL = 255
@@ -409,14 +409,7 @@ def _read_for_prediction(path, preprocessing, size):
         img = read_image(path)
     except ImageError as err:
         return np.zeros((1, 1, 3) if size is None else (*size, 3), "uint8"), (0, 0), str(err)
-    image = eval_transform(
-        img,
-        size,
-        crop_fraction=preprocessing.get("crop_fraction", 1.0),
-        resample=preprocessing.get("resample") or "bilinear",
-        resize=preprocessing.get("resize"),
-    )
-    return image.astype("uint8"), (img.height, img.width), ""
+    return transform_for(img, preprocessing, size).astype("uint8"), (img.height, img.width), ""
 
 
 def prediction_batches(paths, preprocessing, size, batch_size, workers=None):
@@ -435,15 +428,17 @@ def prediction_batches(paths, preprocessing, size, batch_size, workers=None):
     0.4-0.7 of `Predictor`'s speed on 2 cores (`bench/predict_speed.py`).
     """
     from keras_lightnets.imagenet import preprocess_input
+    from keras_lightnets.tflite import usable_cores
 
     mode = preprocessing.get("mode", "tf")
     size = None if size is None else tuple(int(side) for side in size)
     step = 1 if size is None else batch_size
+
     def read(path):
         image, shape, message = _read_for_prediction(path, preprocessing, size)
         return preprocess_input(image, mode), shape, message  # numpy too runs outside the GIL
 
-    with concurrent.futures.ThreadPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool:
+    with concurrent.futures.ThreadPoolExecutor(workers or usable_cores()) as pool:
         for start in range(0, len(paths), step):
             batch = list(pool.map(read, paths[start : start + step]))
             yield np.stack([image for image, _, _ in batch]), [s for _, s, _ in batch], [m for _, _, m in batch]

@@ -226,11 +226,12 @@ def main(argv=None):
             raise ExportError(f"--calibration {args.calibration}: not a directory")
         if args.model is not None and args.model not in PRETRAINED:
             raise ExportError(f"no offline weights for {args.model!r} (available: {', '.join(PRETRAINED)}); use --weights")
-        if args.weights is not None:
-            weights_info(args.weights)  # a missing or foreign file, also before TensorFlow
+        weights = args.weights
+        info = None if weights is None else weights_info(weights)  # a missing or foreign file, also before TensorFlow
         import_tensorflow_quietly()
-        weights = args.weights if args.model is None else pretrained_file(args.model)
-        info = weights_info(weights)
+        if weights is None:
+            weights = pretrained_file(args.model)
+            info = weights_info(weights)
         model = from_h5(weights, classifier_activation=None)
         preprocessing = info["preprocessing"]
         calibration = None

@@ -182,9 +182,15 @@ def load_for(path, preprocessing):
     EfficientNet-Lite) or those of files written before 0.2 (`size`,
     `crop_fraction`, `resample`). The result is 0-255, before
     `preprocess_input(x, preprocessing["mode"])`."""
-    return load_image(
-        path,
-        size=preprocessing.get("size"),
+    return transform_for(read_image(path), preprocessing, preprocessing.get("size"))
+
+
+def transform_for(img, preprocessing, size):
+    """`eval_transform` of a Pillow image with a record's `preprocessing` keys,
+    to `size` (an int, `(height, width)` or `None`)."""
+    return eval_transform(
+        img,
+        size,
         crop_fraction=preprocessing.get("crop_fraction", 1.0),
         resample=preprocessing.get("resample", "bilinear"),
         resize=preprocessing.get("resize"),
