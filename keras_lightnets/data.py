@@ -392,10 +392,13 @@ def training_dataset(dataset, split, preprocessing, size, batch_size, seed=0, ep
         if training:
             indices = tf.random.experimental.stateless_shuffle(indices, seed=_seeds(seed, epoch, -1, 1)[0])
         ds = tf.data.Dataset.from_tensor_slices(indices)
-        return ds.map(lambda i: (i, epoch, images[i], labels[i]))
+        return ds.map(as_written(lambda i: (i, epoch, images[i], labels[i])))
 
-    ds = tf.data.Dataset.range(epochs if training else 1).flat_map(epoch_dataset)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # The functions branch on Python values only (tf.cond where a tensor
+    # decides): autograph's rewriting of them took 1.3 s of each run's start.
+    as_written = tf.autograph.experimental.do_not_convert
+    ds = tf.data.Dataset.range(epochs if training else 1).flat_map(as_written(epoch_dataset))
+    ds = ds.map(as_written(load), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=training)
     batches = count // batch_size * epochs if training else -(-count // batch_size)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
@@ -409,7 +412,7 @@ def _read_for_prediction(path, preprocessing, size):
         img = read_image(path)
     except ImageError as err:
         return np.zeros((1, 1, 3) if size is None else (*size, 3), "uint8"), (0, 0), str(err)
-    return transform_for(img, preprocessing, size).astype("uint8"), (img.height, img.width), ""
+    return transform_for(img, preprocessing, size, dtype="uint8"), (img.height, img.width), ""
 
 
 def prediction_batches(paths, preprocessing, size, batch_size, workers=None):
@@ -417,7 +420,8 @@ def prediction_batches(paths, preprocessing, size, batch_size, workers=None):
 
     Every image goes through the demo's reader and eval transform
     (`keras_lightnets.image.load_for`), then `preprocess_input` with the
-    weights' mode, so predictions equal the demo's. Unreadable files give an
+    weights' mode (as the equal, faster `preprocess_uint8`, straight into
+    the batch), so predictions equal the demo's. Unreadable files give an
     error message (and a blank image) instead of stopping. `size=None` keeps
     each image's own size (batches of 1).
 
@@ -427,18 +431,21 @@ def prediction_batches(paths, preprocessing, size, batch_size, workers=None):
     Reading alongside TFLite's XNNPACK threads, or through tf.data, left
     0.4-0.7 of `Predictor`'s speed on 2 cores (`bench/predict_speed.py`).
     """
-    from keras_lightnets.imagenet import preprocess_input
+    from keras_lightnets.imagenet import preprocess_uint8
     from keras_lightnets.tflite import usable_cores
 
     mode = preprocessing.get("mode", "tf")
     size = None if size is None else tuple(int(side) for side in size)
     step = 1 if size is None else batch_size
 
-    def read(path):
+    def read(path, out):  # Pillow and numpy run outside the GIL
         image, shape, message = _read_for_prediction(path, preprocessing, size)
-        return preprocess_input(image, mode), shape, message  # numpy too runs outside the GIL
+        return preprocess_uint8(image, mode, out), shape, message
 
     with concurrent.futures.ThreadPoolExecutor(workers or usable_cores()) as pool:
         for start in range(0, len(paths), step):
-            batch = list(pool.map(read, paths[start : start + step]))
-            yield np.stack([image for image, _, _ in batch]), [s for _, s, _ in batch], [m for _, _, m in batch]
+            chunk = paths[start : start + step]
+            batch = [None] if size is None else np.empty((len(chunk), *size, 3), "float32")
+            results = list(pool.map(read, chunk, batch))  # each image into its row of the batch
+            images = results[0][0][None] if size is None else batch
+            yield images, [shape for _, shape, _ in results], [message for _, _, message in results]

@@ -146,11 +146,12 @@ def load_image(path, size=224, crop_fraction=1.0, resample="bilinear", resize=No
     return eval_transform(read_image(path), size, crop_fraction, resample, resize)
 
 
-def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=None):
-    """`load_image`'s transform of a Pillow RGB image: float32 0-255 array.
-    `size` is an int, `(height, width)`, or `None` (the image as it is)."""
+def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=None, dtype="float32"):
+    """`load_image`'s transform of a Pillow RGB image: a 0-255 array of
+    `dtype` ("uint8": Pillow's own pixels, no copy to float). `size` is an
+    int, `(height, width)`, or `None` (the image as it is)."""
     if size is None:
-        return np.asarray(img, dtype="float32")
+        return np.asarray(img, dtype=dtype)
     height, width = (size, size) if isinstance(size, int) else size
     filter_ = RESAMPLING[resample]
     if resize == "stretch":
@@ -173,7 +174,7 @@ def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=Non
             top = (img.height - crop_height) // 2
             img = img.crop((left, top, left + crop_width, top + crop_height))
         img = img.resize((width, height), filter_)
-    return np.asarray(img, dtype="float32")
+    return np.asarray(img, dtype=dtype)
 
 
 def load_for(path, preprocessing):
@@ -185,7 +186,7 @@ def load_for(path, preprocessing):
     return transform_for(read_image(path), preprocessing, preprocessing.get("size"))
 
 
-def transform_for(img, preprocessing, size):
+def transform_for(img, preprocessing, size, dtype="float32"):
     """`eval_transform` of a Pillow image with a record's `preprocessing` keys,
     to `size` (an int, `(height, width)` or `None`)."""
     return eval_transform(
@@ -194,6 +195,7 @@ def transform_for(img, preprocessing, size):
         crop_fraction=preprocessing.get("crop_fraction", 1.0),
         resample=preprocessing.get("resample", "bilinear"),
         resize=preprocessing.get("resize"),
+        dtype=dtype,
     )
 
 

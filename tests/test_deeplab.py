@@ -116,6 +116,8 @@ REFERENCES = {
 }
 # (naming, backbone, output stride, input height, width); MobileNetV2 and ResNet-101 have
 # 512x512 cases (output stride 16), the output-stride-8 ones run at 321 (a 41x41 feature map)
+# VainF's ResNet at output stride 8 is its ResNet-50 case (the same code with
+# fewer blocks); its ResNet-101 is checked at 16, full size.
 PARITY_CASES = [
     pytest.param("vainf", "mobilenetv2", 16, 512, 512, id="vainf-mnv2-os16-512"),
     pytest.param("vainf", "mobilenetv2", 8, 321, 321, id="vainf-mnv2-os8-321"),
@@ -124,7 +126,6 @@ PARITY_CASES = [
     pytest.param("jfzhang95", "mobilenetv2", 16, 513, 513, id="jfz-mnv2-os16-513"),
     pytest.param("jfzhang95", "mobilenetv2", 8, 321, 321, marks=pytest.mark.slow, id="jfz-mnv2-os8-321"),
     pytest.param("vainf", "resnet101", 16, 512, 512, marks=pytest.mark.slow, id="vainf-r101-os16-512"),
-    pytest.param("vainf", "resnet101", 8, 129, 97, id="vainf-r101-os8-129x97"),
     pytest.param("vainf", "resnet50", 8, 161, 161, id="vainf-r50-os8-161"),
     pytest.param("jfzhang95", "resnet101", 16, 161, 161, id="jfz-r101-os16-161"),
     pytest.param("jfzhang95", "resnet101", 8, 321, 321, marks=pytest.mark.slow, id="jfz-r101-os8-321"),

