@@ -192,6 +192,26 @@ def test_head_replaced_rest_kept_and_torch_bn_constants(work):
 
 
 @pytest.mark.slow
+def test_loss_ignores_void_pixels_and_averages_the_labelled_ones():
+    """The fine-tuning loss, against its definition: softmax cross-entropy
+    over the labelled pixels only (255 is void, as in Pascal VOC), averaged
+    over them; what the network says on void pixels does not count."""
+    loss = ft._loss_class()()
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (2, 4, 5, 3)).astype("float32")
+    labels = rng.integers(0, 3, (2, 4, 5))
+    labels[:, 0] = 255
+    valid = labels != 255
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    expected = -np.take_along_axis(log_p, np.where(valid, labels, 0)[..., None], -1)[..., 0][valid].mean()
+    assert float(loss(labels, logits)) == pytest.approx(expected, rel=1e-5)
+    on_void = logits.copy()
+    on_void[:, 0] = -on_void[:, 0] * 10
+    assert float(loss(labels, on_void)) == pytest.approx(expected, rel=1e-5)
+    assert float(loss(np.full((1, 2, 2), 255), logits[:1, :2, :2])) == 0.0
+
+
 def test_classifier_learns_and_output_loads(work, tmp_path, monkeypatch):
     import keras_lightnets as kl
     from keras_lightnets.models import pretrained_file
