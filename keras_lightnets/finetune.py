@@ -473,6 +473,7 @@ def finetune(
         steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=verbose if chief else 0,
+        shuffle=False,  # the dataset draws each epoch's order itself, from --seed
     )
     if chief:
         kwargs = {**record["builder_kwargs"], "classes": classes}
