@@ -273,12 +273,7 @@ def run_demo_offline(tmp_path, *args):
         [sys.executable, "-c", HIDE_PACKAGE, os.path.join(REPO, "demo.py"), *map(str, args)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
     )
-    written = [
-        os.path.join(r, f)
-        for r, _, files in os.walk(home)
-        for f in files
-        if os.path.join(r, f) != str(home / "keras" / "keras.json")  # Keras' own config, made by `import keras`
-    ]
+    written = [os.path.join(r, f) for r, _, files in os.walk(home) for f in files]  # Keras is never imported
     written += [f for f in os.listdir(tmp_path) if f not in ("pip_offline.py", "home", "no_tensorflow")]
     return result, written
 

@@ -191,7 +191,6 @@ def test_head_replaced_rest_kept_and_torch_bn_constants(work):
     np.testing.assert_array_equal(copy.get_weights()[5], model.get_weights()[5])
 
 
-@pytest.mark.slow
 def test_loss_ignores_void_pixels_and_averages_the_labelled_ones():
     """The fine-tuning loss, against its definition: softmax cross-entropy
     over the labelled pixels only (255 is void, as in Pascal VOC), averaged
@@ -212,6 +211,7 @@ def test_loss_ignores_void_pixels_and_averages_the_labelled_ones():
     assert float(loss(np.full((1, 2, 2), 255), logits[:1, :2, :2])) == 0.0
 
 
+@pytest.mark.slow
 def test_classifier_learns_and_output_loads(work, tmp_path, monkeypatch):
     import keras_lightnets as kl
     from keras_lightnets.models import pretrained_file
