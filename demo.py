@@ -303,29 +303,22 @@ def classify_compiled(image_path, weights, preprocessing, top):
     return top_classes(probabilities, top)
 
 
-def builder_on_first_call(arch):
-    """The arch's builder, imported (and TensorFlow with it) only when called."""
-
-    def build(**kwargs):
-        import_tensorflow_quietly()
-        from keras_lightnets.models import get_builder
-
-        return get_builder(arch)(**kwargs)
-
-    return build
-
-
 def predictions_for(args, request):
     """The top classes for a classifier request."""
     from keras_lightnets import pretrained
     from keras_lightnets.h5format import read_record
+    from keras_lightnets.models import get_builder
 
     weights, preprocessing = request.weights, request.preprocessing
     if weights is None:
         # Found (cache, installed package, download) before TensorFlow starts:
         # "not available offline" is said in a second, not after seven.
         source = pretrained.SOURCES[request.source]
-        weights = pretrained.pretrained_weights(request.source, build=builder_on_first_call(source.arch))
+        weights = pretrained.pretrained_weights(
+            request.source,
+            build=lambda **kwargs: get_builder(source.arch)(**kwargs),  # the builder's module imports Keras
+            on_found=import_tensorflow_quietly,
+        )
         if isinstance(source, pretrained.KerasFile):
             import_tensorflow_quietly()
             model, preprocessing = pretrained_model(request.source)

@@ -566,7 +566,7 @@ def cached_weights(name):
     return target if _cached(folder, name, target) else None
 
 
-def pretrained_weights(name, build=None):
+def pretrained_weights(name, build=None, on_found=None):
     """Path of the Keras weights for `SOURCES[name]`, made on first use.
 
     Args:
@@ -574,6 +574,9 @@ def pretrained_weights(name, build=None):
         build: the Keras builder of the source's arch (a callable taking the
             builder arguments), e.g. `keras_lightnets.models.get_builder(arch)`;
             needed to convert a PyTorch checkpoint.
+        on_found: called with no arguments once a checkpoint to convert is
+            found, before the conversion imports Keras (the demo imports
+            TensorFlow there, quietly).
 
     A converted file is reused while its sha256 matches the manifest;
     otherwise (missing, truncated, edited) it is converted again. For a
@@ -598,6 +601,8 @@ def pretrained_weights(name, build=None):
             checkpoint, where = locate_torchvision_checkpoint(source, work)
         else:
             checkpoint, where = pretrained_checkpoint(name), source.pip_name
+        if on_found is not None:
+            on_found()
         converted = os.path.join(work, f"{name}.h5")
         convert_checkpoint(checkpoint, converted, source.arch, build=build, force=True, check=False)
         digest = sha256_of(converted)
