@@ -47,8 +47,6 @@ def main(argv=None):
     make_streams_safe()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from keras_lightnets.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
     from keras_lightnets.conversion.pipeline import ConversionError, convert_checkpoint
     from keras_lightnets.conversion.reader import CheckpointError
     from keras_lightnets.models import get_builder
@@ -58,7 +56,7 @@ def main(argv=None):
             args.checkpoint,
             args.out,
             args.arch,
-            get_builder(args.arch),
+            lambda **kwargs: get_builder(args.arch)(**kwargs),  # TensorFlow starts after the checks
             source=args.source,
             num_classes=args.num_classes,
             output_stride=args.output_stride,
@@ -66,6 +64,7 @@ def main(argv=None):
             allow_partial=args.allow_partial,
             check=args.check,
             reference=args.reference,
+            before_build=import_tensorflow_quietly,
         )
     except (ConversionError, CheckpointError, FileExistsError, OSError) as err:
         print(f"error: {safe_text(err)}", file=sys.stderr)

@@ -133,10 +133,12 @@ def read_h5_weights(path):
 def load_keeping_head(model, path):
     """Loads `path` into `model` by layer name; a classifier of another shape
     keeps its fresh initialisation. Returns the names of the replaced layers."""
+    from keras_lightnets.h5format import layer_variables
+
     saved = read_h5_weights(path)
     replaced = []
     for layer in model.layers:
-        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        variables = layer_variables(layer)
         if not variables:
             continue
         arrays = saved.get(layer.name)

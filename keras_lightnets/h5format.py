@@ -86,16 +86,59 @@ def read_record(path):
         raise WeightsMismatchError(f"{path}: its keras-lightnets record is not valid JSON") from None
 
 
+def layer_variables(layer):
+    """A layer's variables in legacy .h5 order: trainable, then non-trainable."""
+    return list(layer.trainable_weights) + list(layer.non_trainable_weights)
+
+
 def model_layer_weights(model):
     """`[(layer_name, [(weight_name, array)])]` of a model, in legacy .h5 order."""
     result = []
     for layer in model.layers:
-        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        variables = layer_variables(layer)
         if variables:
             result.append(
                 (layer.name, [(f"{layer.name}/{v.name}:0", np.asarray(v.numpy())) for v in variables])
             )
     return result
+
+
+def create_from_arrays(pairs):
+    """Creates deferred variables (those of a model built inside
+    `keras.StatelessScope(initialize_variables=False)`) with the given values.
+
+    Random initial values, which loading would overwrite, are most of the
+    time of building a model; here each variable is created once, from its
+    array. The model's other deferred variables (e.g. dropout seeds) get
+    their own initialisers. A Keras that ignored these initialisers would
+    leave random values: that is checked, and the arrays are then assigned.
+
+    Args:
+        pairs: iterable of `(variable, array)`.
+    """
+    import keras
+    import numpy as np
+
+    pairs = list(pairs)
+    for variable, array in pairs:
+        variable._initializer = _ArrayValue(array)
+    with keras.StatelessScope():  # leaving the outermost scope creates the deferred variables
+        pass
+    if pairs and not np.array_equal(keras.ops.convert_to_numpy(pairs[0][0].value), pairs[0][1]):
+        for variable, array in pairs:
+            variable.assign(array)
+
+
+class _ArrayValue:
+    """An initializer returning a given array, in the variable's dtype."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __call__(self, shape, dtype=None):
+        import numpy as np
+
+        return np.asarray(self.array, dtype=dtype)
 
 
 def write_weights(path, layer_weights, record, overwrite=False):

@@ -44,7 +44,7 @@ def _to_rgb(img, background=(255, 255, 255)):
         img = img.convert("RGBA")
         canvas = Image.new("RGBA", img.size, background + (255,))
         return Image.alpha_composite(canvas, img).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _print_warnings(path, caught):
@@ -78,7 +78,7 @@ def read_image(path):
             with Image.open(path, formats=ALLOWED_FORMATS) as img:
                 img.seek(0)
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no copy of the photo
                 rgb = _to_rgb(img)
         _print_warnings(path, caught)
         return rgb

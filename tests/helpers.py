@@ -134,6 +134,16 @@ def run_demo(*args, env=None):
     )
 
 
+def without_tensorflow(tmp_path, env=None):
+    """`env` plus a PYTHONPATH on which importing tensorflow or keras fails."""
+    folder = tmp_path / "no_tensorflow"
+    for name in ("tensorflow", "keras"):
+        os.makedirs(folder / name, exist_ok=True)
+        (folder / name / "__init__.py").write_text(f"raise ImportError('{name} imported')\n")
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+    return {**(env or {}), "PYTHONPATH": path}
+
+
 class LoopbackServer:
     """A loopback HTTP server serving `files` (`{url path: bytes}`); paths in
     `cut` get their full Content-Length but only half the bytes."""

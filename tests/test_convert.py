@@ -1,6 +1,8 @@
 """The converter, end to end: PyTorch reference → torch.save → CLI → Keras, compared."""
 
 import os
+import subprocess
+import sys
 
 import h5py
 import keras
@@ -11,7 +13,9 @@ import torch
 import keras_lightnets as kl
 from convert.__main__ import main as convert_main
 from tests.references import mobilenet as torch_models
-from tests.helpers import randomize_torch_model, torch_forward, nchw, reference_images, run_cli, assert_parity
+from tests.helpers import (
+    REPO, assert_parity, nchw, randomize_torch_model, reference_images, run_cli, torch_forward, without_tensorflow
+)
 
 PARITY_ATOL = 1e-4
 
@@ -157,6 +161,33 @@ def test_bad_checkpoints_exit_2_without_output(content, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["bad.pth"]
 
 
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda t: [t / "missing.pth", t / "x.h5"],
+        lambda t: [(t / "notes.pth").write_text("hello") and t / "notes.pth", t / "x.h5"],
+        lambda t: [t / "m.pth", t / "no" / "such" / "folder" / "x.h5"],
+        lambda t: [t / "m.pth", (t / "old.h5").write_bytes(b"kept") and t / "old.h5"],
+        lambda t: [t / "m.pth", t / "x.h5", "--output-stride", "8"],
+    ],
+    ids=["missing", "not-a-checkpoint", "no-output-folder", "output-exists", "option-for-another-arch"],
+)
+def test_bad_input_is_reported_before_tensorflow_is_imported(make_args, tmp_path):
+    """`python -m convert` checks its arguments, the output path and the
+    checkpoint before TensorFlow starts: one line, exit 2, in well under a second
+    of work, and nothing written."""
+    torch.save(torch_models.SeedMobileNetV2(n_class=10).state_dict(), tmp_path / "m.pth")
+    before = sorted(os.listdir(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "convert", *map(str, make_args(tmp_path)), "--arch", "mobilenet_v2"],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, **without_tensorflow(tmp_path)},
+    )
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    written = set(os.listdir(tmp_path)) - set(before) - {"no_tensorflow", "notes.pth", "old.h5"}
+    assert written == set() and (not (tmp_path / "old.h5").exists() or (tmp_path / "old.h5").read_bytes() == b"kept")
+
+
 def test_hostile_checkpoint_runs_nothing(tmp_path, capsys):
     marker = tmp_path / "pwned"
 
@@ -189,6 +220,35 @@ def test_from_h5_refuses_files_it_did_not_write(tmp_path):
         f.attrs["layer_names"] = np.array([b"a"])
     with pytest.raises(ValueError, match="not written by the keras-lightnets converter"):
         kl.from_h5(path)
+
+
+@pytest.mark.parametrize("initializers_ignored", [False, True], ids=["deferred", "fallback"])
+def test_from_h5_gives_the_file_values_without_assigning_them_twice(initializers_ignored, tmp_path, monkeypatch):
+    """`from_h5` creates each variable from the file's array (no random draw
+    to overwrite); a Keras that ignored those initialisers would leave random
+    values, which it detects and replaces by assigning the arrays."""
+    from keras_lightnets.h5format import read_layer_weights, save_model_weights
+    from keras_lightnets import h5format
+
+    kwargs = {"alpha": 0.35, "classes": 7, "input_shape": [64, 64, 3], "style": "torch"}
+    model = kl.MobileNetV2(weights=None, **kwargs)
+    rng = np.random.default_rng(0)
+    for variable in model.weights:  # values no initialiser would draw
+        variable.assign(rng.normal(size=variable.shape).astype("float32") + 3.0)
+    path = tmp_path / "m.h5"
+    save_model_weights(model, path, {"format": 1, "arch": "mobilenet_v2", "builder": "MobileNetV2",
+                                     "builder_kwargs": kwargs, "preprocessing": {"mode": "torch"}, "source": {}})
+    assigned = []
+    original_assign = keras.Variable.assign
+    monkeypatch.setattr(keras.Variable, "assign", lambda self, value: assigned.append(self) or original_assign(self, value))
+    if initializers_ignored:
+        monkeypatch.setattr(h5format._ArrayValue, "__call__", lambda self, shape, dtype=None: np.zeros(shape, dtype))
+    loaded = kl.from_h5(path)
+    expected = [array for _, arrays in read_layer_weights(str(path)) for array in arrays]
+    assert len(loaded.weights) == len(expected) == len(model.weights)
+    for variable, array in zip(loaded.weights, expected):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), array)
+    assert len(assigned) == (len(expected) if initializers_ignored else 0)
 
 
 def test_cli_help_lists_archs(capsys):

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import LoopbackServer, REPO, run_demo
+from tests.helpers import LoopbackServer, REPO, run_demo, without_tensorflow
 
 LINE = re.compile(r"^(\d+)\. (.+): (\d\.\d{4})$")
 
@@ -69,16 +69,6 @@ def test_bad_input_exits_2_with_one_line(make_args, tmp_path):
     assert result.stdout == ""
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
-
-
-def without_tensorflow(tmp_path, env=None):
-    """`env` plus a PYTHONPATH on which importing tensorflow or keras fails."""
-    folder = tmp_path / "no_tensorflow"
-    for name in ("tensorflow", "keras"):
-        os.makedirs(folder / name, exist_ok=True)
-        (folder / name / "__init__.py").write_text(f"raise ImportError('{name} imported')\n")
-    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
-    return {**(env or {}), "PYTHONPATH": path}
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from keras_lightnets import h5format, registry
+from keras_lightnets.h5format import create_from_arrays, layer_variables
 from keras_lightnets.conversion import layouts
 from keras_lightnets.conversion.namings import NAMINGS
 from keras_lightnets.conversion.reader import read_checkpoint
@@ -147,19 +148,27 @@ def plan_builder_kwargs(spec, naming, tensors, num_classes=None, chosen=None):
     return kwargs
 
 
-def build_model(build, kwargs, allocate=True):
-    """Builds the Keras model (logits); `allocate=False` gives it shapes but no values.
-
-    Without a parity check the converter only needs each layer's class and
-    weight shapes, so the variables are left uninitialised (Keras' deferred
-    initialisation) instead of costing the checkpoint's size again.
+def build_model(build, kwargs):
+    """Builds the Keras model (logits) with its variables uninitialised
+    (Keras's deferred initialisation): the mapping needs only each layer's
+    class and weight shapes, and random values would cost the checkpoint's
+    size and most of the build's time. `create_model_values` gives them the
+    checkpoint's values when the parity check runs the model.
     """
     import keras
 
-    if allocate:
-        return build(weights=None, classifier_activation=None, **kwargs)
     with keras.StatelessScope(initialize_variables=False):
         return build(weights=None, classifier_activation=None, **kwargs)
+
+
+def create_model_values(model, mapped):
+    """Creates the model's variables: the mapped arrays, and the layers'
+    own initialisers for the rest (`--allow-partial`)."""
+    create_from_arrays(
+        (variable, array)
+        for layer_name, rows in mapped.items()
+        for variable, (_, array) in zip(layer_variables(model.get_layer(layer_name)), rows)
+    )
 
 
 def map_weights(model, tensors, rows, release=False):
@@ -190,7 +199,7 @@ def map_weights(model, tensors, rows, release=False):
             arrays = layouts.keras_arrays(layer, fetch)
         except layouts.LayoutError as err:
             raise ConversionError(f"'{prefix}' → Keras layer '{layer_name}': {err}") from None
-        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        variables = layer_variables(layer)
         for variable, array in zip(variables, arrays):
             if tuple(variable.shape) != array.shape:
                 raise ConversionError(
@@ -225,17 +234,14 @@ def completeness(model, keys, used, mapped, alias_groups, allow_partial):
     return unused, unset
 
 
-def layer_weights(model, mapped, assign=False):
+def layer_weights(model, mapped):
     """The file's `[(layer, [(weight name, array)])]`: the mapped arrays, and a
     fresh initialisation for layers the checkpoint does not set
-    (`--allow-partial`). `assign=True` also puts the arrays into the model."""
+    (`--allow-partial`)."""
     result = []
     for layer in model.layers:
-        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        variables = layer_variables(layer)
         if layer.name in mapped:
-            if assign:
-                for variable, (_, array) in zip(variables, mapped[layer.name]):
-                    variable.assign(array)
             result.append((layer.name, mapped[layer.name]))
         elif variables:
             result.append(
@@ -341,6 +347,7 @@ def convert_checkpoint(
     allow_partial=False,
     check=True,
     reference=None,
+    before_build=None,
 ):
     """Converts a PyTorch checkpoint into a Keras weights file.
 
@@ -358,6 +365,10 @@ def convert_checkpoint(
         check: compare against a PyTorch reference when one is importable.
         reference: the parity reference, a callable or `"module:function"`
             (see `resolve_reference`); by default the naming's.
+        before_build: called with no arguments once the checkpoint is read and
+            matched to the arch, before Keras builds the model (the command
+            line imports TensorFlow there, quietly, so that bad input is
+            reported without waiting for it).
 
     Returns:
         A `Report`; `str(report)` is the one-screen summary.
@@ -379,10 +390,14 @@ def convert_checkpoint(
     kwargs = plan_builder_kwargs(spec, naming, tensors, num_classes, chosen)
 
     reference_fn = resolve_reference(reference, naming) if check else None
-    model = build_model(build, kwargs, allocate=reference_fn is not None)
+    if before_build is not None:
+        before_build()
+    model = build_model(build, kwargs)
     mapped, used = map_weights(model, tensors, naming.layer_map(model, keys), release=reference_fn is None)
     unused, unset = completeness(model, keys, used, mapped, checkpoint.alias_groups, allow_partial)
-    weights = layer_weights(model, mapped, assign=reference_fn is not None)
+    if reference_fn is not None:
+        create_model_values(model, mapped)
+    weights = layer_weights(model, mapped)
 
     parity, parity_note = None, "not run (--no-check)"
     if reference_fn is not None:
