@@ -106,9 +106,9 @@ def build_loaded(builder, path, **kwargs):
     """`builder(weights=path, **kwargs)`, without drawing random values first.
 
     The model is built with Keras's deferred variables, and each is then
-    created from the file's array (`create_from_arrays`): DeepLabV3+
-    ResNet-101 in 2.0 s instead of 3.5 s. Files that are not legacy .h5 go
-    to `builder(weights=path)`.
+    created from the file's array (`create_from_arrays`), in about half the
+    time (`bench/load_speed.py`). Files that are not legacy .h5 go to
+    `builder(weights=path)`.
     """
     import keras
 
