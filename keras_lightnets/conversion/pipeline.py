@@ -391,7 +391,9 @@ def convert_checkpoint(
 
     reference_fn = resolve_reference(reference, naming) if check else None
     if before_build is not None:
+        hook_started = time.perf_counter()
         before_build()
+        started += time.perf_counter() - hook_started  # the report times the conversion, not TensorFlow's start
     model = build_model(build, kwargs)
     mapped, used = map_weights(model, tensors, naming.layer_map(model, keys), release=reference_fn is None)
     unused, unset = completeness(model, keys, used, mapped, checkpoint.alias_groups, allow_partial)
