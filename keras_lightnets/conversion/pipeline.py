@@ -13,10 +13,10 @@ import time
 import numpy as np
 
 from keras_lightnets import h5format, registry
-from keras_lightnets.h5format import create_from_arrays, layer_variables
 from keras_lightnets.conversion import layouts
 from keras_lightnets.conversion.namings import NAMINGS
 from keras_lightnets.conversion.reader import read_checkpoint
+from keras_lightnets.h5format import create_from_arrays, layer_variables
 
 MAX_LISTED = 8
 PARITY_ATOL = 1e-4  # classification logits, float32 CPU (onnx2tf and nobuco check 1e-4)
