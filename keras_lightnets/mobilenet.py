@@ -22,6 +22,7 @@ from keras_lightnets.architectures import MOBILENET_BLOCKS
     },
     imagenet=', `"imagenet"` (Keras\' official files, `style="tf"`)',
 )
+@builders.loads_without_random_values
 def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
               weights=None, input_tensor=None, pooling=None, classes=1000,
               classifier_activation="softmax", style="tf", activation="relu6", name=None):

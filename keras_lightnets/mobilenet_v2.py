@@ -106,6 +106,7 @@ def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, st
     imagenet=', `"imagenet"` (`style="tf"`: Keras\' official files; `style="torch"`: '
     "torchvision's checkpoint, converted on first use)",
 )
+@builders.loads_without_random_values
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
                 pooling=None, classes=1000, classifier_activation="softmax", style="tf", name=None,
                 expand_first_block=False):

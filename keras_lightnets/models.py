@@ -5,7 +5,6 @@ import os
 
 from keras_lightnets import registry
 from keras_lightnets.h5format import WeightsMismatchError, read_record
-from keras_lightnets.weights import build_loaded
 
 
 def get_builder(name):
@@ -40,7 +39,7 @@ def from_h5(path, **overrides):
         builder = get_builder(info.get("builder"))
     except (ValueError, TypeError):
         raise WeightsMismatchError(f"{path} is for an unknown model {info.get('builder')!r}") from None
-    return build_loaded(builder, os.fspath(path), **{**info["builder_kwargs"], **overrides})
+    return builder(weights=os.fspath(path), **{**info["builder_kwargs"], **overrides})
 
 
 def pretrained_file(name):

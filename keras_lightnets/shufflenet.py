@@ -100,6 +100,7 @@ def _shufflenet_v1_unit(x, filters, strides, groups, first_unit, style, name):
         "name": 'model name, `shufflenet_v2_x{width}` by default.',
     },
 )
+@builders.loads_without_random_values
 def ShuffleNetV2(width=1.0, input_shape=None, include_top=True, weights=None, input_tensor=None,
                  pooling=None, classes=1000, classifier_activation="softmax", style="torch",
                  name=None):
@@ -130,6 +131,7 @@ def ShuffleNetV2(width=1.0, input_shape=None, include_top=True, weights=None, in
         "name": 'model name, `shufflenet_v1_g{groups}_x{scale}` by default.',
     },
 )
+@builders.loads_without_random_values
 def ShuffleNetV1(groups=3, scale=1.0, input_shape=None, include_top=True, weights=None,
                  input_tensor=None, pooling=None, classes=1000, classifier_activation="softmax",
                  style="torch", name=None):

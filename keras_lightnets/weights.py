@@ -8,7 +8,6 @@ mismatching layer and both shapes.
 from keras_lightnets.h5format import (  # noqa: F401  (WeightsMismatchError is part of this module's API)
     WeightsMismatchError,
     check_weights_file,
-    create_from_arrays,
     layer_variables,
     read_layer_weights,
 )
@@ -99,31 +98,6 @@ def load_weights(model, weights, by_name=False, pretrained=None):
     for (_, variables), (_, arrays) in zip(_model_layers(model), saved):
         for variable, array in zip(variables, arrays):
             variable.assign(array)
-    return model
-
-
-def build_loaded(builder, path, **kwargs):
-    """`builder(weights=path, **kwargs)`, without drawing random values first.
-
-    The model is built with Keras's deferred variables, and each is then
-    created from the file's array (`create_from_arrays`), in about half the
-    time (`bench/load_speed.py`). Files that are not legacy .h5 go to
-    `builder(weights=path)`.
-    """
-    import keras
-
-    path = check_weights_file(path)
-    saved = read_layer_weights(path)
-    if saved is None:
-        return builder(weights=path, **kwargs)
-    with keras.StatelessScope(initialize_variables=False):
-        model = builder(weights=None, **kwargs)
-    check_fits(model, saved, source=path)
-    create_from_arrays(
-        (variable, array)
-        for (_, variables), (_, arrays) in zip(_model_layers(model), saved)
-        for variable, array in zip(variables, arrays)
-    )
     return model
 
 
