@@ -110,8 +110,10 @@ def create_from_arrays(pairs):
     Random initial values, which loading would overwrite, are most of the
     time of building a model; here each variable is created once, from its
     array. The model's other deferred variables (e.g. dropout seeds) get
-    their own initialisers. A Keras that ignored these initialisers would
-    leave random values: that is checked, and the arrays are then assigned.
+    their own initialisers. Variables that already exist (e.g. those of
+    another model under `input_tensor`) are assigned. A Keras that ignored
+    these initialisers would leave other values: that is checked, and the
+    arrays are then assigned.
 
     Args:
         pairs: iterable of `(variable, array)`.
@@ -119,14 +121,18 @@ def create_from_arrays(pairs):
     import keras
     import numpy as np
 
-    pairs = list(pairs)
+    deferred, existing = [], []
     for variable, array in pairs:
+        # a deferred variable keeps its initialiser until it is created
+        (deferred if getattr(variable, "_initializer", None) is not None else existing).append((variable, array))
+    for variable, array in deferred:
         variable._initializer = _ArrayValue(array)
     with keras.StatelessScope():  # leaving the outermost scope creates the deferred variables
         pass
-    if pairs and not np.array_equal(keras.ops.convert_to_numpy(pairs[0][0].value), pairs[0][1]):
-        for variable, array in pairs:
-            variable.assign(array)
+    if deferred and not np.array_equal(keras.ops.convert_to_numpy(deferred[0][0].value), deferred[0][1]):
+        existing += deferred
+    for variable, array in existing:
+        variable.assign(array)
 
 
 class _ArrayValue:

@@ -253,6 +253,27 @@ def test_loading_creates_each_variable_from_the_file(initializers_ignored, tmp_p
     assert len(created) == (0 if initializers_ignored else len(expected))
 
 
+def test_loading_on_another_models_tensor_sets_its_layers_too(tmp_path):
+    """With `input_tensor` from another model, the loaded model holds that
+    model's layers too: their variables exist already and are assigned."""
+    from keras_lightnets.h5format import save_model_weights
+
+    def build(weights=None):
+        image = keras.layers.Input((64, 64, 3))
+        stem = keras.Model(image, keras.layers.Conv2D(3, 1, name="stem")(image))
+        return kl.MobileNetV2(input_tensor=stem.output, alpha=0.35, classes=5, style="torch", weights=weights)
+
+    model = build()
+    rng = np.random.default_rng(1)
+    for variable in model.weights:
+        variable.assign(np.abs(rng.normal(size=variable.shape)).astype("float32") + 0.5)
+    save_model_weights(model, tmp_path / "m.h5", {"format": 1})
+    loaded = build(str(tmp_path / "m.h5"))
+    assert [v.path.split("/")[0] for v in loaded.weights][:1] == ["stem"]
+    for expected, variable in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable.value), keras.ops.convert_to_numpy(expected.value))
+
+
 def test_cli_help_lists_archs(capsys):
     with pytest.raises(SystemExit) as exit_info:
         convert_main(["--help"])
