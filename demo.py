@@ -317,7 +317,7 @@ def predictions_for(args, request):
         weights = pretrained.pretrained_weights(
             request.source,
             build=lambda **kwargs: get_builder(source.arch)(**kwargs),  # the builder's module imports Keras
-            on_found=import_tensorflow_quietly,
+            before_build=import_tensorflow_quietly,
         )
         if isinstance(source, pretrained.KerasFile):
             import_tensorflow_quietly()

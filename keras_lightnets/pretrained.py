@@ -566,7 +566,7 @@ def cached_weights(name):
     return target if _cached(folder, name, target) else None
 
 
-def pretrained_weights(name, build=None, on_found=None):
+def pretrained_weights(name, build=None, before_build=None):
     """Path of the Keras weights for `SOURCES[name]`, made on first use.
 
     Args:
@@ -574,9 +574,9 @@ def pretrained_weights(name, build=None, on_found=None):
         build: the Keras builder of the source's arch (a callable taking the
             builder arguments), e.g. `keras_lightnets.models.get_builder(arch)`;
             needed to convert a PyTorch checkpoint.
-        on_found: called with no arguments once a checkpoint to convert is
-            found, before the conversion imports Keras (the demo imports
-            TensorFlow there, quietly).
+        before_build: passed to `convert_checkpoint`: called once the
+            checkpoint is read and checked, before Keras builds the model
+            (the demo imports TensorFlow there, quietly).
 
     A converted file is reused while its sha256 matches the manifest;
     otherwise (missing, truncated, edited) it is converted again. For a
@@ -601,10 +601,10 @@ def pretrained_weights(name, build=None, on_found=None):
             checkpoint, where = locate_torchvision_checkpoint(source, work)
         else:
             checkpoint, where = pretrained_checkpoint(name), source.pip_name
-        if on_found is not None:
-            on_found()
         converted = os.path.join(work, f"{name}.h5")
-        convert_checkpoint(checkpoint, converted, source.arch, build=build, force=True, check=False)
+        convert_checkpoint(
+            checkpoint, converted, source.arch, build=build, force=True, check=False, before_build=before_build
+        )
         digest = sha256_of(converted)
         os.replace(converted, target)
     _update_manifest(
