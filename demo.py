@@ -15,7 +15,7 @@ overlay and a legend (Pascal VOC palette) and print each class's pixel share.
 Every argument is checked before TensorFlow is imported. A classifier whose
 weights are a keras-lightnets file (the converted pretrained ones, or
 --weights) runs as a TFLite flatbuffer compiled on the first run and kept in
-the pretrained cache (`keras_lightnets.tflite.load_compiled`): later runs
+the pretrained cache (`keras_lightnets.runtime.tflite.load_compiled`): later runs
 import neither Keras nor TensorFlow.
 """
 
@@ -50,8 +50,8 @@ def parse_args(argv):
 
 def pretrained_source(name):
     """The name of the pretrained source a `--model` (an arch, an alias or a source) stands for."""
-    from keras_lightnets import pretrained
     from keras_lightnets.registry import SPECS
+    from keras_lightnets.weights import pretrained
 
     source_name = MODEL_ALIASES.get(name, name)
     if source_name in SPECS and SPECS[source_name].pretrained:
@@ -67,8 +67,8 @@ def pretrained_source(name):
 
 def weights_record(model_name, weights):
     """The record of a `--weights` file, checked against `--model`."""
-    from keras_lightnets.h5format import read_record
     from keras_lightnets.registry import SPECS
+    from keras_lightnets.weights.h5 import read_record
 
     if not os.path.isfile(weights):
         raise UsageError(f"{weights}: no such weights file")
@@ -83,8 +83,8 @@ def weights_record(model_name, weights):
 def pretrained_model(name):
     """`(model, preprocessing)` of a pretrained `--model` (an arch, an alias or a source)."""
     import keras_lightnets
-    from keras_lightnets import pretrained
-    from keras_lightnets.models import get_builder, pretrained_file
+    from keras_lightnets.catalog import get_builder, pretrained_file
+    from keras_lightnets.weights import pretrained
 
     source_name = pretrained_source(name)
     source = pretrained.SOURCES[source_name]
@@ -130,10 +130,10 @@ def check_request(args):
     Raises:
         UsageError, ImageError, WeightsMismatchError: one-line messages.
     """
-    from keras_lightnets import pretrained
-    from keras_lightnets.h5format import read_record
-    from keras_lightnets.image import read_image
+    from keras_lightnets.preprocessing.image import read_image
     from keras_lightnets.registry import SPECS
+    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights.h5 import read_record
 
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
@@ -174,8 +174,8 @@ def segment(image_path, model, preprocessing):
     import numpy as np
 
     import keras_lightnets
-    from keras_lightnets.image import letterbox, read_image
-    from keras_lightnets.inference import Predictor
+    from keras_lightnets.preprocessing.image import letterbox, read_image
+    from keras_lightnets.runtime.folding import Predictor
 
     img = read_image(image_path)
     pixels = np.asarray(img, dtype="float32")
@@ -196,7 +196,7 @@ def overlay(photo, class_map, names, opacity=0.5):
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from keras_lightnets.deeplab import voc_palette
+    from keras_lightnets.models.deeplab import voc_palette
 
     colours = voc_palette(max(256, len(names)))[class_map]
     painted = class_map > 0  # background stays unpainted
@@ -231,7 +231,7 @@ def write_png(image, path):
 
 
 def class_names(classes):
-    from keras_lightnets.deeplab import VOC_CLASSES
+    from keras_lightnets.models.deeplab import VOC_CLASSES
 
     return list(VOC_CLASSES) if classes == len(VOC_CLASSES) else [f"class {i}" for i in range(classes)]
 
@@ -254,8 +254,8 @@ def run_segmentation(args, model, preprocessing):
 
 def image_batch(image_path, preprocessing):
     """The photo as the weights' eval transform prescribes, a batch of one (numpy only)."""
-    from keras_lightnets.image import load_for
-    from keras_lightnets.imagenet import preprocess_input
+    from keras_lightnets.preprocessing import preprocess_input
+    from keras_lightnets.preprocessing.image import load_for
 
     pixels = load_for(image_path, preprocessing)
     return preprocess_input(pixels[None], preprocessing["mode"])
@@ -263,7 +263,7 @@ def image_batch(image_path, preprocessing):
 
 def top_classes(probabilities, top):
     """`[(class id, label, probability)]` of the first image, best first."""
-    from keras_lightnets.imagenet import decode_predictions
+    from keras_lightnets.labels import decode_predictions
 
     if probabilities.shape[-1] == 1000:
         return decode_predictions(probabilities, top=top)[0]
@@ -272,7 +272,7 @@ def top_classes(probabilities, top):
 
 
 def classify(image_path, model, preprocessing, top):
-    from keras_lightnets.inference import Predictor
+    from keras_lightnets.runtime.folding import Predictor
 
     return top_classes(Predictor(model)(image_batch(image_path, preprocessing)), top)
 
@@ -280,8 +280,8 @@ def classify(image_path, model, preprocessing, top):
 def classify_compiled(image_path, weights, preprocessing, top):
     """Classifies with the flatbuffer compiled from the keras-lightnets file
     `weights`, compiling and keeping it on the first run."""
-    from keras_lightnets.h5format import sha256_of
-    from keras_lightnets.tflite import load_compiled, save_compiled
+    from keras_lightnets.runtime.tflite import load_compiled, save_compiled
+    from keras_lightnets.weights.h5 import sha256_of
 
     size = (preprocessing["size"],) * 2 if preprocessing.get("size") else None
     batch = image_batch(image_path, preprocessing)
@@ -291,7 +291,7 @@ def classify_compiled(image_path, weights, preprocessing, top):
         return top_classes(runner(batch), top)
     import_tensorflow_quietly()
     import keras_lightnets
-    from keras_lightnets.inference import Predictor
+    from keras_lightnets.runtime.folding import Predictor
 
     predictor = Predictor(keras_lightnets.from_h5(weights))
     probabilities = predictor(batch)
@@ -305,9 +305,9 @@ def classify_compiled(image_path, weights, preprocessing, top):
 
 def predictions_for(args, request):
     """The top classes for a classifier request."""
-    from keras_lightnets import pretrained
-    from keras_lightnets.h5format import read_record
-    from keras_lightnets.models import get_builder
+    from keras_lightnets.catalog import get_builder
+    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights.h5 import read_record
 
     weights, preprocessing = request.weights, request.preprocessing
     if weights is None:
@@ -329,8 +329,8 @@ def predictions_for(args, request):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from keras_lightnets.h5format import WeightsMismatchError
-    from keras_lightnets.image import ImageError
+    from keras_lightnets.preprocessing.image import ImageError
+    from keras_lightnets.weights.h5 import WeightsMismatchError
 
     try:
         request = check_request(args)  # fail fast, before TensorFlow and the model

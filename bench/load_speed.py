@@ -41,7 +41,7 @@ started = time.perf_counter()
 if mode == "from_h5":
     kl.from_h5(path)
 else:
-    from keras_lightnets.weights import load_weights
+    from keras_lightnets.weights.loading import load_weights
     load_weights(kl.MODELS[builder](weights=None, **kwargs), path)
 print(json.dumps(time.perf_counter() - started))
 """
@@ -49,7 +49,7 @@ print(json.dumps(time.perf_counter() - started))
 
 def write_file(path, builder, arch, kwargs):
     import keras_lightnets as kl
-    from keras_lightnets.h5format import save_model_weights
+    from keras_lightnets.weights.h5 import save_model_weights
 
     model = kl.MODELS[builder](weights=None, **kwargs)
     record = {"format": 1, "arch": arch, "builder": builder, "builder_kwargs": kwargs,

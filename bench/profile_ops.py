@@ -23,10 +23,12 @@ import_tensorflow_quietly()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: E402
+from tensorflow.python.framework.convert_to_constants import (
+    convert_variables_to_constants_v2,  # noqa: E402
+)
 
 import keras_lightnets as kl  # noqa: E402
-from keras_lightnets.inference import fold_batchnorm  # noqa: E402
+from keras_lightnets.runtime.folding import fold_batchnorm  # noqa: E402
 
 
 def op_times(model, x, rounds):

@@ -47,11 +47,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
+import torch_reference  # noqa: E402
 
 import keras_lightnets as kl  # noqa: E402
-import torch_reference  # noqa: E402
-from keras_lightnets.inference import Predictor, fold_batchnorm  # noqa: E402
-from keras_lightnets.tflite import Runner, tflite_bytes  # noqa: E402
+from keras_lightnets.runtime.folding import Predictor, fold_batchnorm  # noqa: E402
+from keras_lightnets.runtime.tflite import Runner, tflite_bytes  # noqa: E402
 
 # (numerator mode, denominator mode, target) per network
 TARGETS = {
@@ -211,10 +211,11 @@ import time; start = time.perf_counter()
 import sys; sys.path.insert(0, {REPO!r})
 import demo  # then everything the cache-hit path imports, as one stage
 from ai_edge_litert.interpreter import Interpreter
-from keras_lightnets import pretrained, tflite
-from keras_lightnets.h5format import read_record, sha256_of
-from keras_lightnets.image import load_for
-from keras_lightnets.imagenet import decode_predictions
+from keras_lightnets.weights import pretrained
+from keras_lightnets.runtime import tflite
+from keras_lightnets.weights.h5 import read_record, sha256_of
+from keras_lightnets.preprocessing.image import load_for
+from keras_lightnets.labels import decode_predictions
 t_import = time.perf_counter()
 weights = pretrained.cached_weights(demo.pretrained_source(demo.DEFAULT_MODEL))
 preprocessing = read_record(weights)["preprocessing"]

@@ -20,7 +20,7 @@ _ALIASES = {
     "convert.layouts": "keras_lightnets.conversion.layouts",
     "convert.sources": "keras_lightnets.conversion.namings",
     "convert.converter": "keras_lightnets.conversion.pipeline",
-    "convert.h5": "keras_lightnets.h5format",
+    "convert.h5": "keras_lightnets.weights.h5",
     "convert.archs": "keras_lightnets.registry",
 }
 
@@ -66,8 +66,8 @@ if not any(finder is _AliasFinder for finder in sys.meta_path):
 def convert_checkpoint(path, out, arch, **options):
     """Converts a PyTorch checkpoint into a Keras weights file with `arch`'s
     builder; see `keras_lightnets.conversion.pipeline.convert_checkpoint`."""
+    from keras_lightnets.catalog import get_builder
     from keras_lightnets.conversion.pipeline import convert_checkpoint as run
-    from keras_lightnets.models import get_builder
 
     options.setdefault("build", get_builder(arch) if arch in _specs() else None)
     return run(path, out, arch, **options)

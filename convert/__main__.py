@@ -8,13 +8,13 @@ class _OneLineParser(argparse.ArgumentParser):
     """Usage mistakes get one line and exit status 2, not argparse's usage block."""
 
     def error(self, message):
-        from keras_lightnets.conversion.safety import usage_error_line
+        from keras_lightnets.files import usage_error_line
 
         self.exit(2, usage_error_line(message, "python -m convert --help lists the options") + "\n")
 
 
 def parse_args(argv):
-    from keras_lightnets.conversion.namings import NAMINGS
+    from keras_lightnets.conversion.namings import NAMINGS, source_name
     from keras_lightnets.registry import SPECS
 
     parser = _OneLineParser(
@@ -26,8 +26,9 @@ def parse_args(argv):
     parser.add_argument("out", help="Keras weights file to write (.h5)")
     parser.add_argument("--arch", required=True, choices=sorted(SPECS), metavar="NAME",
                         help="architecture: " + ", ".join(SPECS))
-    parser.add_argument("--source", choices=sorted(NAMINGS), metavar="NAMING",
-                        help="checkpoint naming, detected from the keys by default: " + ", ".join(NAMINGS))
+    sources = sorted({source_name(name) for name in NAMINGS})
+    parser.add_argument("--source", choices=sources, metavar="NAMING",
+                        help="checkpoint naming, detected from the keys by default: " + ", ".join(sources))
     parser.add_argument("--num-classes", type=int, help="expected number of classes (checked)")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), help="DeepLab archs only")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
@@ -42,14 +43,14 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    from keras_lightnets.conversion.safety import make_streams_safe, safe_lines, safe_text
+    from keras_lightnets.files import make_streams_safe, safe_lines, safe_text
 
     make_streams_safe()
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from keras_lightnets.catalog import get_builder
     from keras_lightnets.cli import import_tensorflow_quietly
     from keras_lightnets.conversion.pipeline import ConversionError, convert_checkpoint
     from keras_lightnets.conversion.reader import CheckpointError
-    from keras_lightnets.models import get_builder
 
     try:
         report = convert_checkpoint(

@@ -15,11 +15,11 @@ __version__ = "0.2.1"
 
 _EXPORTS = {
     **registry.builder_modules(),
-    "decode_predictions": "keras_lightnets.imagenet",
-    "preprocess_input": "keras_lightnets.imagenet",
-    "from_h5": "keras_lightnets.models",
-    "weights_info": "keras_lightnets.models",
-    "get_builder": "keras_lightnets.models",
+    "decode_predictions": "keras_lightnets.labels",
+    "preprocess_input": "keras_lightnets.preprocessing",
+    "from_h5": "keras_lightnets.catalog",
+    "weights_info": "keras_lightnets.catalog",
+    "get_builder": "keras_lightnets.catalog",
 }
 
 # Model builders by name.

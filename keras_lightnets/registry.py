@@ -10,12 +10,12 @@ demo's choices and pretrained resolution are all derived from `SPECS`.
 Adding a model is one spec here, one builder module and its namings.
 
 This module is plain data: it imports neither Keras nor the builders (they
-are named as `"module:function"` and imported by `keras_lightnets.models`).
+are named as `"module:function"` and imported by `keras_lightnets.catalog`).
 """
 
 import dataclasses
 
-from keras_lightnets.architectures import (
+from keras_lightnets.models.tables import (
     EFFICIENTNET_LITE_VARIANTS,
     SHUFFLENET_V1_STAGE2_CHANNELS,
     SHUFFLENET_V2_CHANNELS,
@@ -23,7 +23,7 @@ from keras_lightnets.architectures import (
 )
 
 # Eval transforms, as each source's own evaluation code does it (see
-# `keras_lightnets.image.load_image` for the keys).
+# `keras_lightnets.preprocessing.image.load_image` for the keys).
 # torchvision: Resize(256) (shorter side, bilinear) + CenterCrop(224), ImageNet mean/std.
 TORCHVISION_EVAL = {"mode": "torch", "size": 224, "resize": 256, "resample": "bilinear"}
 # megvii's ShuffleNet: the same geometry, BGR pixels 0-255.
@@ -57,7 +57,7 @@ class ModelSpec:
         input_size: default square input size (None: any size).
         task: `"classification"` or `"segmentation"`.
         options: converter options that apply, with their defaults.
-        pretrained: names of `keras_lightnets.pretrained.SOURCES` that give
+        pretrained: names of `keras_lightnets.weights.pretrained.SOURCES` that give
             `weights="imagenet"` for this arch.
     """
 
@@ -83,10 +83,10 @@ class ModelSpec:
 def _deeplab(backbone, namings):
     return ModelSpec(
         f"deeplabv3plus_{backbone}",
-        "keras_lightnets.deeplab:DeepLabV3Plus",
+        "keras_lightnets.models.deeplab:DeepLabV3Plus",
         {"style": "torch", "input_shape": (None, None, 3), "backbone": backbone},
         DEEPLAB_EVAL,
-        namings,
+        tuple(n if "/" in n else f"deeplab/{n}" for n in namings),
         input_size=None,
         task="segmentation",
         # a state_dict does not record the output stride: --output-stride, 16 by default
@@ -97,24 +97,24 @@ def _deeplab(backbone, namings):
 _SPECS = (
     ModelSpec(
         "mobilenet_v1",
-        "keras_lightnets.mobilenet:MobileNet",
+        "keras_lightnets.models.mobilenet:MobileNet",
         {"style": "torch"},
-        namings=("seed_v1",),
+        namings=("mobilenet_v1/marvis",),
         pretrained=("keras_mobilenet",),
     ),
     ModelSpec(
         "mobilenet_v2",
-        "keras_lightnets.mobilenet_v2:MobileNetV2",
+        "keras_lightnets.models.mobilenet_v2:MobileNetV2",
         {"style": "torch"},
-        namings=("torchvision", "seed_v2", "seed_v2_layers"),
+        namings=("mobilenet_v2/torchvision", "mobilenet_v2/tonylins", "mobilenet_v2/c1_bottleneck"),
         pretrained=("torchvision_mobilenet_v2", "keras_mobilenet_v2"),
     ),
     *(
         ModelSpec(
             f"efficientnet_lite{variant}",
-            f"keras_lightnets.efficientnet_lite:EfficientNetLite{variant}",
+            f"keras_lightnets.models.efficientnet_lite:EfficientNetLite{variant}",
             preprocessing=_lite_eval(size),
-            namings=("efficientnet_lite",),
+            namings=("efficientnet_lite/efficientnet_lite_pytorch",),
             input_size=size,
             pretrained=(f"efficientnet_lite{variant}",) if variant < 3 else (),
         )
@@ -123,41 +123,41 @@ _SPECS = (
     *(
         ModelSpec(
             f"squeezenet{version}",
-            "keras_lightnets.squeezenet:SqueezeNet",
+            "keras_lightnets.models.squeezenet:SqueezeNet",
             {"version": version},
-            namings=("torchvision_squeezenet",),
+            namings=("squeezenet/torchvision",),
         )
         for version in ("1_0", "1_1")
     ),
     *(
         ModelSpec(
             shufflenet_v2_name(width),
-            "keras_lightnets.shufflenet:ShuffleNetV2",
+            "keras_lightnets.models.shufflenet:ShuffleNetV2",
             {"width": width},
-            namings=("torchvision_shufflenet_v2",),
+            namings=("shufflenet/torchvision",),
         )
         for width in SHUFFLENET_V2_CHANNELS
     ),
     *(
         ModelSpec(
             f"shufflenet_v1_g{groups}",
-            "keras_lightnets.shufflenet:ShuffleNetV1",
+            "keras_lightnets.models.shufflenet:ShuffleNetV1",
             {"groups": groups},
             MEGVII_EVAL,
-            namings=("megvii_shufflenet_v1",),
+            namings=("shufflenet/megvii",),
         )
         for groups in SHUFFLENET_V1_STAGE2_CHANNELS
     ),
-    _deeplab("mobilenetv2", ("vainf", "vainf_separable", "jfzhang95", "bubbliiiing", "seed_v2")),
-    _deeplab("resnet50", ("vainf", "vainf_separable", "jfzhang95", "seed_deeplab")),
-    _deeplab("resnet101", ("vainf", "vainf_separable", "jfzhang95", "seed_deeplab")),
+    _deeplab("mobilenetv2", ("vainf", "vainf_separable", "jfzhang95", "bubbliiiing", "mobilenet_v2/tonylins")),
+    _deeplab("resnet50", ("vainf", "vainf_separable", "jfzhang95", "jfzhang95_legacy")),
+    _deeplab("resnet101", ("vainf", "vainf_separable", "jfzhang95", "jfzhang95_legacy")),
     _deeplab("xception", ("bubbliiiing", "jfzhang95")),
 )
 
 SPECS = {spec.name: spec for spec in _SPECS}
 
 # Builders that are not one arch but a family (their variants are specs).
-FAMILY_BUILDERS = {"EfficientNetLite": "keras_lightnets.efficientnet_lite"}
+FAMILY_BUILDERS = {"EfficientNetLite": "keras_lightnets.models.efficientnet_lite"}
 
 
 def get_spec(name):

@@ -106,7 +106,7 @@ def write_weights_file(path, builder, builder_kwargs, preprocessing, arch, seed=
     import keras
 
     import keras_lightnets as kl
-    from keras_lightnets.h5format import save_model_weights
+    from keras_lightnets.weights.h5 import save_model_weights
 
     keras.utils.set_random_seed(seed)
     model = kl.MODELS[builder](**builder_kwargs)
@@ -153,8 +153,8 @@ def imagenet_deeplab_file(path, classes=3):
     import keras
 
     import keras_lightnets as kl
-    from keras_lightnets.h5format import read_layer_weights, save_model_weights
-    from keras_lightnets.models import pretrained_file
+    from keras_lightnets.catalog import pretrained_file
+    from keras_lightnets.weights.h5 import read_layer_weights, save_model_weights
 
     keras.utils.set_random_seed(0)
     kwargs = {"style": "torch", "alpha": 1.0, "classes": classes, "input_shape": [None, None, 3], "backbone": "mobilenetv2"}

@@ -20,8 +20,8 @@ PARITY_ATOL = 1e-4
 
 def photo(name="chelsea", size=224):
     """A real photo from scikit-image's sample data, resized, float32 0-255."""
-    from PIL import Image
     import skimage.data
+    from PIL import Image
 
     img = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
     return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype="float32")

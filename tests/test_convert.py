@@ -12,10 +12,17 @@ import torch
 
 import keras_lightnets as kl
 from convert.__main__ import main as convert_main
-from tests.references import mobilenet as torch_models
 from tests.helpers import (
-    REPO, assert_parity, nchw, randomize_torch_model, reference_images, run_cli, torch_forward, without_tensorflow
+    REPO,
+    assert_parity,
+    nchw,
+    randomize_torch_model,
+    reference_images,
+    run_cli,
+    torch_forward,
+    without_tensorflow,
 )
+from tests.references import mobilenet as torch_models
 
 PARITY_ATOL = 1e-4
 
@@ -28,9 +35,9 @@ CASES = {
         "torchvision",
     ),
     "torchvision_1.4": (lambda: torch_models.TorchvisionMobileNetV2(width_mult=1.4), "mobilenet_v2", "torchvision"),
-    "seed_v2": (lambda: torch_models.SeedMobileNetV2(), "mobilenet_v2", "seed_v2"),
-    "seed_v2_layers": (lambda: torch_models.SeedLayerMobileNetV2(), "mobilenet_v2", "seed_v2_layers"),
-    "seed_v1": (lambda: torch_models.SeedMobileNetV1(), "mobilenet_v1", "seed_v1"),
+    "tonylins": (lambda: torch_models.SeedMobileNetV2(), "mobilenet_v2", "tonylins"),
+    "c1_bottleneck": (lambda: torch_models.SeedLayerMobileNetV2(), "mobilenet_v2", "c1_bottleneck"),
+    "marvis": (lambda: torch_models.SeedMobileNetV1(), "mobilenet_v1", "marvis"),
 }
 
 
@@ -102,7 +109,7 @@ def test_output_loads_with_keras_load_weights_by_order_and_by_name(tmp_path, cap
 
 
 def test_wrong_arch_fails_without_output(tmp_path, capsys):
-    model, _, _, _ = make_reference("seed_v1")
+    model, _, _, _ = make_reference("marvis")
     torch.save(model.state_dict(), tmp_path / "v1.pth")
     status, out, err = run_cli(capsys, tmp_path / "v1.pth", tmp_path / "x.h5", "--arch", "mobilenet_v2")
     assert status == 2 and out == ""
@@ -112,7 +119,7 @@ def test_wrong_arch_fails_without_output(tmp_path, capsys):
 
 
 def test_wrong_width_names_first_mismatch(tmp_path, capsys):
-    model, _, _, _ = make_reference("seed_v2")
+    model, _, _, _ = make_reference("tonylins")
     state = model.state_dict()
     # a checkpoint whose block 3 was trained at another width
     state["features.3.conv.0.weight"] = torch.zeros(150, 24, 1, 1)
@@ -138,7 +145,7 @@ def test_class_count_check_existing_output_and_force(tmp_path, capsys):
 
 
 def test_unused_tensors_refused_unless_allow_partial(tmp_path, capsys):
-    model, arch, _, _ = make_reference("seed_v2")
+    model, arch, _, _ = make_reference("tonylins")
     state = model.state_dict()
     state["aux_head.weight"] = torch.ones(3, 3)
     torch.save(state, tmp_path / "extra.pth")
@@ -202,7 +209,7 @@ def test_hostile_checkpoint_runs_nothing(tmp_path, capsys):
 
 
 def test_interrupted_write_leaves_no_file(tmp_path, capsys, monkeypatch):
-    model, arch, _, _ = make_reference("seed_v2")
+    model, arch, _, _ = make_reference("tonylins")
     torch.save(model.state_dict(), tmp_path / "m.pth")
 
     def fail(*args, **kwargs):
@@ -228,8 +235,8 @@ def test_loading_creates_each_variable_from_the_file(initializers_ignored, tmp_p
     file's value, with no random draw to overwrite; a Keras that ignored
     those initialisers would leave other values, which is detected and
     mended by assigning the file's."""
-    from keras_lightnets import h5format
-    from keras_lightnets.h5format import read_layer_weights, save_model_weights
+    from keras_lightnets.weights import h5 as h5format
+    from keras_lightnets.weights.h5 import read_layer_weights, save_model_weights
 
     kwargs = {"alpha": 0.35, "classes": 7, "input_shape": [64, 64, 3], "style": "torch"}
     model = kl.MobileNetV2(weights=None, **kwargs)
@@ -256,7 +263,7 @@ def test_loading_creates_each_variable_from_the_file(initializers_ignored, tmp_p
 def test_loading_on_another_models_tensor_sets_its_layers_too(tmp_path):
     """With `input_tensor` from another model, the loaded model holds that
     model's layers too: their variables exist already and are assigned."""
-    from keras_lightnets.h5format import save_model_weights
+    from keras_lightnets.weights.h5 import save_model_weights
 
     def build(weights=None):
         image = keras.layers.Input((64, 64, 3))
@@ -285,14 +292,14 @@ def test_cli_help_lists_archs(capsys):
 
 
 def test_forced_source(tmp_path, capsys):
-    model, arch, _, images = make_reference("seed_v2")
+    model, arch, _, images = make_reference("tonylins")
     torch.save(model.state_dict(), tmp_path / "m.pth")
     status, _, err = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "torchvision")
     assert status == 2 and "no tensor 'features.17.conv.2.weight'" in err and "torchvision" in err
-    status, _, err = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "efficientnet_lite")
+    status, _, err = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "efficientnet_lite_pytorch")
     assert status == 2 and "does not apply to mobilenet_v2" in err
-    status, report, _ = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "seed_v2")
-    assert status == 0 and "naming          seed_v2" in report
+    status, report, _ = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "tonylins")
+    assert status == 0 and "naming          tonylins" in report
 
 
 def test_console_script_is_installed():

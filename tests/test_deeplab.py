@@ -12,10 +12,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 import keras_lightnets as kl
-from keras_lightnets.resize import BilinearResize
+from keras_lightnets.layers.resize import BilinearResize
+from tests.helpers import (
+    REPO,
+    nchw,
+    photo,
+    randomize_torch_model,
+    run_cli,
+    run_demo,
+    torch_forward,
+)
 from tests.references import deeplab as torch_deeplab
 from tests.references import mobilenet as torch_models
-from tests.helpers import REPO, photo, randomize_torch_model, torch_forward, nchw, run_cli, run_demo
 
 SEG_ATOL = 1e-3  # GUIDE.md section 6: segmentation
 SEG_ARGMAX = 0.999
@@ -86,7 +94,7 @@ REFERENCES = {
     "jfzhang95": lambda backbone, os_: torch_deeplab.JfzDeepLab(
         "mobilenet" if backbone == "mobilenetv2" else "resnet", os_, 21, RESNET_DEPTH.get(backbone, 101)
     ),
-    "seed_deeplab": lambda backbone, os_: torch_deeplab.SeedDeepLabV3Plus(21, os_, RESNET_DEPTH[backbone]),
+    "jfzhang95_legacy": lambda backbone, os_: torch_deeplab.SeedDeepLabV3Plus(21, os_, RESNET_DEPTH[backbone]),
 }
 # (naming, backbone, output stride, input height, width); MobileNetV2 and ResNet-101 have
 # 512x512 cases (output stride 16). The MobileNetV2 ones at output stride 8 run at 321:
@@ -107,8 +115,8 @@ PARITY_CASES = [
     pytest.param("vainf", "resnet50", 8, 161, 161, id="vainf-r50-os8-161"),
     pytest.param("jfzhang95", "resnet101", 16, 161, 161, id="jfz-r101-os16-161"),
     pytest.param("jfzhang95", "resnet101", 8, 161, 193, marks=pytest.mark.slow, id="jfz-r101-os8-161x193"),
-    pytest.param("seed_deeplab", "resnet101", 8, 97, 129, id="seed003-r101-os8-97x129"),
-    pytest.param("seed_deeplab", "resnet101", 16, 129, 129, id="seed003-r101-os16-129"),
+    pytest.param("jfzhang95_legacy", "resnet101", 8, 97, 129, id="seed003-r101-os8-97x129"),
+    pytest.param("jfzhang95_legacy", "resnet101", 16, 129, 129, id="seed003-r101-os16-129"),
 ]
 MEASURED = {}
 
@@ -231,7 +239,7 @@ def deeplab_weights(tmp_path_factory):
 
 
 def test_demo_writes_overlay_with_legend(deeplab_weights, tmp_path):
-    from keras_lightnets.deeplab import VOC_CLASSES, voc_palette
+    from keras_lightnets.models.deeplab import VOC_CLASSES, voc_palette
 
     out = tmp_path / "overlay.png"
     cat = os.path.join(REPO, "examples", "cat.jpg")
@@ -287,7 +295,7 @@ def test_seed000_backbone_checkpoint(output_stride, tmp_path, capsys):
     assert status == 2 and "7 checkpoint tensors unused" in err and "--allow-partial" in err
     status, report, err = run_cli(capsys, *args, "--num-classes", "21", "--allow-partial")
     assert status == 0, err
-    assert "naming          seed_v2" in report and "dilation_schedule='nostride_dilate'" in report
+    assert "naming          tonylins" in report and "dilation_schedule='nostride_dilate'" in report
     assert "unused tensors  7 (classifier.1.bias, classifier.1.weight, features.18.0.weight" in report
     assert "unset weights   17 (" in report
 

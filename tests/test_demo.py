@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import LoopbackServer, REPO, run_demo, without_tensorflow
+from tests.helpers import REPO, LoopbackServer, run_demo, without_tensorflow
 
 LINE = re.compile(r"^(\d+)\. (.+): (\d\.\d{4})$")
 
@@ -45,7 +45,7 @@ def test_efficientnet_lite0_keeps_its_path():
 
 
 def test_demo_with_converted_weights(tmp_path):
-    from keras_lightnets.models import pretrained_file
+    from keras_lightnets.catalog import pretrained_file
 
     result = run_demo(os.path.join(REPO, "examples", "coffee.jpg"), "--weights", pretrained_file("efficientnet_lite0"), "--top", "1")
     assert result.returncode == 0 and result.stdout.startswith("1. espresso: ")
@@ -191,9 +191,9 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
     from PIL import Image
 
     import demo
-    from keras_lightnets import pretrained
     from keras_lightnets.conversion.reader import read_checkpoint
-    from keras_lightnets.inference import Predictor
+    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.weights import pretrained
     from tests.references import transforms as tv
     from tests.references.mobilenet import TorchvisionMobileNetV2
 
@@ -216,7 +216,7 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
         with torch.no_grad():
             probabilities = torch.softmax(reference(tv.eval_tensor(Image.open(path))[None]), -1)[0].numpy()
         theirs = int(probabilities.argmax())
-        from keras_lightnets.imagenet import class_index
+        from keras_lightnets.labels import class_index
 
         assert ours[0] == class_index()[theirs][0], (key, ours, class_index()[theirs])
         assert abs(ours[2] - probabilities[theirs]) < 1e-4, (key, ours[2], probabilities[theirs])
@@ -292,9 +292,9 @@ def test_model_mobilenet_uses_keras_file_where_reachable(tmp_path, monkeypatch):
 
     import demo
     import keras_lightnets as kl
-    from keras_lightnets import pretrained
-    from keras_lightnets.h5format import model_layer_weights, write_weights
     from keras_lightnets.registry import KERAS_EVAL
+    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights.h5 import model_layer_weights, write_weights
 
     made = kl.MobileNet(weights=None)
     rng = np.random.default_rng(0)

@@ -7,9 +7,9 @@ from efficientnet_lite_pytorch import EfficientNet
 
 import keras_lightnets as kl
 from convert.__main__ import main as convert_main
-from keras_lightnets.image import load_image
-from keras_lightnets.pretrained import pretrained_checkpoint
-from tests.helpers import randomize_torch_model, torch_forward, nchw, assert_parity
+from keras_lightnets.preprocessing.image import load_image
+from keras_lightnets.weights.pretrained import pretrained_checkpoint
+from tests.helpers import assert_parity, nchw, randomize_torch_model, torch_forward
 
 CATS = {"tabby", "tiger_cat", "Persian_cat", "Siamese_cat", "Egyptian_cat"}
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import keras_lightnets as kl
-from keras_lightnets import export as exporter
-from keras_lightnets.inference import fold_batchnorm
-from keras_lightnets.models import pretrained_file, weights_info
-from keras_lightnets.tflite import load_interpreter
+from keras_lightnets.catalog import pretrained_file, weights_info
+from keras_lightnets.runtime import export as exporter
+from keras_lightnets.runtime.folding import fold_batchnorm
+from keras_lightnets.runtime.tflite import load_interpreter
 from tests.helpers import REPO
 
 NATURAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "camera", "hubble_deep_field", "retina", "immunohistochemistry", "horse")
@@ -83,7 +83,7 @@ def test_cli_refuses_existing_output_and_bad_requests(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "keras_lightnets.export", *map(str, args)],
+        return subprocess.run([sys.executable, "-m", "keras_lightnets.runtime.export", *map(str, args)],
                               capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
     (tmp_path / "exists.tflite").write_bytes(b"keep")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_lightnets import finetune as ft
-from keras_lightnets.data import check_dataset, find_dataset
+from keras_lightnets.training import finetune as ft
+from keras_lightnets.training.data import check_dataset, find_dataset
 from tests import finetune_data as fd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +37,7 @@ def work(tmp_path_factory):
 def run_cli(args, env=None, **kwargs):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "keras_lightnets.finetune", *args],
+        [sys.executable, "-m", "keras_lightnets.training.finetune", *args],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900, check=False, **kwargs,
     )
 
@@ -72,14 +72,14 @@ def test_layouts_are_found(tmp_path):
 
 
 def test_prediction_reads_exactly_as_the_demo(work, tmp_path):
-    """`python -m keras_lightnets.predict` sees the demo's pixels for every
+    """`python -m keras_lightnets.runtime.folder` sees the demo's pixels for every
     kind of record (torchvision's Resize + CenterCrop, a crop fraction,
     keras' stretch, full size), and the tf.data ops match `preprocess_input`."""
     import tensorflow as tf
 
-    from keras_lightnets import data
-    from keras_lightnets.image import load_for
-    from keras_lightnets.imagenet import preprocess_input
+    from keras_lightnets.preprocessing import preprocess_input
+    from keras_lightnets.preprocessing.image import load_for
+    from keras_lightnets.training import data
 
     paths = find_dataset(work / "cls").val.images[:3]
     Image.fromarray(np.zeros((70, 50, 3), "uint8") + 90).save(tmp_path / "portrait.png")
@@ -104,7 +104,7 @@ def test_prediction_reads_exactly_as_the_demo(work, tmp_path):
 
 
 def test_augmentation_is_deterministic_under_seed(work):
-    from keras_lightnets import data
+    from keras_lightnets.training import data
 
     dataset = find_dataset(work / "seg")
     pre = fd.FULL_SIZE_PREPROCESSING
@@ -214,7 +214,7 @@ def test_loss_ignores_void_pixels_and_averages_the_labelled_ones():
 @pytest.mark.slow
 def test_classifier_learns_and_output_loads(work, tmp_path, monkeypatch):
     import keras_lightnets as kl
-    from keras_lightnets.models import pretrained_file
+    from keras_lightnets.catalog import pretrained_file
 
     monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(tmp_path / "cache"))
     pretrained = pretrained_file("efficientnet_lite0")  # real ImageNet weights, 1000 classes
@@ -244,14 +244,14 @@ def test_classifier_learns_and_output_loads(work, tmp_path, monkeypatch):
     assert before.keys() - set(kept) == {"predictions"}  # the one replaced layer: 1000 -> 3 classes
     record = kl.weights_info(out)
     assert record["builder_kwargs"]["classes"] == 3 and record["class_names"] == sorted(fd.CLASS_PHOTOS)
-    assert record["preprocessing"]["size"] == 64 and record["source"]["naming"] == "efficientnet_lite"
+    assert record["preprocessing"]["size"] == 64 and record["source"]["naming"] == "efficientnet_lite_pytorch"
     model = kl.from_h5(out)
     assert model.output_shape == (None, 3)
 
 
 def chance_miou(mask_paths, classes):
     """The mIoU of the best constant answer (every pixel the same class)."""
-    from keras_lightnets.data import read_mask
+    from keras_lightnets.training.data import read_mask
 
     labels = np.concatenate([read_mask(p).ravel() for p in mask_paths])
     labels = labels[labels != 255]
@@ -319,7 +319,7 @@ REPLICA_SCRIPT = """
 import json, sys
 import keras
 keras.config.set_floatx("float64")
-from keras_lightnets import finetune
+from keras_lightnets.training import finetune
 for args in json.loads(sys.argv[1]):
     if finetune.main(args) != 0:
         sys.exit(1)
@@ -380,7 +380,7 @@ def test_multi_worker_matches_one_device(replica_runs, work, tmp_path):
         out = tmp_path / f"mw{index}.h5"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, "TF_CONFIG": config, "KERAS_HOME": str(keras_home)}
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "keras_lightnets.finetune", *replica_args(work, "classifier", data), "--run-eagerly",
+            [sys.executable, "-m", "keras_lightnets.training.finetune", *replica_args(work, "classifier", data), "--run-eagerly",
              "--out", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         ))
@@ -397,7 +397,7 @@ def test_multi_worker_matches_one_device(replica_runs, work, tmp_path):
 def test_killed_run_leaves_no_output(work, tmp_path):
     out = tmp_path / "killed.h5"
     process = subprocess.Popen(
-        [sys.executable, "-m", "keras_lightnets.finetune", "--weights", str(work / "small.h5"), "--data",
+        [sys.executable, "-m", "keras_lightnets.training.finetune", "--weights", str(work / "small.h5"), "--data",
          str(work / "cls"), "--out", str(out), "--epochs", "200", "--batch-size", "12", "--image-size", "48", "48",
          "--run-eagerly"],  # the first epoch in a few seconds: no graph to trace
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,

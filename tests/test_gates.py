@@ -27,7 +27,15 @@ import torch
 import keras_lightnets as kl
 from keras_lightnets.conversion.pipeline import parity_images
 from keras_lightnets.registry import get_spec
-from tests.helpers import REPO, nchw, randomize_torch_model, reference_images, run_cli, top5, torch_forward
+from tests.helpers import (
+    REPO,
+    nchw,
+    randomize_torch_model,
+    reference_images,
+    run_cli,
+    top5,
+    torch_forward,
+)
 from tests.references.mobilenet import ORIGINAL_CHECKPOINT_ENV, SeedMobileNetV1
 
 GATE_ATOL = 1e-4  # the documented threshold (GUIDE §6), written here, not read from the code

@@ -7,7 +7,13 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from keras_lightnets.image import ImageError, eval_transform, load_for, load_image, read_image
+from keras_lightnets.preprocessing.image import (
+    ImageError,
+    eval_transform,
+    load_for,
+    load_image,
+    read_image,
+)
 from keras_lightnets.registry import KERAS_EVAL, SPECS, TORCHVISION_EVAL
 from tests.references import transforms as tv
 
@@ -169,7 +175,7 @@ def test_torchvision_eval_transform_within_one_grey_level(key, tmp_path):
 def test_torchvision_geometry_details(tmp_path):
     """The two roundings, shown on their own: the longer side is truncated,
     the crop offset rounds half to even, as torchvision does."""
-    from keras_lightnets.image import center_crop, shorter_side_size
+    from keras_lightnets.preprocessing.image import center_crop, shorter_side_size
 
     assert shorter_side_size(451, 300, 256) == (384, 256)  # 384.85 -> 384
     assert shorter_side_size(233, 500, 256) == (256, 549)  # 549.3 -> 549

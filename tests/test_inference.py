@@ -13,7 +13,7 @@ import pytest
 from keras import layers
 
 import keras_lightnets as kl
-from keras_lightnets.inference import InferenceGraph, Predictor, fold_batchnorm
+from keras_lightnets.runtime.folding import InferenceGraph, Predictor, fold_batchnorm
 
 # Float32 rounding of a folded kernel vs. BN applied after the conv, relative
 # to the outputs' scale (random weights give logits of order 1-10).
@@ -179,7 +179,7 @@ def test_auto_runs_static_classifiers_on_tflite_and_free_size_deeplab_on_tf():
 def test_sequential_uint8_and_subclassed_models():
     """A Sequential model (folded), a uint8-input model (the export wrapper)
     on TFLite, and a subclassed model (unfolded, on tf)."""
-    from keras_lightnets.export import with_uint8_input
+    from keras_lightnets.runtime.export import with_uint8_input
 
     sequential = keras.Sequential([
         keras.Input((16, 16, 3)),
@@ -222,7 +222,7 @@ def test_sequential_uint8_and_subclassed_models():
 
 def test_auto_falls_back_to_tf_when_conversion_fails(monkeypatch):
     """A graph TFLite cannot take runs on tf under "auto"; asked for, it is an error."""
-    from keras_lightnets import tflite
+    from keras_lightnets.runtime import tflite
 
     def refuse(model, **kwargs):
         raise tflite.ConversionError("TFLite conversion failed: an op without a builtin")
@@ -312,7 +312,7 @@ def test_bilinear_resize_matches_pytorch(source, target, align_corners):
     pixel) and its gathers, against `F.interpolate` on static shapes."""
     import torch
 
-    from keras_lightnets.resize import BilinearResize
+    from keras_lightnets.layers.resize import BilinearResize
 
     x = np.random.default_rng(0).normal(size=(2, *source, 3)).astype("float32")
     image = keras.Input((*target, 1))

@@ -14,7 +14,14 @@ from torch import nn
 
 import keras_lightnets as kl
 from keras_lightnets.conversion import layouts
-from tests.helpers import nchw, randomize_torch_model, reference_images, run_cli, torch_forward, assert_parity
+from tests.helpers import (
+    assert_parity,
+    nchw,
+    randomize_torch_model,
+    reference_images,
+    run_cli,
+    torch_forward,
+)
 from tests.references.mobilenet import SeedMobileNetV1
 
 
@@ -176,7 +183,7 @@ def test_bilinear_resize_with_unknown_sizes_matches_torch(align_corners, rng):
     tensors and BilinearResize takes its own path (not ops.image.resize)."""
     import tensorflow as tf
 
-    from keras_lightnets.resize import BilinearResize
+    from keras_lightnets.layers.resize import BilinearResize
 
     layer = BilinearResize(align_corners)
     traced = tf.function(

@@ -9,7 +9,7 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 import keras_lightnets as kl
-from keras_lightnets.weights import WeightsMismatchError
+from keras_lightnets.weights.loading import WeightsMismatchError
 from tests.helpers import photo, randomize_keras_weights
 
 AUTO_NAME = re.compile(r"^(input_layer|global_average_pooling2d|global_max_pooling2d)(_\d+)?$")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_lightnets import predict
+from keras_lightnets.runtime import folder as predict
 from tests import finetune_data as fd
 
 
@@ -38,8 +38,8 @@ def test_classification_results_resume_and_bad_files(photos, tmp_path, capsys):
         f"{split}/{name}/0.jpg" for split in ("train", "val") for name in fd.CLASS_PHOTOS
     )
     # the same probabilities as the model on the same preprocessing
-    from keras_lightnets.image import load_image
-    from keras_lightnets.imagenet import preprocess_input
+    from keras_lightnets.preprocessing import preprocess_input
+    from keras_lightnets.preprocessing.image import load_image
 
     first = lines[0]
     x = preprocess_input(load_image(photos / first["file"], 48, 0.875, "bilinear")[None], "torch")

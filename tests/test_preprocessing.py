@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from keras_lightnets import imagenet
-from keras_lightnets.imagenet import PREPROCESSING_MODES, decode_predictions, preprocess_input
+from keras_lightnets import preprocessing as imagenet
+from keras_lightnets.labels import decode_predictions
+from keras_lightnets.preprocessing import PREPROCESSING_MODES, preprocess_input
 
 # One pixel per row: pure-ish colours with very different channel values.
 PIXELS = np.array(
@@ -144,7 +145,7 @@ def test_image_just_over_the_pixel_limit_is_refused_too(tmp_path, monkeypatch):
     beyond): the reader must turn the warning into a refusal as well."""
     from PIL import Image
 
-    from keras_lightnets.image import ImageError, read_image
+    from keras_lightnets.preprocessing.image import ImageError, read_image
 
     Image.new("RGB", (40, 30), (10, 100, 240)).save(tmp_path / "over.png")  # 1200 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1200 is over 1000, under 2000
@@ -158,7 +159,7 @@ def test_image_just_over_the_pixel_limit_is_refused_too(tmp_path, monkeypatch):
 def test_uint8_table_equals_preprocess_input_bit_for_bit(mode):
     """The batch reader's table look-up gives `preprocess_input`'s float32
     values exactly, on every 8-bit value of every channel, into a batch row."""
-    from keras_lightnets.imagenet import preprocess_uint8
+    from keras_lightnets.preprocessing import preprocess_uint8
 
     rng = np.random.default_rng(1)
     every_value = np.stack([np.arange(256), rng.permutation(256), rng.permutation(256)], axis=-1)

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_lightnets import pretrained
-from tests.helpers import LoopbackServer as Server
-from keras_lightnets.h5format import (
+from keras_lightnets.weights import pretrained
+from keras_lightnets.weights.h5 import (
     WeightsMismatchError,
     model_layer_weights,
     write_weights,
 )
+from tests.helpers import LoopbackServer as Server
 
 TORCHVISION = pretrained.SOURCES["torchvision_mobilenet_v2"]
 MEMBER = f"{TORCHVISION.package}/{TORCHVISION.file}"

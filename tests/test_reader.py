@@ -18,7 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from keras_lightnets.conversion.reader import Checkpoint, CheckpointError, read_checkpoint
+from keras_lightnets.conversion.reader import (
+    Checkpoint,
+    CheckpointError,
+    read_checkpoint,
+)
 from tests import hostile_pickles as hp
 
 READER_SOURCE = pathlib.Path(__file__).resolve().parent.parent / "keras_lightnets" / "conversion" / "reader.py"

@@ -22,7 +22,7 @@ import pytest
 
 from keras_lightnets.conversion import reader
 from keras_lightnets.conversion.reader import CheckpointError, read_checkpoint
-from keras_lightnets.conversion.safety import safe_text
+from keras_lightnets.files import safe_text
 from tests import hostile_pickles as hp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -360,7 +360,7 @@ def test_cli_refuses_a_folder_as_output(tmp_path, capsys):
 
 
 def test_sigterm_during_a_write_removes_the_temp_file(tmp_path):
-    from keras_lightnets.conversion.safety import write_atomically
+    from keras_lightnets.files import write_atomically
 
     def write(temp):
         with open(temp, "wb") as file:
@@ -377,7 +377,7 @@ def test_sigterm_during_a_write_removes_the_temp_file(tmp_path):
 
 
 def test_stale_temp_files_of_dead_writers_only_are_removed(tmp_path):
-    from keras_lightnets.conversion.safety import remove_stale_temp_files, temp_path_for
+    from keras_lightnets.files import remove_stale_temp_files, temp_path_for
 
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
@@ -456,7 +456,7 @@ def test_cli_concurrent_writes_sigterm_and_stale_temp_files(tmp_path):
 def test_pillow_warnings_become_one_line(tmp_path, capfd):
     from PIL import Image
 
-    from keras_lightnets.image import read_image
+    from keras_lightnets.preprocessing.image import read_image
 
     # EXIF whose ImageDescription claims 5,000 bytes past the end: Pillow warns.
     tiff = b"II*\x00" + struct.pack("<IH", 8, 2) + struct.pack("<HHII", 0x0112, 3, 1, 6)

@@ -23,8 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import keras_lightnets as kl
-from keras_lightnets import blocks
-from keras_lightnets.shufflenet import shufflenet_v1_channels
+from keras_lightnets.layers import blocks
+from keras_lightnets.layers.custom import ChannelShuffle, ChannelSplit, torch_max_pool
+from keras_lightnets.models.shufflenet import shufflenet_v1_channels
+from tests.helpers import (
+    assert_parity,
+    nchw,
+    randomize_torch_model,
+    reference_images,
+    run_cli,
+    torch_forward,
+)
 from tests.references.squeezenet_shufflenet import (
     MEGVII_V1_CHANNELS,
     TORCHVISION_V2,
@@ -34,7 +43,6 @@ from tests.references.squeezenet_shufflenet import (
     TorchvisionSqueezeNet,
     channel_shuffle,
 )
-from tests.helpers import randomize_torch_model, torch_forward, nchw, reference_images, run_cli, assert_parity
 
 VARIANTS = {
     "squeezenet1_0": (lambda: TorchvisionSqueezeNet("1_0"), lambda: kl.SqueezeNet("1_0")),
@@ -143,7 +151,7 @@ def test_the_tested_sizes_exercise_ceil_mode(arch):
 def test_channel_shuffle_matches_torchvision_order(channels, groups, rng):
     x = rng.normal(size=(2, 5, 7, channels)).astype("float32")
     expected = channel_shuffle(torch.from_numpy(nchw(x)), groups).numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_array_equal(np.asarray(blocks.ChannelShuffle(groups)(x)), expected)
+    np.testing.assert_array_equal(np.asarray(ChannelShuffle(groups)(x)), expected)
     # unknown spatial size in a Functional model
     inputs = keras.Input((None, None, channels))
     model = keras.Model(inputs, blocks.channel_shuffle(inputs, groups, name="shuffle"))
@@ -156,18 +164,18 @@ def test_megvii_v1_shuffle_is_torchvision_shuffle_with_channels_over_groups(chan
     megvii_block = types.SimpleNamespace(group=groups)
     expected = ShuffleV1Block.channel_shuffle(megvii_block, torch.from_numpy(nchw(x)))
     expected = expected.numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_array_equal(np.asarray(blocks.ChannelShuffle(channels // groups)(x)), expected)
-    assert not np.array_equal(np.asarray(blocks.ChannelShuffle(groups)(x)), expected)
+    np.testing.assert_array_equal(np.asarray(ChannelShuffle(channels // groups)(x)), expected)
+    assert not np.array_equal(np.asarray(ChannelShuffle(groups)(x)), expected)
 
 
 def test_channel_split_gives_torch_chunks(rng):
     x = rng.normal(size=(2, 3, 3, 10)).astype("float32")
     first, second = torch.from_numpy(nchw(x)).chunk(2, dim=1)
-    ours = blocks.ChannelSplit()(x)
+    ours = ChannelSplit()(x)
     np.testing.assert_array_equal(np.asarray(ours[0]), first.numpy().transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(np.asarray(ours[1]), second.numpy().transpose(0, 2, 3, 1))
     with pytest.raises(ValueError, match="halve 9 channels"):
-        blocks.ChannelSplit()(x[..., :9])
+        ChannelSplit()(x[..., :9])
 
 
 @pytest.mark.parametrize(
@@ -177,7 +185,7 @@ def test_channel_split_gives_torch_chunks(rng):
 def test_torch_max_pool_matches_pytorch_at_every_size(pool_size, strides, padding, ceil_mode, rng):
     inputs = keras.Input((None, None, 2))
     model = keras.Model(
-        inputs, blocks.torch_max_pool(inputs, pool_size, strides, padding, ceil_mode, name="pool")
+        inputs, torch_max_pool(inputs, pool_size, strides, padding, ceil_mode, name="pool")
     )
     for height, width in [(5, 5), (6, 7), (8, 9), (10, 13), (13, 12), (14, 14)]:
         x = rng.normal(-10, 1, size=(1, height, width, 2)).astype("float32")  # negative: padding must be -inf
@@ -189,7 +197,7 @@ def test_torch_max_pool_matches_pytorch_at_every_size(pool_size, strides, paddin
 
 def test_torch_max_pool_refuses_windows_in_the_padding():
     with pytest.raises(ValueError, match="ceil_mode"):
-        blocks.torch_max_pool(keras.Input((8, 8, 1)), 2, 2, padding=1, ceil_mode=True, name="pool")
+        torch_max_pool(keras.Input((8, 8, 1)), 2, 2, padding=1, ceil_mode=True, name="pool")
 
 
 # ---------------------------------------------------------------- builders
@@ -287,7 +295,7 @@ def test_v1_metadata_records_scale_groups_and_preprocessing(tmp_path_factory, ca
     assert info["builder"] == "ShuffleNetV1"
     assert info["builder_kwargs"] == {"groups": 8, "scale": 0.5, "classes": 1000}
     assert info["preprocessing"]["mode"] == "bgr"
-    assert info["source"]["naming"] == "megvii_shufflenet_v1"
+    assert info["source"]["naming"] == "megvii"
     np.testing.assert_array_equal(kl.preprocess_input(np.array([[1, 2, 3]]), "bgr"), [[3, 2, 1]])
 
 
@@ -297,5 +305,5 @@ def test_cli_help_lists_the_new_archs_and_namings(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for name in (*VARIANTS, "torchvision_squeezenet", "torchvision_shufflenet_v2", "megvii_shufflenet_v1"):
+    for name in (*VARIANTS, "torchvision", "torchvision", "megvii"):
         assert name in text

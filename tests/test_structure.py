@@ -100,12 +100,12 @@ def test_the_cycle_finder_finds_a_cycle():
     "importer, forbidden",
     [
         ("keras_lightnets", "convert"),  # the CLI package sits on top of the library
-        ("keras_lightnets.conversion", "keras_lightnets.pretrained"),
-        ("keras_lightnets.conversion", "keras_lightnets.models"),
-        ("keras_lightnets.conversion", "keras_lightnets.builders"),
-        ("keras_lightnets.conversion", "keras_lightnets.weights"),
+        ("keras_lightnets.conversion", "keras_lightnets.weights.pretrained"),
+        ("keras_lightnets.conversion", "keras_lightnets.catalog"),
+        ("keras_lightnets.conversion", "keras_lightnets.models.common"),
+        ("keras_lightnets.conversion", "keras_lightnets.weights.loading"),
         ("keras_lightnets.registry", "keras"),  # plain data: no Keras, no TensorFlow
-        ("keras_lightnets.architectures", "keras"),
+        ("keras_lightnets.models.tables", "keras"),
         ("bench", "tests"),
         ("keras_lightnets", "tests"),
     ],

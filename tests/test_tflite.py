@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_lightnets import tflite
-from keras_lightnets.inference import fold_batchnorm
+from keras_lightnets.runtime import tflite
+from keras_lightnets.runtime.folding import fold_batchnorm
 
 SIZE = (16, 16)
 

@@ -4,5 +4,5 @@
 per Keras layer class) → `pipeline` (read, detect naming, plan, map, parity,
 write, report); `safety` holds the one-line-message and temp-file helpers.
 This package never imports the model builders: the pipeline is handed the
-arch's builder (`keras_lightnets.models.get_builder`).
+arch's builder (`keras_lightnets.catalog.get_builder`).
 """

@@ -12,11 +12,12 @@ import time
 
 import numpy as np
 
-from keras_lightnets import h5format, registry
+from keras_lightnets import registry
 from keras_lightnets.conversion import layouts
-from keras_lightnets.conversion.namings import NAMINGS
+from keras_lightnets.conversion.namings import NAMINGS, source_name
 from keras_lightnets.conversion.reader import read_checkpoint
-from keras_lightnets.h5format import create_from_arrays, layer_variables
+from keras_lightnets.weights import h5 as h5format
+from keras_lightnets.weights.h5 import create_from_arrays, layer_variables
 
 MAX_LISTED = 8
 PARITY_ATOL = 1e-4  # classification logits, float32 CPU (onnx2tf and nobuco check 1e-4)
@@ -98,21 +99,21 @@ def check_output(out, force):
 
 
 def detect_naming(spec, keys, source=None):
-    """The naming module of `source`, or the first of the arch's namings that
-    recognises the keys."""
+    """The naming module of `source` (a source name such as `"torchvision"`),
+    or the first of the arch's namings that recognises the keys."""
     if source is not None:
-        if source not in spec.namings:
-            raise ConversionError(
-                f"--source {source!r} does not apply to {spec.name}; choose from {', '.join(spec.namings)}"
-            )
-        return NAMINGS[source]
+        chosen = [name for name in spec.namings if source_name(name) == source]
+        if not chosen:
+            choices = ", ".join(source_name(name) for name in spec.namings)
+            raise ConversionError(f"--source {source!r} does not apply to {spec.name}; choose from {choices}")
+        return NAMINGS[chosen[0]]
     for name in spec.namings:
         if NAMINGS[name].detect(keys):
             return NAMINGS[name]
     sample = ", ".join(sorted(keys)[:4])
     raise ConversionError(
         f"the checkpoint's keys ({sample}, ...) match no {spec.name} naming "
-        f"({', '.join(spec.namings)}); is --arch right?"
+        f"({', '.join(source_name(name) for name in spec.namings)}); is --arch right?"
     )
 
 
@@ -355,7 +356,7 @@ def convert_checkpoint(
         path: the checkpoint (.pth/.pt/.bin zip or legacy, .safetensors, .npz).
         out: the .h5 file to write.
         arch: a `keras_lightnets.registry.SPECS` name.
-        build: the arch's Keras builder (`keras_lightnets.models.get_builder(arch)`).
+        build: the arch's Keras builder (`keras_lightnets.catalog.get_builder(arch)`).
         source: force a naming (`NAMINGS`) instead of detecting it.
         num_classes: the expected class count; an error if the checkpoint differs.
         output_stride: DeepLab archs only (default 16): a state_dict does not

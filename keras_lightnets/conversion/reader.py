@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from keras_lightnets.conversion.safety import MESSAGE_LIMIT, safe_text
+from keras_lightnets.files import MESSAGE_LIMIT, safe_text
 
 __all__ = ["Checkpoint", "CheckpointError", "read_checkpoint"]
 

@@ -16,8 +16,8 @@ interpolation and concat order follow:
 """
 
 import math
-from functools import partial
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import torch.nn.functional as F

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keras_lightnets.shufflenet import shufflenet_v1_channels
+from keras_lightnets.models.shufflenet import shufflenet_v1_channels
 
 # ---------------------------------------------------------------- torchvision SqueezeNet
 

@@ -5,7 +5,7 @@ image, as torchvision/transforms/functional.py (`resize`,
 `_compute_resized_output_size`, `center_crop`, `to_tensor`, `normalize`) and
 _functional_pil.py (`resize`, `crop`, `pad`) do it. torchvision itself does not
 import beside the test suite's torch build, hence this copy; it shares no code
-with `keras_lightnets.image`.
+with `keras_lightnets.preprocessing.image`.
 """
 
 import numpy as np

@@ -1,39 +1,53 @@
-"""One module per checkpoint naming; each maps PyTorch module names to Keras layers.
+"""Checkpoint namings: one module per family and source, mapping PyTorch module names to Keras layers.
 
-A naming module defines:
-- `NAME`: its name (for --source); the registry's specs list which namings
-  each arch accepts;
+`namings/<family>/<source>.py` defines:
+- `NAME`: the source's name (`--source`), unique within its family;
 - `detect(keys)`: whether a state_dict's keys use this naming;
 - `builder_kwargs(spec, tensors)`: width, class count, ... read from the tensors;
 - `layer_map(model, keys)`: `[(torch module prefix, keras layer name)]`;
-- optionally `reference(spec, builder_kwargs, tensors)`: an importable
-  PyTorch implementation holding the checkpoint's weights, for the parity
-  check (raises ImportError when it is not installed).
+- optionally `reference(spec, builder_kwargs, tensors)`: a PyTorch module
+  holding the checkpoint's weights for the parity check
+  (`keras_lightnets.conversion.references`);
 - optionally `PREPROCESSING`: the eval transform of its weights, recorded
   instead of the arch's when the source's own prediction code differs.
+
+A registry spec lists its namings as `"family/source"`.
 """
 
-from keras_lightnets.conversion.namings import (
+from keras_lightnets.conversion.namings.deeplab import (
     bubbliiiing,
-    efficientnet_lite,
     jfzhang95,
-    megvii_shufflenet_v1,
-    seed_deeplab,
-    seed_layers,
-    seed_mobilenet_v1,
-    seed_mobilenet_v2,
-    torchvision,
-    torchvision_shufflenet_v2,
-    torchvision_squeezenet,
+    jfzhang95_legacy,
     vainf,
     vainf_separable,
 )
+from keras_lightnets.conversion.namings.efficientnet_lite import (
+    efficientnet_lite_pytorch,
+)
+from keras_lightnets.conversion.namings.mobilenet_v1 import marvis
+from keras_lightnets.conversion.namings.mobilenet_v2 import (
+    c1_bottleneck,
+    tonylins,
+    torchvision,
+)
+from keras_lightnets.conversion.namings.shufflenet import megvii
+from keras_lightnets.conversion.namings.shufflenet import (
+    torchvision as torchvision_shufflenet,
+)
+from keras_lightnets.conversion.namings.squeezenet import (
+    torchvision as torchvision_squeezenet,
+)
 
 NAMINGS = {
-    module.NAME: module
+    f"{module.__name__.split('.')[-2]}/{module.NAME}": module
     for module in (
-        torchvision, seed_mobilenet_v2, seed_layers, seed_mobilenet_v1, efficientnet_lite,
-        vainf, vainf_separable, jfzhang95, seed_deeplab, bubbliiiing,
-        torchvision_squeezenet, torchvision_shufflenet_v2, megvii_shufflenet_v1,
+        marvis, torchvision, tonylins, c1_bottleneck, efficientnet_lite_pytorch,
+        torchvision_squeezenet, torchvision_shufflenet, megvii,
+        vainf, vainf_separable, jfzhang95, jfzhang95_legacy, bubbliiiing,
     )
 }
+
+
+def source_name(naming):
+    """`"torchvision"` of `"mobilenet_v2/torchvision"`."""
+    return naming.rpartition("/")[2]

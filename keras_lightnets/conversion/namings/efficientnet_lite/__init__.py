@@ -1,0 +1,1 @@
+"""Checkpoint namings of the efficientnet_lite family."""

@@ -1,0 +1,50 @@
+"""EfficientNet-Lite naming of `efficientnet_lite_pytorch` (lukemelas-style).
+
+`_conv_stem`, `_bn0`; `_blocks.N._expand_conv` (absent when t = 1), `_bn0`,
+`_depthwise_conv`, `_bn1`, `_project_conv`, `_bn2`; `_conv_head`, `_bn1`; `_fc`.
+"""
+
+NAME = "efficientnet_lite_pytorch"
+
+
+def detect(keys):
+    return "_conv_stem.weight" in keys and "_blocks.0._depthwise_conv.weight" in keys
+
+
+def builder_kwargs(spec, tensors):
+    return {"classes": tensors["_fc.weight"].shape[0]}
+
+
+def layer_map(model, keys):
+    from keras import (
+        layers,  # here, so that `python -m convert --help` needs no TensorFlow
+    )
+
+    rows = [("_conv_stem", "stem_conv"), ("_bn0", "stem_bn")]
+    prefixes = [l.name[: -len("dwconv")] for l in model.layers if isinstance(l, layers.DepthwiseConv2D)]
+    names = {l.name for l in model.layers}
+    for index, prefix in enumerate(prefixes):
+        module = f"_blocks.{index}"
+        if prefix + "expand_conv" in names:
+            rows += [(f"{module}._expand_conv", prefix + "expand_conv"), (f"{module}._bn0", prefix + "expand_bn")]
+        rows += [
+            (f"{module}._depthwise_conv", prefix + "dwconv"),
+            (f"{module}._bn1", prefix + "bn"),
+            (f"{module}._project_conv", prefix + "project_conv"),
+            (f"{module}._bn2", prefix + "project_bn"),
+        ]
+    rows += [("_conv_head", "top_conv"), ("_bn1", "top_bn"), ("_fc", "predictions")]
+    return rows
+
+
+def reference(spec, builder_kwargs, tensors):
+    """`efficientnet_lite_pytorch`'s model with the checkpoint's weights, for parity."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name(spec.name.replace("_", "-"), num_classes=builder_kwargs["classes"])
+    result = model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()}, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"efficientnet_lite_pytorch's {spec.name} does not take this state_dict")
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Checkpoint namings of the mobilenet_v1 family."""

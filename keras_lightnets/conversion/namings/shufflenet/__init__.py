@@ -1,0 +1,1 @@
+"""Checkpoint namings of the shufflenet family."""

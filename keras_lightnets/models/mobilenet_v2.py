@@ -1,0 +1,131 @@
+"""MobileNetV2, with keras.applications' API and layer names."""
+
+from keras_lightnets.layers import blocks
+from keras_lightnets.layers.conventions import KERAS_MOBILENET_V2, conventions_for
+from keras_lightnets.models import common as builders
+from keras_lightnets.models.tables import MOBILENET_V2_BLOCKS, make_divisible
+from keras_lightnets.weights import pretrained
+
+# How the DeepLab MobileNetV2 backbones turn strides into dilation once the
+# output stride is reached: "vainf" dilates a stage's blocks after its first
+# (which keeps the previous rate), "jfzhang95" gives the whole stage the
+# previous rate and raises it for the next stage.
+DILATION_SCHEDULES = ("vainf", "jfzhang95")
+
+
+def mobilenet_v2_strides(output_stride=None, schedule="vainf"):
+    """`[(stride, dilation)]` of the 17 inverted residual blocks.
+
+    `output_stride=None` is the classification network (dilation 1);
+    8 or 16 replaces the strides past that stride with dilation as the
+    DeepLab code of `schedule` (see `DILATION_SCHEDULES`) does.
+    """
+    if schedule not in DILATION_SCHEDULES:
+        raise ValueError(f"schedule must be one of {DILATION_SCHEDULES}, got {schedule!r}")
+    plan, current_stride, dilation = [], 2, 1
+    for _, _, repeats, stride in MOBILENET_V2_BLOCKS:
+        first = rest = dilation
+        if current_stride == output_stride:
+            dilation *= stride
+            stride = 1
+            rest = dilation if schedule == "vainf" else first
+        else:
+            current_stride *= stride
+        plan += [(stride, first)] + [(1, rest)] * (repeats - 1)
+    return plan
+
+
+def mobilenet_v2_pyramid(block_outputs):
+    """The last block output at each nominal stride 4, 8, 16, 32 (keras-hub's P2..P5)."""
+    levels, stride, block_id = {}, 2, 0
+    for _, _, repeats, first_stride in MOBILENET_V2_BLOCKS:
+        stride *= first_stride
+        block_id += repeats
+        levels[f"P{stride.bit_length() - 1}"] = block_outputs[block_id - 1]
+    return {level: levels[level] for level in ("P2", "P3", "P4", "P5")}
+
+
+def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, strides=None,
+                          pad_block_inputs=False, stem_padding=True):
+    """The MobileNetV2 body from the stem to the last inverted residual block.
+
+    Returns the last block's output and the list of every block's output
+    (index = keras.applications block id), for heads that tap features.
+    `expand_first_block=True` gives block 0 a 1x1 expansion conv even though
+    t = 1, as some PyTorch re-implementations do.
+
+    DeepLab backbones: `strides` is `mobilenet_v2_strides(...)` (per-block
+    stride and dilation); `pad_block_inputs` pads each block's input before
+    its expansion conv (VainF, jfzhang95); `stem_padding=False` gives the
+    3x3/2 stem no padding at all (VainF: 512 → 255).
+    """
+    conv = conventions_for(style, tf=KERAS_MOBILENET_V2)
+    strides = strides or mobilenet_v2_strides()
+    x = blocks.conv_block(
+        x,
+        make_divisible(32 * alpha, 8),
+        strides=2,
+        style=conv,
+        name="Conv1",
+        names={"bn": "bn_Conv1", "act": "Conv1_relu"},
+        padding=None if stem_padding else "valid",
+    )
+    block_outputs = []
+    for expansion, channels, repeats, _ in MOBILENET_V2_BLOCKS:
+        filters = make_divisible(int(channels * alpha), 8)
+        for _ in range(repeats):
+            block_id = len(block_outputs)
+            stride, dilation = strides[block_id]
+            x = blocks.inverted_res_block(
+                x,
+                expansion,
+                filters,
+                stride=stride,
+                block_id=block_id,
+                style=conv,
+                dilation=dilation,
+                expand=expansion != 1 or expand_first_block,
+                pad_input=pad_block_inputs,
+            )
+            block_outputs.append(x)
+    return x, block_outputs
+
+
+@builders.documented(
+    "Instantiates the MobileNetV2 architecture (Sandler et al., 2018).\n\n"
+    "Same arguments, layer names and weight order as `keras.applications.MobileNetV2`,\n"
+    "so its weight files load with `weights=PATH`.",
+    {
+        "alpha": "width multiplier (0.35, 0.5, 0.75, 1.0, 1.3, 1.4, or any\npositive value).",
+        "style": '`"tf"` for TensorFlow-trained weights, `"torch"` for weights\n'
+        "converted from PyTorch (symmetric stride-2 padding, BN eps 1e-5,\n"
+        "dropout 0.2 before the classifier as in torchvision).",
+        "name": "model name, `mobilenetv2_{alpha}_{rows}` by default.",
+        "expand_first_block": "give block 0 an expansion conv (t = 1), as the\n"
+        "`c1`/`bottleneck1..7` PyTorch re-implementation does.",
+    },
+    imagenet=', `"imagenet"` (`style="tf"`: Keras\' official files; `style="torch"`: '
+    "torchvision's checkpoint, converted on first use)",
+)
+@builders.loads_without_random_values
+def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
+                pooling=None, classes=1000, classifier_activation="softmax", style="tf", name=None,
+                expand_first_block=False):
+    conv = conventions_for(style, tf=KERAS_MOBILENET_V2)
+    img_input, inputs = builders.image_input(input_shape, input_tensor, include_top)
+    x, _ = mobilenet_v2_features(img_input, alpha, conv, expand_first_block)
+    last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
+    x = blocks.conv_block(
+        x, last_filters, kernel_size=1, style=conv, name="Conv_1", names={"bn": "Conv_1_bn", "act": "out_relu"}
+    )
+
+    def top(x):
+        return builders.dense_top(x, classes, classifier_activation, dropout=0.2 if conv.torch else None)
+
+    rows = img_input.shape[1]
+    imagenet = pretrained.imagenet_resolver(
+        "mobilenet_v2", MobileNetV2, style=conv.name, alpha=alpha, rows=rows, include_top=include_top
+    )
+    return builders.finish_model(
+        inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights, include_top, pooling, top, imagenet
+    )

@@ -1,0 +1,1 @@
+"""Running models: BatchNorm folding, `Predictor`, TFLite, exports."""

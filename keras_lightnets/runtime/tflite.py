@@ -1,0 +1,270 @@
+"""TFLite: Keras models converted in memory, flatbuffers run on numpy batches.
+
+`tflite_bytes(model)` converts a model (fold it first, `fold_batchnorm`) to a
+TFLite flatbuffer without writing a SavedModel. `Runner(content)` runs one
+on batches of any size with LiteRT's interpreter (`ai_edge_litert`, which
+needs no TensorFlow import; `tf.lite.Interpreter` if it is not installed)
+and XNNPACK on every usable core. `Predictor` and the exports use both.
+
+`load_compiled` / `save_compiled` keep the flatbuffer compiled from a
+keras-lightnets weights file in the pretrained cache (`<cache>/compiled/`),
+keyed by the file's sha256: the demo's second run needs neither Keras nor
+TensorFlow.
+
+Importing this module imports numpy only.
+"""
+
+import collections
+import hashlib
+import os
+import sys
+import warnings
+
+import numpy as np
+
+
+class ConversionError(RuntimeError):
+    """A model the TFLite converter cannot turn into builtin ops; one-line message."""
+
+
+def usable_cores():
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def default_threads():
+    """Interpreter threads when none are asked for: `TF_NUM_INTRAOP_THREADS`
+    when it is set (the budget a process gives TensorFlow's kernels), else
+    every usable core."""
+    budget = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    return int(budget) if budget.isdigit() and int(budget) > 0 else usable_cores()
+
+
+def interpreter_class():
+    """LiteRT's `Interpreter`, or TensorFlow's deprecated one without `ai_edge_litert`."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter
+    return Interpreter
+
+
+def load_interpreter(content, threads=None):
+    """An interpreter of the flatbuffer `content` (bytes), tensors allocated.
+
+    Raises:
+        ValueError: `content` is not a TFLite flatbuffer.
+    """
+    from keras_lightnets.cli import stderr_silenced
+
+    # quiet: tf.lite.Interpreter's deprecation warning and XNNPACK's notice on fd 2
+    with warnings.catch_warnings(), stderr_silenced():
+        warnings.simplefilter("ignore")
+        interpreter = interpreter_class()(model_content=bytes(content), num_threads=threads or default_threads())
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+def tflite_bytes(model, quantize="none", representative=None, input_shape=None):
+    """Converts `model` to a TFLite flatbuffer (bytes), without checking it.
+
+    The model's forward pass at inference is traced with the batch size
+    free and its variables frozen into constants, in memory. fp32 and
+    dynamic-range flatbuffers hold TFLite builtin ops only.
+
+    Args:
+        model: a single-input Keras model (TensorFlow backend); fold it
+            first (`fold_batchnorm`) for the inference graph `Predictor` runs.
+        quantize: "none", "dynamic" or "int8".
+        representative: for int8, the model inputs to calibrate on.
+        input_shape: the input shape without the batch axis, for models
+            whose own input shape has `None` sides (default: the model's).
+
+    Raises:
+        ConversionError: the converter failed, e.g. on an op TFLite has no builtin for.
+    """
+    import tensorflow as tf
+
+    from keras_lightnets.cli import stderr_silenced
+
+    if len(model.inputs) != 1:
+        raise ConversionError(f"{model.name} has {len(model.inputs)} inputs; one is supported")
+    spec = tf.TensorSpec((None,) + tuple(input_shape or model.input_shape[1:]), model.input.dtype)
+    function = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
+    # Freeze the variables in memory instead of saving `model` as a SavedModel
+    # first (which would not hold a Keras 3 model's variables), and fail
+    # rather than leave a variable in the flatbuffer.
+    converter.experimental_lower_to_saved_model = False
+    converter.experimental_enable_resource_variables = False
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize in ("dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "int8":
+
+        def representative_dataset():
+            for i, image in enumerate(representative, start=1):
+                print(f"\rcalibrating {i}/{len(representative)}", end="", file=sys.stderr)
+                yield [image[None]]
+            print(file=sys.stderr)
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        with stderr_silenced(), warnings.catch_warnings():  # MLIR notices; errors are in the exception
+            # int8 from a frozen graph: the representative dataset calibrates the input, as from a SavedModel
+            warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+            return converter.convert()
+    except Exception as err:  # noqa: BLE001 (ConverterError, ValueError, ... depending on the stage)
+        raise ConversionError(f"TFLite conversion of {model.name} failed: {' '.join(str(err).split())[:500]}") from None
+
+
+class Runner:
+    """Runs a single-input, single-output TFLite flatbuffer on numpy batches.
+
+    One interpreter per input shape seen (the flatbuffer's free batch axis
+    resized), the `cache_size` most recent kept. Quantized outputs are
+    dequantized to float32.
+
+    Args:
+        content: the flatbuffer (bytes).
+        threads: interpreter threads (default: `default_threads()`).
+        cache_size: how many input shapes keep an interpreter.
+    """
+
+    def __init__(self, content, threads=None, cache_size=4):
+        self.content = bytes(content)
+        self.threads = threads or default_threads()
+        self.cache_size = cache_size
+        self._interpreters = collections.OrderedDict()  # input shape -> (interpreter, input, output)
+        interpreter = load_interpreter(self.content, self.threads)
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"one input and one output needed, the flatbuffer has {len(inputs)} and {len(outputs)}")
+        (self.input_details,), (self.output_details,) = inputs, outputs
+        self._keep(tuple(int(side) for side in self.input_details["shape"]), interpreter)
+
+    @property
+    def input_shape(self):
+        """The input shape, `None` for free sides (the batch axis at least)."""
+        return tuple(None if side < 0 else int(side) for side in self.input_details["shape_signature"])
+
+    def _keep(self, shape, interpreter):
+        self._interpreters[shape] = (interpreter, self.input_details["index"], self.output_details["index"])
+        while len(self._interpreters) > self.cache_size:
+            self._interpreters.popitem(last=False)
+
+    def _interpreter_for(self, shape):
+        if shape in self._interpreters:
+            self._interpreters.move_to_end(shape)
+            return self._interpreters[shape]
+        interpreter = load_interpreter(self.content, self.threads)
+        interpreter.resize_tensor_input(self.input_details["index"], list(shape), strict=True)
+        interpreter.allocate_tensors()
+        self._keep(shape, interpreter)
+        return self._interpreters[shape]
+
+    def __call__(self, batch):
+        batch = np.ascontiguousarray(batch, dtype=self.input_details["dtype"])
+        expected = self.input_shape
+        if batch.ndim != len(expected) or any(side not in (None, got) for side, got in zip(expected, batch.shape)):
+            raise ValueError(f"input of shape {batch.shape}; the flatbuffer takes {expected} (None: any size)")
+        interpreter, source, target = self._interpreter_for(batch.shape)
+        interpreter.set_tensor(source, batch)
+        interpreter.invoke()
+        out = interpreter.get_tensor(target)
+        scale, zero = self.output_details["quantization"]
+        if out.dtype != np.float32 and scale:
+            out = (out.astype("float32") - zero) * scale
+        return out
+
+
+# ---------------------------------------------------------------- compiled weights files
+
+_DIGEST_HEX = 16
+
+
+def _compiled_prefix(weights_digest, size):
+    from keras_lightnets import __version__
+
+    height, width = size
+    return f"{weights_digest[:_DIGEST_HEX]}-{height}x{width}-{__version__}-"
+
+
+def compiled_folder():
+    """`<pretrained cache>/compiled`: flatbuffers compiled from weights files."""
+    from keras_lightnets.weights.pretrained import cache_dir
+
+    return os.path.join(cache_dir(), "compiled")
+
+
+def load_compiled(weights, size, threads=None, weights_digest=None):
+    """A `Runner` of the flatbuffer compiled from `weights` for input `size`, or None.
+
+    The file is `<sha256 of weights>-<H>x<W>-<package version>-<sha256 of
+    the flatbuffer>.tflite` (16 hex digits each) in `compiled_folder()`:
+    a changed weights file or package never finds a stale one, and one whose
+    bytes no longer match its name, that TFLite refuses, or whose input is
+    not `(batch, H, W, 3)` float32 is deleted and None returned.
+
+    Args:
+        weights: a keras-lightnets weights file (.h5).
+        size: `(height, width)` of the model input.
+        weights_digest: the weights file's sha256, if already known.
+    """
+    from keras_lightnets.weights.h5 import sha256_of
+
+    folder = compiled_folder()
+    prefix = _compiled_prefix(weights_digest or sha256_of(weights), size)
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".tflite"))
+    except OSError:
+        return None
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+            if hashlib.sha256(content).hexdigest()[:_DIGEST_HEX] != name[len(prefix):-len(".tflite")]:
+                raise ValueError("bytes differ from the name's digest")
+            runner = Runner(content, threads)
+            if runner.input_shape != (None, *size, 3) or runner.input_details["dtype"] != np.float32:
+                raise ValueError(f"input {runner.input_shape}")
+            return runner
+        except (OSError, ValueError, RuntimeError):
+            _remove_quietly(path)
+    return None
+
+
+def save_compiled(weights, size, content, weights_digest=None):
+    """Keeps `content` as the flatbuffer compiled from `weights` for `size`
+    (see `load_compiled`), written atomically; returns its path."""
+    from keras_lightnets.files import write_atomically
+    from keras_lightnets.weights.h5 import sha256_of
+
+    folder = compiled_folder()
+    os.makedirs(folder, exist_ok=True)
+    prefix = _compiled_prefix(weights_digest or sha256_of(weights), size)
+    path = os.path.join(folder, f"{prefix}{hashlib.sha256(content).hexdigest()[:_DIGEST_HEX]}.tflite")
+
+    def write(temp):
+        with open(temp, "wb") as f:
+            f.write(content)
+
+    write_atomically(path, write)
+    for name in os.listdir(folder):  # other compilations of the same file and size
+        if name.startswith(prefix) and name.endswith(".tflite") and name != os.path.basename(path):
+            _remove_quietly(os.path.join(folder, name))
+    return path
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

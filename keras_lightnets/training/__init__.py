@@ -1,0 +1,1 @@
+"""Fine-tuning: data folders, tf.data pipelines, distribution."""

