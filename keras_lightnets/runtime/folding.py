@@ -21,6 +21,7 @@ import numpy as np
 from keras import layers, ops
 
 from keras_lightnets.layers.resize import BilinearResize, interpolation_matrix
+from keras_lightnets import keras_internals as internals
 from keras_lightnets.runtime import tflite
 
 # Layers whose output channels are the last axis of the output and whose
@@ -46,14 +47,14 @@ _INPUT_SIZES_KEPT = 4
 
 
 def _is_functional(model):
-    return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
+    return internals.is_functional(model)
 
 
 def _consumers(model):
     """`{id(tensor): number of uses}` of every tensor in `model`'s graph,
     model outputs counted as uses."""
     uses = {}
-    for nodes in model._nodes_by_depth.values():
+    for nodes in internals.nodes_by_depth(model).values():
         for node in nodes:
             for tensor in node.input_tensors:
                 uses[id(tensor)] = uses.get(id(tensor), 0) + 1
@@ -79,14 +80,14 @@ def _fold_pairs(model):
     uses = _consumers(model)
     pairs = []
     for layer in model.layers:
-        if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+        if not isinstance(layer, layers.BatchNormalization) or len(internals.inbound_nodes(layer)) != 1:
             continue
-        (tensor,) = layer._inbound_nodes[0].input_tensors
-        producer = tensor._keras_history.operation
+        (tensor,) = internals.inbound_nodes(layer)[0].input_tensors
+        producer = internals.producer(tensor)
         axis = layer.axis if layer.axis >= 0 else layer.axis + len(tensor.shape)
         if (
             _is_affine(producer)
-            and len(producer._inbound_nodes) == 1
+            and len(internals.inbound_nodes(producer)) == 1
             and uses.get(id(tensor)) == 1
             and axis == len(tensor.shape) - 1
             and _linear(producer)
@@ -257,24 +258,24 @@ def _upsampled_concat_convs(model, uses):
     found = {}
     for layer in model.layers:
         if not (
-            isinstance(layer, layers.Conv2D) and _is_affine(layer) and len(layer._inbound_nodes) == 1
+            isinstance(layer, layers.Conv2D) and _is_affine(layer) and len(internals.inbound_nodes(layer)) == 1
             and layer.groups == 1 and tuple(layer.strides) == (1, 1) and tuple(layer.dilation_rate) == (1, 1)
             and layer.kernel_size[0] == layer.kernel_size[1] and layer.kernel_size[0] % 2 == 1
             and (layer.padding == "same" or layer.kernel_size[0] == 1)
         ):
             continue
-        (tensor,) = layer._inbound_nodes[0].input_tensors
-        concat = tensor._keras_history.operation
+        (tensor,) = internals.inbound_nodes(layer)[0].input_tensors
+        concat = internals.producer(tensor)
         if not (
             isinstance(concat, layers.Concatenate) and concat.axis in (-1, 3)
-            and len(concat._inbound_nodes) == 1 and uses.get(id(tensor)) == 1
+            and len(internals.inbound_nodes(concat)) == 1 and uses.get(id(tensor)) == 1
         ):
             continue
         tensors, specs, skipped = [], [], [concat]
-        for part in concat._inbound_nodes[0].input_tensors:
-            resize = part._keras_history.operation
-            if isinstance(resize, BilinearResize) and len(resize._inbound_nodes) == 1 and uses.get(id(part)) == 1:
-                source = resize._inbound_nodes[0].input_tensors[0]
+        for part in internals.inbound_nodes(concat)[0].input_tensors:
+            resize = internals.producer(part)
+            if isinstance(resize, BilinearResize) and len(internals.inbound_nodes(resize)) == 1 and uses.get(id(part)) == 1:
+                source = internals.inbound_nodes(resize)[0].input_tensors[0]
                 (h, w), (height, width) = source.shape[1:3], part.shape[1:3]
                 if None not in (h, w, height, width) and h * w < height * width:
                     tensors.append(source)
@@ -315,8 +316,8 @@ class _Forward:
         rewritten = _upsampled_concat_convs(model, _consumers(model))
         skipped = {id(layer) for *_, removed in rewritten.values() for layer in removed}
         self.rewritten = [layer.name for layer, *_ in rewritten.values()]
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            for node in model._nodes_by_depth[depth]:
+        for depth in sorted(internals.nodes_by_depth(model), reverse=True):
+            for node in internals.nodes_by_depth(model)[depth]:
                 layer = node.operation
                 if layer is None or node.is_input or id(layer) in skipped:
                     continue

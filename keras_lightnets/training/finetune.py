@@ -202,36 +202,29 @@ def build_model(weights, classes=None, image_size=None):
 
 
 def _sync_bn_class():
-    import keras
     import tensorflow as tf
 
-    class SyncBatchNormalization(keras.layers.BatchNormalization):
-        """BatchNormalization whose training statistics span all replicas.
+    from keras_lightnets.keras_internals import batch_normalization_with_moments
 
-        Keras's `synchronized=True` computes the variance as E[x²] - E[x]²,
-        which in float32 loses most digits when |mean| >> std (a ReLU6
-        channel near 6, say) and, with PyTorch's epsilon 1e-5, changes the
-        output; this layer all-reduces the mean first and then the squared
-        deviations, as one device's `tf.nn.moments` does.
-        """
+    def moments(inputs, axes):
+        """All-reduces the mean first, then the squared deviations, as one
+        device's `tf.nn.moments` does: Keras's `synchronized=True` computes
+        E[x²] - E[x]², which in float32 loses most digits when |mean| >> std
+        (a ReLU6 channel near 6, say) and, with PyTorch's epsilon 1e-5,
+        changes the output."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return None
+        local_sum = tf.reduce_sum(inputs, axis=axes)
+        local_count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], inputs.dtype)
+        totals = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([local_sum, local_count[None]], axis=0))
+        count = totals[-1]
+        mean = totals[:-1] / count
+        squares = tf.reduce_sum(tf.math.squared_difference(inputs, tf.stop_gradient(mean)), axis=axes)
+        variance = context.all_reduce(tf.distribute.ReduceOp.SUM, squares) / count
+        return mean, variance
 
-        def _moments(self, inputs, mask):
-            context = tf.distribute.get_replica_context()
-            if mask is not None or context is None or context.num_replicas_in_sync == 1:
-                return super()._moments(inputs, mask)
-            axes = self._reduction_axes
-            local_sum = tf.reduce_sum(inputs, axis=axes)
-            local_count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], inputs.dtype)
-            totals = context.all_reduce(
-                tf.distribute.ReduceOp.SUM, tf.concat([local_sum, local_count[None]], axis=0)
-            )
-            count = totals[-1]
-            mean = totals[:-1] / count
-            squares = tf.reduce_sum(tf.math.squared_difference(inputs, tf.stop_gradient(mean)), axis=axes)
-            variance = context.all_reduce(tf.distribute.ReduceOp.SUM, squares) / count
-            return mean, variance
-
-    return SyncBatchNormalization
+    return batch_normalization_with_moments(moments, name="SyncBatchNormalization")
 
 
 def training_copy(model, synchronized=False, dropout=True):
@@ -313,9 +306,11 @@ def _multi_worker_keras(model, strategy):
     """
     import tensorflow as tf
 
+    from keras_lightnets import keras_internals as internals
+
     if strategy.num_replicas_in_sync <= len(strategy.extended.worker_devices):
         return  # one worker
-    symbolic_build = getattr(type(model), "_maybe_symbolic_build", None)
+    symbolic_build = internals.symbolic_build(type(model))
     if symbolic_build is not None:
 
         def local(value):
@@ -330,7 +325,7 @@ def _multi_worker_keras(model, strategy):
                     break
             return symbolic_build(model, data_batch=data_batch)
 
-        model._maybe_symbolic_build = build_from_local_batch
+        internals.replace_symbolic_build(model, build_from_local_batch)
 
     def with_replica_axis(step):
         def step_with_replica_axis(data):

@@ -118,14 +118,15 @@ def create_from_arrays(pairs):
         pairs: iterable of `(variable, array)`.
     """
     import keras
-    import numpy as np
+
+    from keras_lightnets import keras_internals as internals
 
     deferred, existing = [], []
     for variable, array in pairs:
         # a deferred variable keeps its initialiser until it is created
-        (deferred if getattr(variable, "_initializer", None) is not None else existing).append((variable, array))
+        (deferred if internals.is_deferred(variable) else existing).append((variable, array))
     for variable, array in deferred:
-        variable._initializer = _ArrayValue(array)
+        internals.set_initializer(variable, _ArrayValue(array))
     with keras.StatelessScope():  # leaving the outermost scope creates the deferred variables
         pass
     if deferred and not np.array_equal(keras.ops.convert_to_numpy(deferred[0][0].value), deferred[0][1]):

@@ -274,12 +274,9 @@ def keras_cache_dir():
     if KERAS_CACHE_DIR:
         path = KERAS_CACHE_DIR
     else:
-        try:
-            from keras.src.backend.config import keras_home
-        except ImportError:  # a Keras that moved it
-            home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-        else:
-            home = keras_home()
+        from keras_lightnets.keras_internals import keras_home
+
+        home = keras_home()
         path = os.path.join(home, "models")
     os.makedirs(path, exist_ok=True)
     return path
