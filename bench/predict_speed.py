@@ -8,9 +8,9 @@ torchvision's eval transform) on JPEG crops of scikit-image photos, three ways:
 - the `keras_lightnets.runtime.folder` reading (`prediction_batches`: decoding and
   preprocessing in threads, a batch at a time) + `Predictor`, after the same
   warm-up; the two alternate for `rounds` rounds and their medians are compared;
-- `python -m keras_lightnets.runtime.folder` end to end (model build included).
+- `python -m keras_lightnets.predict` end to end (model build included).
 Training (`--train`): images/s of the second epoch of
-`python -m keras_lightnets.training.finetune` with 1 and 2 replicas (logical CPU
+`python -m keras_lightnets.finetune` with 1 and 2 replicas (logical CPU
 devices without a GPU), MobileNetV2 α 0.35 at 96 px.
 """
 
@@ -97,7 +97,7 @@ def bench_predict(work, count, batch_size, rounds=5):
     out = os.path.join(work, "results.jsonl")
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "keras_lightnets.runtime.folder", folder, "--weights", weights, "--out", out,
+        [sys.executable, "-m", "keras_lightnets.predict", folder, "--weights", weights, "--out", out,
          "--batch-size", str(batch_size)],
         check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -122,7 +122,7 @@ def bench_train(work):
     result = {}
     for replicas in (1, 2):
         run = subprocess.run(
-            [sys.executable, "-m", "keras_lightnets.training.finetune", "--weights", weights, "--data", data,
+            [sys.executable, "-m", "keras_lightnets.finetune", "--weights", weights, "--data", data,
              "--out", os.path.join(work, f"r{replicas}.h5"), "--epochs", "2", "--batch-size", "16",
              "--replicas", str(replicas)],
             check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,

@@ -17,7 +17,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_lightnets.cli import import_tensorflow_quietly  # noqa: E402
+from keras_lightnets.quiet import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
 

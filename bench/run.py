@@ -39,7 +39,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
-from keras_lightnets.cli import import_tensorflow_quietly  # noqa: E402
+from keras_lightnets.quiet import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
 

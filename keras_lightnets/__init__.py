@@ -11,7 +11,7 @@ import importlib
 
 from keras_lightnets import registry
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     **registry.builder_modules(),
@@ -20,6 +20,7 @@ _EXPORTS = {
     "from_h5": "keras_lightnets.catalog",
     "weights_info": "keras_lightnets.catalog",
     "get_builder": "keras_lightnets.catalog",
+    "convert_checkpoint": "keras_lightnets.catalog",
 }
 
 # Model builders by name.

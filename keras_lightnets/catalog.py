@@ -4,7 +4,12 @@ import importlib
 import os
 
 from keras_lightnets import registry
+from keras_lightnets.errors import UsageError
 from keras_lightnets.weights.h5 import WeightsMismatchError, read_record
+
+DEFAULT_MODEL = "mobilenet_v2"
+# Pretrained names that are a weights source rather than an arch.
+MODEL_ALIASES = {"mobilenet": "keras_mobilenet", "mobilenet_v2_keras": "keras_mobilenet_v2"}
 
 
 def get_builder(name):
@@ -42,14 +47,41 @@ def from_h5(path, **overrides):
     return builder(weights=os.fspath(path), **{**info["builder_kwargs"], **overrides})
 
 
-def pretrained_file(name):
-    """The Keras weights file of a pretrained source (`keras_lightnets.weights.pretrained.SOURCES`)
-    or of an arch's first one, converted on first use."""
+def pretrained_source(name):
+    """The pretrained source (`keras_lightnets.weights.pretrained.SOURCES`) that
+    a model name stands for: an arch (its first source), an alias or a source."""
     from keras_lightnets.weights import pretrained
 
-    if name in registry.SPECS and registry.SPECS[name].pretrained:
-        name = registry.SPECS[name].pretrained[0]
-    if name not in pretrained.SOURCES:
-        available = [arch for arch, spec in registry.SPECS.items() if spec.pretrained]
-        raise ValueError(f"no pretrained weights for {name!r}; available: {', '.join(available)}")
-    return pretrained.pretrained_weights(name, get_builder(pretrained.SOURCES[name].arch))
+    source_name = MODEL_ALIASES.get(name, name)
+    if source_name in registry.SPECS and registry.SPECS[source_name].pretrained:
+        source_name = registry.SPECS[source_name].pretrained[0]
+    if source_name not in pretrained.SOURCES:
+        available = [arch for arch, spec in registry.SPECS.items() if spec.pretrained] + list(MODEL_ALIASES)
+        raise UsageError(
+            f"no pretrained weights for {name!r} (available: {', '.join(available)}); "
+            "convert a checkpoint with `lightnets convert` and pass --weights"
+        )
+    return source_name
+
+
+def pretrained_file(name):
+    """The Keras weights file of a pretrained model name (see `pretrained_source`),
+    converted or fetched on first use."""
+    from keras_lightnets.weights import pretrained
+
+    source_name = pretrained_source(name)
+    return pretrained.pretrained_weights(source_name, get_builder(pretrained.SOURCES[source_name].arch))
+
+
+def convert_checkpoint(path, out, arch, **options):
+    """Converts a PyTorch checkpoint into a Keras weights file with `arch`'s builder.
+
+        from keras_lightnets import convert_checkpoint
+        print(convert_checkpoint("mobilenet_v2.pth", "mobilenet_v2.h5", "mobilenet_v2"))
+
+    See `keras_lightnets.conversion.pipeline.convert_checkpoint` for the options.
+    """
+    from keras_lightnets.conversion.pipeline import convert_checkpoint as convert
+
+    options.setdefault("build", get_builder(arch) if arch in registry.SPECS else None)
+    return convert(path, out, arch, **options)

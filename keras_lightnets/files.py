@@ -24,6 +24,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
+from keras_lightnets.errors import LightnetsError
+
 __all__ = [
     "OneLineArgumentParser",
     "usage_error_line",
@@ -100,22 +102,33 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(2, usage_error_line(message, self.hint) + "\n")
 
 
-def check_output_path(path) -> str:
-    """``path`` if it can name an output file; ``dir/`` or an existing folder is refused."""
+class OutputPathError(LightnetsError, ValueError):
+    """A path that cannot name the file a command is asked to write."""
+
+
+def check_output_path(path, overwrite=True) -> str:
+    """The absolute ``path`` if it can name an output file: every command's one check.
+
+    Refused: ``dir/`` or an existing folder, a folder that does not exist, and
+    (unless ``overwrite``) an existing file, which ``--force`` replaces.
+    """
     text = os.fspath(path)
     separators = (os.sep, os.altsep) if os.altsep else (os.sep,)
     if not text or text.endswith(separators) or os.path.isdir(text):
-        raise IsADirectoryError(
-            f"{safe_text(text, 200)}: the output must be a file name, not a folder"
-        )
-    return text
+        raise OutputPathError(f"{safe_text(text, 200)}: the output must be a file name, not a folder")
+    absolute = os.path.abspath(text)
+    if not os.path.isdir(os.path.dirname(absolute)):
+        raise OutputPathError(f"{safe_text(os.path.dirname(absolute), 200)}: no such directory")
+    if not overwrite and os.path.lexists(absolute):
+        raise OutputPathError(f"{safe_text(absolute, 200)} exists; use --force to replace it")
+    return absolute
 
 
 # ------------------------------------------------------------------------ temp files
 
-# .{basename}.{pid}.{random}.h5.tmp, e.g. ".mobilenet.h5.4242.k3j9x2qa.h5.tmp"
-_TEMP_SUFFIX = ".h5.tmp"
-_TEMP_NAME = re.compile(r"\A\.(?P<base>.+)\.(?P<pid>[1-9][0-9]{0,9})\.(?P<token>[0-9a-z]{8})\.h5\.tmp\Z")
+# .{basename}.{pid}.{random}.tmp, e.g. ".mobilenet.h5.4242.k3j9x2qa.tmp"
+_TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\A\.(?P<base>.+)\.(?P<pid>[1-9][0-9]{0,9})\.(?P<token>[0-9a-z]{8})\.tmp\Z")
 
 
 def temp_path_for(path) -> str:

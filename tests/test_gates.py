@@ -176,7 +176,7 @@ def test_force_killed_while_writing_keeps_the_old_file(checkpoints, tmp_path, ca
             now = os.stat(out) if out.exists() else None
             touched = now is None or (now.st_ino, now.st_size, now.st_mtime_ns) != (
                 before.st_ino, before.st_size, before.st_mtime_ns)
-            if any(n.startswith(".") and n.endswith(".h5.tmp") for n in names) or touched:
+            if any(n.startswith(".") and n.endswith(".tmp") for n in names) or touched:
                 writing = True
                 break
             time.sleep(0.005)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_lightnets.runtime import folder as predict
+from keras_lightnets.cli import predict
 from tests import finetune_data as fd
 
 

@@ -58,17 +58,20 @@ def expected(mode, rgb):
         return [b, g, r]
     if mode == "unit":
         return [r / 255, g / 255, b / 255]
+    if mode == MEANSTD:  # timm's per-weights normalisation (e.g. mean 0.5, std 0.5 for `ra4` weights)
+        return [(r / 255 - 0.5) / 0.25, (g / 255 - 0.4) / 0.5, (b / 255 - 0.3) / 0.125]
     raise AssertionError(mode)
 
 
-TESTED_MODES = ("torch", "tf", "caffe", "lite", "bgr", "unit")
+MEANSTD = {"mode": "meanstd", "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.5, 0.125]}
+TESTED_MODES = ("torch", "tf", "caffe", "lite", "bgr", "unit", MEANSTD)
 
 
 def test_every_mode_has_a_written_expectation():
-    assert set(PREPROCESSING_MODES) == set(TESTED_MODES)
+    assert set(PREPROCESSING_MODES) == {m if isinstance(m, str) else m["mode"] for m in TESTED_MODES}
 
 
-@pytest.mark.parametrize("mode", TESTED_MODES)
+@pytest.mark.parametrize("mode", TESTED_MODES, ids=lambda m: m if isinstance(m, str) else m["mode"])
 def test_mode_matches_the_sources_constants(mode):
     x = images()
     before = x.copy()
@@ -155,7 +158,7 @@ def test_image_just_over_the_pixel_limit_is_refused_too(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "over.png"))[0, 0], [10, 100, 240])
 
 
-@pytest.mark.parametrize("mode", sorted(PREPROCESSING_MODES))
+@pytest.mark.parametrize("mode", TESTED_MODES, ids=lambda m: m if isinstance(m, str) else m["mode"])
 def test_uint8_table_equals_preprocess_input_bit_for_bit(mode):
     """The batch reader's table look-up gives `preprocess_input`'s float32
     values exactly, on every 8-bit value of every channel, into a batch row."""

@@ -383,15 +383,15 @@ def test_stale_temp_files_of_dead_writers_only_are_removed(tmp_path):
     finished.wait()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        dead_temp = tmp_path / f".m.h5.{finished.pid}.abcdefgh.h5.tmp"
-        live_temp = tmp_path / f".m.h5.{alive.pid}.abcdefgh.h5.tmp"
+        dead_temp = tmp_path / f".m.h5.{finished.pid}.abcdefgh.tmp"
+        live_temp = tmp_path / f".m.h5.{alive.pid}.abcdefgh.tmp"
         own_temp = pathlib.Path(temp_path_for(tmp_path / "m.h5"))
         others = [tmp_path / ".m.h5.tmp", tmp_path / f".notes.{finished.pid}.txt", tmp_path / "m.h5"]
         for path in [dead_temp, live_temp, own_temp, *others]:
             path.write_bytes(b"x")
         assert remove_stale_temp_files(tmp_path) == [str(dead_temp)]
         assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in [live_temp, own_temp, *others])
-        assert f".{os.getpid()}." in own_temp.name and own_temp.name.endswith(".h5.tmp")
+        assert f".{os.getpid()}." in own_temp.name and own_temp.name.endswith(".tmp")
     finally:
         alive.kill()
         alive.wait()
@@ -419,7 +419,7 @@ def test_cli_concurrent_writes_sigterm_and_stale_temp_files(tmp_path):
     killed.mkdir()
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    stale = shared / f".a.h5.{finished.pid}.0123abcd.h5.tmp"
+    stale = shared / f".a.h5.{finished.pid}.0123abcd.tmp"
     stale.write_bytes(b"left by a killed run")
     convert = [sys.executable, "-m", "convert", str(checkpoint)]
     options = ["--arch", "mobilenet_v2", "--no-check"]
@@ -431,7 +431,7 @@ def test_cli_concurrent_writes_sigterm_and_stale_temp_files(tmp_path):
                             cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not any(name.endswith(".h5.tmp") for name in os.listdir(killed)):
+        while not any(name.endswith(".tmp") for name in os.listdir(killed)):
             assert slow.poll() is None, slow.communicate()
             assert time.monotonic() < deadline, "the slow conversion never started writing"
             time.sleep(0.05)

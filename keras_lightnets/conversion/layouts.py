@@ -7,8 +7,10 @@ arrays in the order of `layer.trainable_weights + layer.non_trainable_weights`.
 
 import numpy as np
 
+from keras_lightnets.errors import LightnetsError
 
-class LayoutError(ValueError):
+
+class LayoutError(LightnetsError, ValueError):
     """A checkpoint tensor cannot take the shape of its Keras weight."""
 
 

@@ -16,6 +16,8 @@ from keras_lightnets import registry
 from keras_lightnets.conversion import layouts
 from keras_lightnets.conversion.namings import NAMINGS, source_name
 from keras_lightnets.conversion.reader import read_checkpoint
+from keras_lightnets.errors import LightnetsError
+from keras_lightnets.files import check_output_path
 from keras_lightnets.weights import h5 as h5format
 from keras_lightnets.weights.h5 import create_from_arrays, layer_variables
 
@@ -24,7 +26,7 @@ PARITY_ATOL = 1e-4  # classification logits, float32 CPU (onnx2tf and nobuco che
 SEGMENTATION_ARGMAX_AGREEMENT = 0.9999
 
 
-class ConversionError(ValueError):
+class ConversionError(LightnetsError, ValueError):
     """The checkpoint cannot become the requested Keras weights; one-line message."""
 
 
@@ -81,21 +83,6 @@ class Report:
 
 
 # ---------------------------------------------------------------- steps
-
-
-def check_output(out, force):
-    """The absolute output path; refuses folders, missing folders and overwrites."""
-    text = os.fspath(out)
-    if text.endswith(("/", os.sep)):
-        raise ConversionError(f"{text} names a folder; give the .h5 file to write")
-    out = os.path.abspath(text)
-    if os.path.isdir(out):
-        raise ConversionError(f"{out} is a directory; give the .h5 file to write")
-    if not os.path.isdir(os.path.dirname(out)):
-        raise ConversionError(f"{os.path.dirname(out)}: no such directory")
-    if os.path.exists(out) and not force:
-        raise ConversionError(f"{out} exists; use --force to replace it")
-    return out
 
 
 def detect_naming(spec, keys, source=None):
@@ -383,7 +370,7 @@ def convert_checkpoint(
     except ValueError as err:
         raise ConversionError(str(err)) from None
     chosen = check_options(spec, {"output_stride": output_stride})
-    out = check_output(out, force)
+    out = check_output_path(out, overwrite=force)
     checkpoint = read_checkpoint(path)
     tensors = checkpoint.tensors
     keys = set(tensors)

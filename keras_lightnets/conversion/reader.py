@@ -32,12 +32,13 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from keras_lightnets.errors import LightnetsError
 from keras_lightnets.files import MESSAGE_LIMIT, safe_text
 
 __all__ = ["Checkpoint", "CheckpointError", "read_checkpoint"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LightnetsError, ValueError):
     """One-line, user-facing message (at most 300 characters from ``read_checkpoint``)."""
 
 

@@ -7,7 +7,6 @@ strided convolutions and the BatchNormalization constants.
 
 from keras import layers
 
-from keras_lightnets.models.tables import make_divisible
 from keras_lightnets.layers.conventions import (
     KERAS_MOBILENET,
     KERAS_MOBILENET_V2,

@@ -16,7 +16,6 @@ and, for MobileNetV2, how it pads.
 """
 
 import keras
-import numpy as np
 from keras import layers
 
 from keras_lightnets.layers import blocks
@@ -190,23 +189,3 @@ def DeepLabV3Plus(
     model = keras.Model(inputs, x, name=name or f"deeplabv3plus_{backbone}_os{output_stride}")
     model.pyramid_outputs = pyramid
     return load_weights(model, weights)
-
-
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)
-
-
-def voc_palette(classes=256):
-    """Pascal VOC's colour map: `(classes, 3)` uint8, class c coloured by its bits."""
-    palette = []
-    for index in range(classes):
-        colour, c = [0, 0, 0], index
-        for shift in range(7, -1, -1):
-            for channel in range(3):
-                colour[channel] |= ((c >> channel) & 1) << shift
-            c >>= 3
-        palette.append(colour)
-    return np.array(palette, dtype="uint8")

@@ -1,21 +1,74 @@
-"""Input preprocessing: the modes of every weights source."""
+"""Input preprocessing: ONE table of the modes every weights source uses.
 
+Every mode is `(x[..., order] / divisor - mean) / std` on RGB pixels 0-255,
+written in the order of operations of the source's own code (torchvision's
+`ToTensor` + `Normalize` divides by 255 first; keras.applications'
+`x / 127.5 - 1`), so that the float32 results are the source's bit for bit.
+The same table gives the numpy function (`preprocess_input`, and
+`preprocess_uint8` by table look-up), the TensorFlow ops of the tf.data
+pipelines (`tf_preprocess`) and the Keras layer of exports and
+`include_preprocessing=True` models (`Preprocess`).
+
+A mode is named by a weights record's `preprocessing` dict (its `"mode"`,
+and `"mean"`/`"std"` in 0-1 units for `"meanstd"`, timm's per-weights
+normalisation) or by the mode's name.
+"""
+
+import dataclasses
 import functools
 
 import numpy as np
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype="float32")
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype="float32")
-CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype="float32")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+RGB, BGR = (0, 1, 2), (2, 1, 0)
 
-PREPROCESSING_MODES = {
-    "tf": "x / 127.5 - 1 (scales to [-1, 1])",
-    "torch": "x / 255, then ImageNet mean/std per channel",
-    "caffe": "RGB to BGR, then minus the ImageNet BGR mean",
-    "lite": "(x - 127) / 128 (EfficientNet-Lite, TFLite models)",
-    "bgr": "RGB to BGR, values kept in 0-255 (megvii's ShuffleNet models)",
-    "unit": "x / 255, no mean/std (bubbliiiing's DeepLabV3+ models)",
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """`(x[..., order] / divisor - mean) / std`, per output channel."""
+
+    order: tuple = RGB
+    divisor: float = 1.0
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+    description: str = ""
+
+
+MODES = {
+    "tf": Normalization(RGB, 127.5, (1.0,) * 3, (1.0,) * 3, "x / 127.5 - 1 (scales to [-1, 1])"),
+    "torch": Normalization(RGB, 255.0, IMAGENET_MEAN, IMAGENET_STD, "x / 255, then ImageNet mean/std per channel"),
+    "caffe": Normalization(BGR, 1.0, CAFFE_MEAN_BGR, (1.0,) * 3, "RGB to BGR, then minus the ImageNet BGR mean"),
+    "lite": Normalization(RGB, 1.0, (127.0,) * 3, (128.0,) * 3, "(x - 127) / 128 (EfficientNet-Lite, TFLite models)"),
+    "bgr": Normalization(BGR, 1.0, (0.0,) * 3, (1.0,) * 3, "RGB to BGR, values kept in 0-255 (megvii's ShuffleNet)"),
+    "unit": Normalization(RGB, 255.0, (0.0,) * 3, (1.0,) * 3, "x / 255, no mean/std (bubbliiiing's DeepLabV3+)"),
+    "meanstd": Normalization(RGB, 255.0, description="x / 255, then the record's own mean/std (timm's weights)"),
 }
+PREPROCESSING_MODES = {name: mode.description for name, mode in MODES.items()}
+
+
+def normalization(mode):
+    """The `Normalization` of a mode name or of a weights record's `preprocessing` dict."""
+    record = mode if isinstance(mode, dict) else {"mode": mode}
+    name = record.get("mode")
+    if not isinstance(name, str) or name not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {name!r}")
+    if name != "meanstd":
+        return MODES[name]
+    mean, std = record.get("mean"), record.get("std")
+    values = [v for v in (mean, std) if isinstance(v, (list, tuple)) and len(v) == 3]
+    if len(values) != 2 or not all(isinstance(x, (int, float)) for v in values for x in v) or min(std) <= 0:
+        raise ValueError(f"mode 'meanstd' needs 3 means and 3 positive stds, got mean={mean!r}, std={std!r}")
+    return dataclasses.replace(MODES["meanstd"], mean=tuple(map(float, mean)), std=tuple(map(float, std)))
+
+
+def _constants(norm):
+    return (
+        np.float32(norm.divisor),
+        np.asarray(norm.mean, dtype="float32"),
+        np.asarray(norm.std, dtype="float32"),
+    )
 
 
 def preprocess_input(x, mode="tf"):
@@ -23,40 +76,31 @@ def preprocess_input(x, mode="tf"):
 
     Args:
         x: array of shape `(..., height, width, 3)`, RGB, values 0-255.
-        mode: one of `"tf"` (x / 127.5 - 1), `"torch"` (x / 255 then ImageNet
-            mean/std), `"caffe"` (BGR, mean subtracted, not scaled), `"lite"`
-            ((x - 127) / 128), `"bgr"` (BGR, not scaled), `"unit"` (x / 255).
+        mode: a mode name — `"tf"` (x / 127.5 - 1), `"torch"` (x / 255 then
+            ImageNet mean/std), `"caffe"` (BGR, mean subtracted, not scaled),
+            `"lite"` ((x - 127) / 128), `"bgr"` (BGR, not scaled), `"unit"`
+            (x / 255) — or a weights record's `preprocessing` dict (for
+            `"meanstd"`, timm's per-weights mean/std).
 
     Returns:
         A float32 array of the same shape (a new array; `x` is not modified).
     """
+    norm = normalization(mode)
     x = np.asarray(x, dtype="float32")
     if x.shape[-1:] != (3,):
         raise ValueError(f"expected RGB images with 3 channels last, got shape {x.shape}")
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "torch":
-        return (x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    if mode == "caffe":
-        return x[..., ::-1] - CAFFE_MEAN_BGR
-    if mode == "lite":
-        return (x - 127.0) / 128.0
-    if mode == "bgr":
-        return x[..., ::-1].copy()
-    if mode == "unit":
-        return x / 255.0
-    raise ValueError(f"mode must be one of {sorted(PREPROCESSING_MODES)}, got {mode!r}")
+    divisor, mean, std = _constants(norm)
+    if norm.order != RGB:
+        x = x[..., list(norm.order)]
+    return (x / divisor - mean) / std
 
 
 @functools.lru_cache(maxsize=None)
-def _lookup_table(mode):
-    """`preprocess_input` of 8-bit images as a table: `(source channel of
-    each output channel, (3, 256) float32 values)`."""
+def _lookup_table(norm):
+    """`preprocess_input` of 8-bit values as a `(3, 256)` float32 table, one row per output channel."""
     grey = np.repeat(np.arange(256, dtype="float32")[:, None], 3, axis=1)
-    table = np.ascontiguousarray(preprocess_input(grey, mode).T)
-    # which input channel moves each output channel ("caffe" and "bgr" swap R and B)
-    moved = preprocess_input(255 * np.eye(3, dtype="float32"), mode) != preprocess_input(np.zeros((3, 3)), mode)
-    return tuple(int(channel) for channel in moved.argmax(axis=0)), table
+    divisor, mean, std = _constants(norm)
+    return np.ascontiguousarray(((grey / divisor - mean) / std).T)
 
 
 def preprocess_uint8(images, mode="tf", out=None):
@@ -73,14 +117,32 @@ def preprocess_uint8(images, mode="tf", out=None):
     Returns:
         `out`, or a new float32 array.
     """
+    norm = normalization(mode)
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape[-1:] != (3,):
         raise ValueError(f"expected uint8 RGB images with 3 channels last, got {images.dtype} {images.shape}")
-    if mode not in PREPROCESSING_MODES:
-        raise ValueError(f"mode must be one of {sorted(PREPROCESSING_MODES)}, got {mode!r}")
-    sources, table = _lookup_table(mode)
+    table = _lookup_table(norm)
     if out is None:
         out = np.empty(images.shape, dtype="float32")
-    for channel, source in enumerate(sources):
+    for channel, source in enumerate(norm.order):
         out[..., channel] = table[channel].take(images[..., source])
     return out
+
+
+def tf_preprocess(x, mode):
+    """`preprocess_input(x, mode)` in TensorFlow ops (float32 in and out), for tf.data."""
+    import tensorflow as tf
+
+    norm = normalization(mode)
+    divisor, mean, std = _constants(norm)
+    if norm.order != RGB:
+        x = tf.gather(x, list(norm.order), axis=-1)
+    return (x / divisor - tf.constant(mean)) / tf.constant(std)
+
+
+def preprocessing_layer(mode, name="preprocess"):
+    """The Keras layer applying `preprocess_input(x, mode)` inside a model."""
+    norm = normalization(mode)
+    from keras_lightnets.preprocessing.layer import Preprocess
+
+    return Preprocess(list(norm.order), norm.divisor, list(norm.mean), list(norm.std), name=name)

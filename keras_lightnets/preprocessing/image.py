@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from keras_lightnets.errors import LightnetsError
 from keras_lightnets.files import safe_text
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
@@ -17,7 +18,7 @@ RESAMPLING = {
 }
 
 
-class ImageError(ValueError):
+class ImageError(LightnetsError, ValueError):
     """A file that cannot be read as a photo; the message is one line."""
 
 

@@ -18,52 +18,37 @@ quantized exports print their top-1 agreement with the Keras model on the
 calibration images and the size ratio to fp32.
 """
 
-import argparse
 import os
 import shutil
 import sys
 
 import numpy as np
 
+from keras_lightnets.errors import LightnetsError
+from keras_lightnets.files import check_output_path, write_atomically
 from keras_lightnets.runtime.tflite import Runner, tflite_bytes
 
 FP32_ATOL = 1e-4
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-class ExportError(RuntimeError):
+class ExportError(LightnetsError, RuntimeError):
     """A request that cannot be exported; one-line message."""
 
 
 class ExportCheckError(ExportError):
+    exit_status = 1
     """The exported model does not reproduce the Keras model."""
 
 
-def preprocessing_layer(mode):
-    """A Keras layer that applies `preprocess_input(x, mode)` inside the model."""
-    from keras import layers
-
-    from keras_lightnets.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-
-    if mode == "tf":
-        return layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")
-    if mode == "lite":
-        return layers.Rescaling(1 / 128.0, offset=-127.0 / 128.0, name="preprocess")
-    if mode == "torch":
-        return layers.Normalization(
-            mean=(IMAGENET_MEAN * 255.0).tolist(),
-            variance=((IMAGENET_STD * 255.0) ** 2).tolist(),
-            name="preprocess",
-        )
-    raise ExportError(f"preprocessing mode {mode!r} cannot be built into a uint8 model")
-
-
 def with_uint8_input(model, mode):
-    """Wraps `model` so that it takes uint8 RGB pixels."""
+    """Wraps `model` so that it takes uint8 RGB pixels (`mode`: a mode name or a preprocessing record)."""
     import keras
 
+    from keras_lightnets.preprocessing import preprocessing_layer
+
     inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="pixels")
-    x = preprocessing_layer(mode)(keras.ops.cast(inputs, "float32"))
+    x = preprocessing_layer(mode)(inputs)
     return keras.Model(inputs, model(x), name=f"{model.name}_uint8")
 
 
@@ -93,10 +78,9 @@ def run_tflite(content, batch):
     return np.concatenate([runner(image[None]) for image in batch])
 
 
-def check_request(out, fmt, quantize, has_calibration):
+def check_request(out, fmt, quantize, has_calibration, force=False):
     """Raises `ExportError` for a request that cannot be exported, before any work."""
-    if os.path.exists(out):
-        raise ExportError(f"{out} exists; remove it first")
+    check_output_path(out, overwrite=force and fmt == "tflite")
     if fmt not in ("savedmodel", "tflite"):
         raise ExportError(f"unknown format {fmt!r}")
     if fmt == "savedmodel" and quantize != "none":
@@ -105,7 +89,7 @@ def check_request(out, fmt, quantize, has_calibration):
         raise ExportError("--quantize int8 needs --calibration DIR (a folder of photos)")
 
 
-def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dtype="float32",
+def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dtype="float32", force=False,
            preprocessing=None, seed=0):
     """Exports `model` to `out` and checks it; returns a dict of figures.
 
@@ -122,13 +106,13 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
 
     Raises:
         ExportError: bad request; ExportCheckError: an fp32 export that does
-            not reproduce the Keras model (the output is deleted).
+            not reproduce the Keras model (nothing is written).
     """
-    check_request(out, fmt, quantize, calibration is not None)
+    check_request(out, fmt, quantize, calibration is not None, force)
     from keras_lightnets.preprocessing import preprocess_input
     from keras_lightnets.runtime.folding import fold_batchnorm
 
-    mode = (preprocessing or {}).get("mode", "tf")
+    mode = preprocessing or "tf"
     # The inference graph (BatchNorm folded), checked below against `model`.
     # Quantized TFLite starts from the model itself: the converter folds
     # BatchNorm on its own, and calibrates better on the plain graph (EfficientNet-
@@ -154,8 +138,6 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
         else:
             representative = None if calibration is None else exported_input(calibration)
             content = tflite_bytes(exported, quantize, representative)
-            with open(out, "wb") as f:
-                f.write(content)
             got = run_tflite(content, exported_input(pixels))
         figures = {"max_abs_diff": float(np.abs(got - expected).max()), "samples": len(pixels)}
         if expected.ndim == 2:
@@ -164,13 +146,21 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
         if quantize == "none" and figures["max_abs_diff"] > FP32_ATOL:
             raise ExportCheckError(
                 f"the export does not reproduce the Keras model: max |Δ| "
-                f"{figures['max_abs_diff']:.2e} > {FP32_ATOL}; {out} deleted"
+                f"{figures['max_abs_diff']:.2e} > {FP32_ATOL}; nothing written"
             )
+        if fmt == "tflite":  # written only once checked
+            write_atomically(out, lambda temp: _write_bytes(temp, content))
     except BaseException:
-        _remove(out)
+        if fmt == "savedmodel":
+            _remove(out)
         raise
     figures["bytes"] = _size(out)
     return figures
+
+
+def _write_bytes(path, content):
+    with open(path, "wb") as f:
+        f.write(content)
 
 
 def _run_savedmodel(folder, batch):
@@ -193,69 +183,3 @@ def _size(path):
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
     return os.path.getsize(path)
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_lightnets.runtime.export",
-        description="Export a keras-lightnets model to SavedModel or TFLite, checked against Keras.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a model with offline pretrained weights (e.g. efficientnet_lite0)")
-    source.add_argument("--weights", help="a weights file written by `python -m convert`")
-    parser.add_argument("--format", required=True, choices=("savedmodel", "tflite"))
-    parser.add_argument("--quantize", default="none", choices=("none", "dynamic", "int8"))
-    parser.add_argument("--calibration", help="folder of photos: int8 calibration and checks")
-    parser.add_argument("--input-dtype", default="float32", choices=("float32", "uint8"),
-                        help="uint8: the model takes RGB pixels, preprocessing built in")
-    parser.add_argument("out", help="output .tflite file or SavedModel folder")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    from keras_lightnets.catalog import from_h5, pretrained_file, weights_info
-    from keras_lightnets.cli import import_tensorflow_quietly
-    from keras_lightnets.weights.h5 import WeightsMismatchError
-    from keras_lightnets.weights.pretrained import SOURCES as PRETRAINED
-
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        # a bad request fails at once, before TensorFlow is imported
-        check_request(args.out, args.format, args.quantize, bool(args.calibration))
-        if args.calibration and not os.path.isdir(args.calibration):
-            raise ExportError(f"--calibration {args.calibration}: not a directory")
-        if args.model is not None and args.model not in PRETRAINED:
-            raise ExportError(f"no offline weights for {args.model!r} (available: {', '.join(PRETRAINED)}); use --weights")
-        weights = args.weights
-        info = None if weights is None else weights_info(weights)  # a missing or foreign file, also before TensorFlow
-        import_tensorflow_quietly()
-        if weights is None:
-            weights = pretrained_file(args.model)
-            info = weights_info(weights)
-        model = from_h5(weights, classifier_activation=None)
-        preprocessing = info["preprocessing"]
-        calibration = None
-        if args.calibration:
-            calibration = calibration_images(args.calibration, model.input_shape[1], preprocessing)
-        figures = export(model, args.out, args.format, args.quantize, calibration,
-                         args.input_dtype, preprocessing)
-        line = f"wrote {args.out} ({figures['bytes'] / 1e6:.1f} MB): max |Δ| vs Keras {figures['max_abs_diff']:.2e} on {figures['samples']} inputs"
-        if "top1_agreement" in figures:
-            line += f", top-1 agreement {figures['top1_agreement']:.1%}"
-        if args.quantize != "none":
-            from keras_lightnets.runtime.folding import fold_batchnorm
-
-            fp32 = len(tflite_bytes(fold_batchnorm(model)))
-            line += f", size {figures['bytes'] / fp32:.2f}x fp32"
-        print(line)
-    except ExportCheckError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ExportError, WeightsMismatchError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

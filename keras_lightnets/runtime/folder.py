@@ -1,6 +1,6 @@
-"""Batch prediction over a folder: `python -m keras_lightnets.runtime.folder`.
+"""Prediction over a folder of photos (`lightnets predict`).
 
-    python -m keras_lightnets.runtime.folder DIR --weights W.h5 --out results.jsonl
+    lightnets predict DIR --weights W.h5 --out results.jsonl
 
 Every image under DIR (recursively) is read as the demo reads it (the safe
 reader, the weights' own eval transform and preprocessing; a batch at a time,
@@ -10,24 +10,25 @@ through `keras_lightnets.runtime.folding.Predictor`. Each image gives one JSON l
 - classification: `{"file": "a/b.jpg", "top": [[class id, label, probability], ...]}`;
 - segmentation: `{"file": ..., "mask": "results_masks/a/b.png", "pixels": {class id: fraction}}`,
   with the class map written as a palette PNG (Pascal VOC colours) in a
-  folder beside the output (`<out stem>_masks/`), at the image's size.
+  folder beside the output (`<out stem>_masks/`), at the image's size; each
+  photo is segmented as the demo does it (`keras_lightnets.runtime.segmentation`,
+  letterbox included).
 
 The run is resumable: files already in the output are skipped, and a
 line cut short by an interrupted run is dropped. Unreadable files are
 reported on stderr, one line each, and skipped.
 """
 
-import argparse
 import json
 import os
 import sys
 
+from keras_lightnets.errors import LightnetsError
+from keras_lightnets.files import check_output_path
 from keras_lightnets.training.data import list_images
 
-SEGMENTATION_BUILDERS = ("DeepLabV3Plus",)
 
-
-class PredictError(ValueError):
+class PredictError(LightnetsError, ValueError):
     """A user mistake (arguments, files); the message is one line."""
 
 
@@ -51,20 +52,117 @@ def done_files(out):
     return done
 
 
-def labels_for(record, classes):
-    """Class names: the record's (fine-tuned files), ImageNet's for 1000 classes, else None."""
-    names = record.get("class_names")
-    if names and len(names) == classes:
-        return list(names)
-    if record.get("builder") in SEGMENTATION_BUILDERS and classes == 21:
-        from keras_lightnets.models.deeplab import VOC_CLASSES
+def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, errors=None):
+    """Predicts every image under `folder` and appends JSON lines to `out`.
 
-        return list(VOC_CLASSES)
-    if classes == 1000:
-        from keras_lightnets.labels import class_index
+    Returns `(predicted, skipped as [(path, message)])`.
+    """
+    import keras_lightnets as kl
+    from keras_lightnets import registry
 
-        return [label for _, label in class_index()]
-    return None
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise PredictError(f"{folder}: no such folder")
+    paths = list_images(folder)
+    if not paths:
+        raise PredictError(f"{folder}: no images")
+    out = check_output_path(out)
+    record = kl.weights_info(weights)
+    done = done_files(out)
+    names = {path: os.path.relpath(path, folder).replace(os.sep, "/") for path in paths}
+    todo = [path for path in paths if names[path] not in done]
+
+    import keras
+
+    from keras_lightnets.labels import labels_for
+    from keras_lightnets.runtime.folding import Predictor
+
+    model = kl.from_h5(weights)
+    predictor = Predictor(model)
+    labels = labels_for(record, model.output_shape[-1])
+    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
+    if bar is not None and len(paths) - len(todo):
+        bar.update(len(paths) - len(todo))
+    if registry.task_of(record) == "segmentation":
+        mask_root = os.path.splitext(out)[0] + "_masks"
+        lines = _segmentation_lines(todo, names, predictor, record, mask_root, out)
+    else:
+        lines = _classification_lines(todo, names, predictor, model, record, labels, top, batch_size)
+    skipped, predicted = [], 0
+    errors = errors or sys.stderr
+    with open(out, "a", encoding="utf8") as results:
+        for path, line, message in lines:
+            if message:
+                skipped.append((path, message))
+                print(f"skipped: {message}", file=errors, flush=True)
+            else:
+                results.write(json.dumps(line) + "\n")
+                results.flush()
+                predicted += 1
+            if bar is not None:
+                bar.add(1)
+    return predicted, skipped
+
+
+def _classification_lines(paths, names, predictor, model, record, labels, top, batch_size):
+    """Yields `(path, result line or None, error message or "")`, a batch at a time."""
+    import numpy as np
+
+    from keras_lightnets.training.data import prediction_batches
+
+    preprocessing = record.get("preprocessing") or {}
+    size = tuple(model.input_shape[1:3])
+    if None in size:
+        size = (preprocessing["size"],) * 2 if preprocessing.get("size") else None
+    activation = record.get("builder_kwargs", {}).get("classifier_activation", "softmax")
+    position = 0
+    for images, _, messages in prediction_batches(paths, preprocessing, size, batch_size):
+        batch_paths = paths[position : position + len(messages)]
+        position += len(messages)
+        good = [i for i, message in enumerate(messages) if not message]
+        outputs = iter(predictor(images if len(good) == len(images) else images[good]) if good else ())
+        for path, message in zip(batch_paths, messages):
+            if message:
+                yield path, None, message
+                continue
+            output = next(outputs)
+            probabilities = _softmax(output) if activation is None else output
+            order = np.argsort(-probabilities, kind="stable")[:top]
+            top_classes = [[int(c), labels[c], round(float(probabilities[c]), 6)] for c in order]
+            yield path, {"file": names[path], "top": top_classes}, ""
+
+
+def _segmentation_lines(paths, names, predictor, record, mask_root, out):
+    """Yields `(path, result line or None, error message or "")`, one photo at a
+    time, segmented as the demo segments (`keras_lightnets.runtime.segmentation`)."""
+    import numpy as np
+    from PIL import Image
+
+    from keras_lightnets.files import write_atomically
+    from keras_lightnets.labels import voc_palette
+    from keras_lightnets.preprocessing.image import ImageError, read_image
+    from keras_lightnets.runtime.segmentation import segment
+
+    palette = voc_palette().reshape(-1).tolist()
+    for path in paths:
+        try:
+            img = read_image(path)
+        except ImageError as err:
+            yield path, None, str(err)
+            continue
+        class_map = segment(img, predictor, record["preprocessing"]).astype("uint8")
+        mask = Image.fromarray(class_map, "L").convert("P")
+        mask.putpalette(palette)
+        mask_path = os.path.join(mask_root, os.path.splitext(names[path])[0] + ".png")
+        os.makedirs(os.path.dirname(mask_path), exist_ok=True)
+        write_atomically(mask_path, lambda temp, mask=mask: mask.save(temp, format="PNG"))
+        ids, counts = np.unique(class_map, return_counts=True)
+        line = {
+            "file": names[path],
+            "mask": os.path.relpath(mask_path, os.path.dirname(out)).replace(os.sep, "/"),
+            "pixels": {str(int(c)): round(float(n / counts.sum()), 6) for c, n in zip(ids, counts)},
+        }
+        yield path, line, ""
 
 
 def _softmax(logits):
@@ -75,146 +173,3 @@ def _softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, errors=None):
-    """Predicts every image under `folder` and appends JSON lines to `out`.
-
-    Returns `(predicted, skipped as [(path, message)])`.
-    """
-    import keras_lightnets as kl
-    from keras_lightnets.training.data import prediction_batches
-    from keras_lightnets.weights.h5 import WeightsMismatchError
-
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        raise PredictError(f"{folder}: no such folder")
-    paths = list_images(folder)
-    if not paths:
-        raise PredictError(f"{folder}: no images")
-    out = os.path.abspath(os.fspath(out))
-    if not os.path.isdir(os.path.dirname(out)):
-        raise PredictError(f"{os.path.dirname(out)}: no such directory")
-    try:
-        record = kl.weights_info(weights)
-    except (WeightsMismatchError, FileNotFoundError) as err:
-        raise PredictError(str(err)) from None
-    done = done_files(out)
-    names = {path: os.path.relpath(path, folder).replace(os.sep, "/") for path in paths}
-    todo = [path for path in paths if names[path] not in done]
-
-    import keras
-
-    from keras_lightnets.runtime.folding import Predictor
-
-    model = kl.from_h5(weights)
-    segmentation = record.get("builder") in SEGMENTATION_BUILDERS
-    preprocessing = record.get("preprocessing") or {}
-    size = tuple(model.input_shape[1:3])
-    if None in size:
-        size = (preprocessing["size"],) * 2 if preprocessing.get("size") else None
-    classes = model.output_shape[-1]
-    labels = labels_for(record, classes)
-    mask_root = os.path.splitext(out)[0] + "_masks"
-    palette = None
-    if segmentation:
-        from keras_lightnets.models.deeplab import voc_palette
-
-        palette = voc_palette().reshape(-1).tolist()
-    predictor = Predictor(model)
-    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
-    if bar is not None and len(paths) - len(todo):
-        bar.update(len(paths) - len(todo))
-    skipped, predicted, position = [], 0, 0
-    errors = errors or sys.stderr
-    with open(out, "a", encoding="utf8") as results:
-        for images, shapes, messages in prediction_batches(todo, preprocessing, size, batch_size):
-            batch_paths = todo[position : position + len(messages)]
-            position += len(messages)
-            good = [i for i, m in enumerate(messages) if not m]
-            for i, message in enumerate(messages):
-                if message:
-                    skipped.append((batch_paths[i], message))
-                    print(f"skipped: {message}", file=errors, flush=True)
-            if good:
-                outputs = predictor(images if len(good) == len(images) else images[good])  # no copy of a whole batch
-                for row, i in enumerate(good):
-                    name = names[batch_paths[i]]
-                    if segmentation:
-                        line = _segmentation_line(name, outputs[row], shapes[i], mask_root, out, palette)
-                    else:
-                        line = _classification_line(name, outputs[row], labels, top, record)
-                    results.write(json.dumps(line) + "\n")
-                predicted += len(good)
-                results.flush()
-            if bar is not None:
-                bar.add(len(messages))
-    return predicted, skipped
-
-
-def _classification_line(name, output, labels, top, record):
-    import numpy as np
-
-    activation = record.get("builder_kwargs", {}).get("classifier_activation", "softmax")
-    probabilities = _softmax(output) if activation is None else output
-    order = np.argsort(-probabilities, kind="stable")[:top]
-    return {
-        "file": name,
-        "top": [
-            [int(c), labels[c] if labels else str(int(c)), round(float(probabilities[c]), 6)] for c in order
-        ],
-    }
-
-
-def _segmentation_line(name, output, shape, mask_root, out, palette):
-    import numpy as np
-    from PIL import Image
-
-    class_map = np.argmax(output, axis=-1).astype("uint8")
-    image = Image.fromarray(class_map, "L").convert("P")
-    height, width = int(shape[0]), int(shape[1])
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.NEAREST)
-    image.putpalette(palette)
-    mask_path = os.path.join(mask_root, os.path.splitext(name)[0] + ".png")
-    os.makedirs(os.path.dirname(mask_path), exist_ok=True)
-    tmp = mask_path + ".tmp"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, mask_path)
-    ids, counts = np.unique(np.asarray(image), return_counts=True)
-    total = counts.sum()
-    return {
-        "file": name,
-        "mask": os.path.relpath(mask_path, os.path.dirname(out)).replace(os.sep, "/"),
-        "pixels": {str(int(c)): round(float(n / total), 6) for c, n in zip(ids, counts)},
-    }
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_lightnets.runtime.folder",
-        description="Predict every image under a folder with a keras-lightnets weights file; "
-        "one JSON line per image (class maps as PNGs for segmentation weights).",
-    )
-    parser.add_argument("folder", help="folder of images (searched recursively)")
-    parser.add_argument("--weights", required=True, help="a .h5 file written by the converter or the fine-tuner")
-    parser.add_argument("--out", required=True, help="results.jsonl (appended to; files already there are skipped)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--top", type=int, default=5, help="classes per image (classification)")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.top < 1:
-        parser.error("--batch-size and --top must be at least 1")
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        predicted, skipped = predict_folder(args.folder, args.weights, args.out, args.batch_size, args.top)
-    except PredictError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{predicted} images predicted, {len(skipped)} skipped -> {args.out}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

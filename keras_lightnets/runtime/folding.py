@@ -20,8 +20,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from keras_lightnets.layers.resize import BilinearResize, interpolation_matrix
 from keras_lightnets import keras_internals as internals
+from keras_lightnets.layers.resize import BilinearResize, interpolation_matrix
 from keras_lightnets.runtime import tflite
 
 # Layers whose output channels are the last axis of the output and whose

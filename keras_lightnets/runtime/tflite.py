@@ -22,8 +22,10 @@ import warnings
 
 import numpy as np
 
+from keras_lightnets.errors import LightnetsError
 
-class ConversionError(RuntimeError):
+
+class ConversionError(LightnetsError, RuntimeError):
     """A model the TFLite converter cannot turn into builtin ops; one-line message."""
 
 
@@ -60,7 +62,7 @@ def load_interpreter(content, threads=None):
     Raises:
         ValueError: `content` is not a TFLite flatbuffer.
     """
-    from keras_lightnets.cli import stderr_silenced
+    from keras_lightnets.quiet import stderr_silenced
 
     # quiet: tf.lite.Interpreter's deprecation warning and XNNPACK's notice on fd 2
     with warnings.catch_warnings(), stderr_silenced():
@@ -90,7 +92,7 @@ def tflite_bytes(model, quantize="none", representative=None, input_shape=None):
     """
     import tensorflow as tf
 
-    from keras_lightnets.cli import stderr_silenced
+    from keras_lightnets.quiet import stderr_silenced
 
     if len(model.inputs) != 1:
         raise ConversionError(f"{model.name} has {len(model.inputs)} inputs; one is supported")

@@ -29,6 +29,8 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from keras_lightnets.errors import LightnetsError
+from keras_lightnets.preprocessing import tf_preprocess
 from keras_lightnets.preprocessing.image import ImageError, read_image, transform_for
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -37,7 +39,7 @@ IGNORE_LABEL = 255
 SCALE_RANGE = (0.5, 2.0)
 
 
-class DataError(ValueError):
+class DataError(LightnetsError, ValueError):
     """A data folder or file that cannot be used; the message is one line."""
 
 
@@ -236,35 +238,31 @@ def tf_image(path):
     return image, error
 
 
+def _eval_image(path, preprocessing, size):
+    path = path.decode("utf8") if isinstance(path, bytes) else str(path)
+    image, _, message = _read_for_prediction(path, preprocessing, size)
+    if message:
+        raise DataError(message)
+    return image
+
+
+def tf_eval_image(path, preprocessing, size):
+    """The photo at `path` through the demo's reader and eval transform
+    (`keras_lightnets.preprocessing.image.transform_for`), in a tf.data map:
+    uint8 `(size, 3)`."""
+    import tensorflow as tf
+
+    image = tf.numpy_function(lambda p: _eval_image(p, preprocessing, size), [path], tf.uint8, stateful=False)
+    image.set_shape([*size, 3])
+    return image
+
+
 def tf_mask(path):
     import tensorflow as tf
 
     mask = tf.numpy_function(_decode_mask, [path], tf.uint8, stateful=False)
     mask.set_shape([None, None, 1])
     return mask
-
-
-def normalise(x, mode):
-    """`keras_lightnets.preprocess_input(x, mode)` in TensorFlow ops (float32 in, out)."""
-    import tensorflow as tf
-
-    from keras_lightnets.preprocessing import (
-        CAFFE_MEAN_BGR,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-    )
-
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "torch":
-        return (x / 255.0 - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
-    if mode == "caffe":
-        return tf.reverse(x, axis=[-1]) - tf.constant(CAFFE_MEAN_BGR)
-    if mode == "lite":
-        return (x - 127.0) / 128.0
-    if mode == "bgr":
-        return tf.reverse(x, axis=[-1])
-    raise ValueError(f"unknown preprocessing mode {mode!r}")
 
 
 def resize(image, size, method="bilinear"):
@@ -276,28 +274,6 @@ def resize(image, size, method="bilinear"):
     if method == "bicubic":
         out = tf.clip_by_value(out, 0.0, 255.0)
     return out
-
-
-def center_crop_resize(image, size, crop_fraction=1.0, method="bilinear"):
-    """`keras_lightnets.preprocessing.image.load_image`'s crop and resize, in TensorFlow.
-
-    The central region of the target aspect ratio, scaled by
-    `crop_fraction` (`None`: the whole image, squashed), resized to `size`.
-    """
-    import tensorflow as tf
-
-    if crop_fraction is not None:
-        shape = tf.cast(tf.shape(image)[:2], tf.float64)
-        aspect = size[1] / size[0]
-        # the largest region of the target aspect, then the fraction of it
-        crop_h = tf.minimum(shape[0], shape[1] / aspect) * crop_fraction
-        crop_w = tf.minimum(shape[1], shape[0] * aspect) * crop_fraction
-        crop_h = tf.maximum(1, tf.cast(tf.round(crop_h), tf.int32))
-        crop_w = tf.maximum(1, tf.cast(tf.round(crop_w), tf.int32))
-        top = (tf.shape(image)[0] - crop_h) // 2
-        left = (tf.shape(image)[1] - crop_w) // 2
-        image = image[top : top + crop_h, left : left + crop_w]
-    return resize(image, size, method)
 
 
 def _seeds(seed, epoch, index, count):
@@ -363,31 +339,29 @@ def training_dataset(dataset, split, preprocessing, size, batch_size, seed=0, ep
     import tensorflow as tf
 
     size = tuple(int(s) for s in size)
-    mode = preprocessing.get("mode", "tf")
     method = preprocessing.get("resample") or "bilinear"
-    crop_fraction = preprocessing.get("crop_fraction", 1.0)
     segmentation = dataset.task == "segmentation"
     count = len(split.images)
     images = tf.constant(split.images)
     labels = tf.constant(split.labels)
 
     def load(index, epoch, path, label):
-        image, _ = tf_image(path)
         seeds = _seeds(seed, epoch, index, 3)
         if segmentation:
+            image, _ = tf_image(path)
             mask = tf_mask(label)
             image = resize(image, size, method)
             mask = tf.image.resize(mask, size, method="nearest")
             if training:
                 image, mask = _scale_crop(image, mask, size, seeds)
                 image, mask = _flip(seeds[2], image, mask)
-            image = normalise(image, mode)
+            image = tf_preprocess(image, preprocessing)
             image.set_shape(size + (3,))
             return image, tf.reshape(mask, size)
-        image = center_crop_resize(image, size, crop_fraction, method)
+        image = tf.cast(tf_eval_image(path, preprocessing, size), tf.float32)
         if training:
             (image,) = _flip(seeds[2], image)
-        image = normalise(image, mode)
+        image = tf_preprocess(image, preprocessing)
         image.set_shape(size + (3,))
         return image, label
 
@@ -438,13 +412,12 @@ def prediction_batches(paths, preprocessing, size, batch_size, workers=None):
     from keras_lightnets.preprocessing import preprocess_uint8
     from keras_lightnets.runtime.tflite import usable_cores
 
-    mode = preprocessing.get("mode", "tf")
     size = None if size is None else tuple(int(side) for side in size)
     step = 1 if size is None else batch_size
 
     def read(path, out):  # Pillow and numpy run outside the GIL
         image, shape, message = _read_for_prediction(path, preprocessing, size)
-        return preprocess_uint8(image, mode, out), shape, message
+        return preprocess_uint8(image, preprocessing, out), shape, message
 
     with concurrent.futures.ThreadPoolExecutor(workers or usable_cores()) as pool:
         for start in range(0, len(paths), step):

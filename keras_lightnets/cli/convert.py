@@ -1,0 +1,66 @@
+"""`lightnets convert CHECKPOINT OUT.h5 --arch NAME`: a PyTorch checkpoint into Keras weights."""
+
+import sys
+
+from keras_lightnets.cli.scaffold import run_command
+
+NAME = "convert"
+DESCRIPTION = (
+    "Convert a PyTorch checkpoint into a Keras .h5 weights file, without torch and without "
+    "running the checkpoint's pickle; the result is checked against a PyTorch reference when "
+    "torch is installed."
+)
+
+
+def add_arguments(parser):
+    from keras_lightnets.conversion.namings import NAMINGS, source_name
+    from keras_lightnets.registry import SPECS
+
+    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth/.pt zip or legacy, .safetensors, .npz)")
+    parser.add_argument("out", help="Keras weights file to write (.h5)")
+    parser.add_argument("--arch", required=True, choices=sorted(SPECS), metavar="NAME",
+                        help="architecture: " + ", ".join(SPECS))
+    sources = sorted({source_name(name) for name in NAMINGS})
+    parser.add_argument("--source", choices=sources, metavar="NAMING",
+                        help="checkpoint naming, detected from the keys by default: " + ", ".join(sources))
+    parser.add_argument("--num-classes", type=int, help="expected number of classes (checked)")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16), help="DeepLab archs only")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="write even if checkpoint tensors are unused or Keras weights unset")
+    parser.add_argument("--no-check", dest="check", action="store_false",
+                        help="skip the comparison with a PyTorch reference")
+    parser.add_argument("--reference", metavar="MODULE:FUNCTION",
+                        help="PyTorch reference for the parity check: FUNCTION(spec, builder_kwargs, "
+                        "tensors) returns the torch model holding the checkpoint's weights")
+
+
+def check(args):
+    """The conversion checks its own input (the checkpoint is read before TensorFlow starts)."""
+
+
+def run(args, checked):
+    from keras_lightnets.catalog import get_builder
+    from keras_lightnets.conversion.pipeline import convert_checkpoint
+    from keras_lightnets.files import safe_lines
+    from keras_lightnets.quiet import import_tensorflow_quietly
+
+    report = convert_checkpoint(
+        args.checkpoint,
+        args.out,
+        args.arch,
+        lambda **kwargs: get_builder(args.arch)(**kwargs),  # TensorFlow starts after the checks
+        source=args.source,
+        num_classes=args.num_classes,
+        output_stride=args.output_stride,
+        force=args.force,
+        allow_partial=args.allow_partial,
+        check=args.check,
+        reference=args.reference,
+        before_build=import_tensorflow_quietly,
+    )
+    print(safe_lines(report))  # key names are the checkpoint's: escape codes, lone surrogates
+
+
+def main(argv=None, prog=None):
+    return run_command(sys.modules[__name__], argv, prog)
