@@ -261,7 +261,8 @@ def cache_dir():
     """Where converted pretrained weights are kept (created on demand)."""
     path = os.environ.get("KERAS_LIGHTNETS_CACHE")
     if not path:
-        checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        checkout = os.path.join(os.path.dirname(package), "weights")
         if os.path.isdir(checkout) and os.access(checkout, os.W_OK):
             path = checkout
         else:
