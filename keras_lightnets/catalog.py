@@ -9,7 +9,12 @@ from keras_lightnets.weights.h5 import WeightsMismatchError, read_record
 
 DEFAULT_MODEL = "mobilenet_v2"
 # Pretrained names that are a weights source rather than an arch.
-MODEL_ALIASES = {"mobilenet": "keras_mobilenet", "mobilenet_v2_keras": "keras_mobilenet_v2"}
+MODEL_ALIASES = {
+    "mobilenet": "keras_mobilenet",
+    "mobilenet_v2_keras": "keras_mobilenet_v2",
+    "mobilenet_v3_large_keras": "keras_mobilenet_v3_large",
+    "mobilenet_v3_small_keras": "keras_mobilenet_v3_small",
+}
 
 
 def get_builder(name):

@@ -27,12 +27,16 @@ from keras_lightnets.models.tables import (
 # `keras_lightnets.preprocessing.image.load_image` for the keys).
 # torchvision: Resize(256) (shorter side, bilinear) + CenterCrop(224), ImageNet mean/std.
 TORCHVISION_EVAL = {"mode": "torch", "size": 224, "resize": 256, "resample": "bilinear"}
+# torchvision's IMAGENET1K_V2 weights (its default MobileNetV3-Large): Resize(232).
+TORCHVISION_V2_EVAL = {**TORCHVISION_EVAL, "resize": 232}
 # megvii's ShuffleNet: the same geometry, BGR pixels 0-255.
 MEGVII_EVAL = {"mode": "bgr", "size": 224, "resize": 256, "resample": "bilinear"}
 # keras.applications (seed 004): `load_img(target_size=(224, 224))` (nearest,
 # aspect ratio not kept), then `preprocess_input`.
 KERAS_EVAL = {"mode": "tf", "size": 224, "resize": "stretch", "resample": "nearest"}
 # DeepLab weights: ImageNet mean/std at the photo's own size (no crop, no resize).
+# torchvision's own segmentation weights evaluate with the shorter side resized
+# to 520; their models take any size, and the photo goes in at its own.
 DEEPLAB_EVAL = {"mode": "torch", "size": None, "resize": None, "resample": "bilinear"}
 
 
@@ -152,6 +156,37 @@ _SPECS = (
             namings=("shufflenet/megvii",),
         )
         for groups in SHUFFLENET_V1_STAGE2_CHANNELS
+    ),
+    *(
+        ModelSpec(
+            f"mobilenet_v3_{size}",
+            f"keras_lightnets.models.mobilenet_v3:MobileNetV3{size.title()}",
+            {"style": "torch"},
+            # torchvision's default weights: IMAGENET1K_V2 for Large, V1 for Small
+            TORCHVISION_V2_EVAL if size == "large" else TORCHVISION_EVAL,
+            namings=("mobilenet_v3/torchvision",),
+            pretrained=sources,
+            head_layers=("logits",),
+        )
+        for size, sources in (
+            ("large", ("torchvision_mobilenet_v3_large", "torchvision_mobilenet_v3_large_v1",
+                       "keras_mobilenet_v3_large")),
+            ("small", ("torchvision_mobilenet_v3_small", "keras_mobilenet_v3_small")),
+        )
+    ),
+    *(
+        ModelSpec(
+            f"{head}_mobilenet_v3_large",
+            f"keras_lightnets.models.mobilenet_v3_segmentation:{builder}",
+            {"input_shape": (None, None, 3)},
+            DEEPLAB_EVAL,
+            namings=(f"mobilenet_v3/torchvision_{head}",),
+            input_size=None,
+            task="segmentation",
+            # the layers whose width is the class count (LR-ASPP has two: stride 8 and 16)
+            head_layers=("low_classifier", "high_classifier") if head == "lraspp" else ("logits",),
+        )
+        for head, builder in (("lraspp", "LRASPPMobileNetV3Large"), ("deeplabv3", "DeepLabV3MobileNetV3Large"))
     ),
     _deeplab("mobilenetv2", ("vainf", "vainf_separable", "jfzhang95", "bubbliiiing", "mobilenet_v2/tonylins")),
     _deeplab("resnet50", ("vainf", "vainf_separable", "jfzhang95", "jfzhang95_legacy")),

@@ -48,6 +48,15 @@ def randomize_keras_weights(model, seed=0):
                 variable.assign(rng.normal(0, scale, shape).astype("float32"))
 
 
+def save_legacy_h5(model, path):
+    """Writes `model`'s weights in the legacy layout of keras.applications' files."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
 @torch.no_grad()
 def randomize_torch_model(model, calibration_images, seed=0):
     """Random weights with data-calibrated, then perturbed, BN statistics.
@@ -86,6 +95,28 @@ def randomize_torch_model(model, calibration_images, seed=0):
     return model.eval()
 
 
+@torch.no_grad()
+def unit_logits(model, images, classifiers=None):
+    """Divides the classifier layers' weights and biases (by default the
+    model's last Conv2d/Linear) by the spread of the logits on `images`, so
+    that the logits have unit spread; returns those scaled logits.
+
+    Calibrated BatchNorms keep each conv's output at unit scale, but residual
+    streams, squeeze-excite gates and random heads grow the logits (std ~15
+    for a random ResNet-101 or MobileNetV3); the gates are meant for
+    unit-scale logits. The classifiers and the resizes after them are
+    linear, so scaling their weights and biases scales the logits.
+    """
+    if classifiers is None:
+        classifiers = [[m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][-1]]
+    logits = torch_forward(model, images)
+    scale = float(logits.std())
+    for layer in classifiers:
+        layer.weight /= scale
+        layer.bias /= scale
+    return logits / scale
+
+
 def torch_forward(model, images_nhwc):
     """Runs `model` on NHWC float32 images; returns numpy logits."""
     x = torch.as_tensor(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)))
@@ -95,6 +126,17 @@ def torch_forward(model, images_nhwc):
 
 def nchw(images_nhwc):
     return np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2))
+
+
+def calibration_images(height, width, seed=0):
+    """A real photo and smooth noise at (height, width), ImageNet mean/std normalised."""
+    from PIL import Image
+
+    cat = Image.fromarray(photo("chelsea", 256).astype("uint8")).resize((width, height), Image.Resampling.BILINEAR)
+    noise = np.random.default_rng(seed).uniform(0, 255, (height // 8 + 1, width // 8 + 1, 3)).astype("uint8")
+    noise = Image.fromarray(noise).resize((width, height), Image.Resampling.BICUBIC)
+    images = np.stack([np.asarray(cat), np.asarray(noise)]).astype("float32")
+    return kl.preprocess_input(images, "torch")
 
 
 def reference_images(size=224, seed=0):
@@ -142,6 +184,22 @@ def without_tensorflow(tmp_path, env=None):
         (folder / name / "__init__.py").write_text(f"raise ImportError('{name} imported')\n")
     path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
     return {**(env or {}), "PYTHONPATH": path}
+
+
+def files_in(folder):
+    """Every file under `folder`, hidden ones included."""
+    return sorted(
+        os.path.relpath(os.path.join(root, f), folder) for root, _, names in os.walk(folder) for f in names
+    )
+
+
+def closed_port_url():
+    """The URL of a loopback port nobody listens on."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 class LoopbackServer:

@@ -15,12 +15,12 @@ import keras_lightnets as kl
 from keras_lightnets.layers.resize import BilinearResize
 from tests.helpers import (
     REPO,
+    calibration_images,
     nchw,
-    photo,
     randomize_torch_model,
     run_cli,
     run_demo,
-    torch_forward,
+    unit_logits,
 )
 from tests.references import deeplab as torch_deeplab
 from tests.references import mobilenet as torch_models
@@ -70,15 +70,6 @@ def test_any_input_size_and_pyramid(backbone):
 # --- conversion parity ----------------------------------------------------------------------
 
 
-def calibration_images(height, width, seed=0):
-    """A real photo and smooth noise at (height, width), ImageNet mean/std normalised."""
-    cat = Image.fromarray(photo("chelsea", 256).astype("uint8")).resize((width, height), Image.Resampling.BILINEAR)
-    noise = np.random.default_rng(seed).uniform(0, 255, (height // 8 + 1, width // 8 + 1, 3)).astype("uint8")
-    noise = Image.fromarray(noise).resize((width, height), Image.Resampling.BICUBIC)
-    images = np.stack([np.asarray(cat), np.asarray(noise)]).astype("float32")
-    return kl.preprocess_input(images, "torch")
-
-
 RESNET_DEPTH = {"resnet50": 50, "resnet101": 101}
 
 
@@ -119,25 +110,6 @@ PARITY_CASES = [
     pytest.param("jfzhang95_legacy", "resnet101", 16, 129, 129, id="seed003-r101-os16-129"),
 ]
 MEASURED = {}
-
-
-@torch.no_grad()
-def unit_logits(reference, images):
-    """Scales the classifier (the last conv) so the logits have unit spread;
-    returns the scaled logits of `images`.
-
-    The calibrated BN layers keep each conv's output at unit scale, but a
-    ResNet's residual stream grows with depth (logit std ~15 for ResNet-101);
-    the 1e-3 gate is meant for unit-scale logits. The classifier and the
-    final resize are linear, so dividing its weights and bias by the spread
-    divides the logits by it.
-    """
-    classifier = [m for m in reference.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    logits = torch_forward(reference, images)
-    scale = float(logits.std())
-    classifier.weight /= scale
-    classifier.bias /= scale
-    return logits / scale
 
 
 # BatchNorm statistics are measured on images of at most this side: the

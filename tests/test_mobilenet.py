@@ -2,15 +2,13 @@
 
 import re
 
-import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.legacy.saving import legacy_h5_format
 
 import keras_lightnets as kl
 from keras_lightnets.weights.loading import WeightsMismatchError
-from tests.helpers import photo, randomize_keras_weights
+from tests.helpers import photo, randomize_keras_weights, save_legacy_h5
 
 AUTO_NAME = re.compile(r"^(input_layer|global_average_pooling2d|global_max_pooling2d)(_\d+)?$")
 
@@ -23,12 +21,6 @@ def weight_shapes(model):
     return [
         (layer.name, [tuple(w.shape) for w in layer.weights]) for layer in model.layers if layer.weights
     ]
-
-
-def save_legacy_h5(model, path):
-    """Writes `model`'s weights in the legacy layout of keras.applications' files."""
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
 V1_CASES = [(0.25, 1, 224), (0.5, 2, 160), (0.75, 1, 192), (1.0, 1, 224)]

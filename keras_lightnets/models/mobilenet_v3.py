@@ -1,0 +1,161 @@
+"""MobileNetV3 Small and Large (Howard et al., 2019), with keras.applications' API and layer names."""
+
+import warnings
+
+from keras import layers
+
+from keras_lightnets.layers import blocks
+from keras_lightnets.layers.conventions import (
+    KERAS_MOBILENET_V2,
+    TORCH_MOBILENET_V3,
+    conventions_for,
+)
+from keras_lightnets.models import common as builders
+from keras_lightnets.models.tables import MOBILENET_V3_BLOCKS, mobilenet_v3_plan
+from keras_lightnets.preprocessing import preprocessing_layer
+from keras_lightnets.weights import pretrained
+
+
+def mobilenet_v3_conventions(style):
+    """keras.applications' MobileNetV3 constants (TF "same" padding, BN eps
+    1e-3, momentum 0.999) or torchvision's (symmetric padding, eps 1e-3,
+    PyTorch momentum 0.01)."""
+    return conventions_for(style, tf=KERAS_MOBILENET_V2, torch=TORCH_MOBILENET_V3)
+
+
+def block_prefix(block_id):
+    """keras.applications' name prefix of block `block_id` (`expanded_conv_`, `expanded_conv_1_`, ...)."""
+    return f"expanded_conv_{block_id}_" if block_id else "expanded_conv_"
+
+
+def mobilenet_v3_features(x, size, alpha=1.0, minimalistic=False, style="tf", dilated=False):
+    """The MobileNetV3 body from the stem to the last 1x1 conv (`conv_1`).
+
+    Returns the output and the list of what torchvision calls `features`:
+    the stem's output, each block's and `conv_1`'s (index i = `features[i]`).
+    `dilated=True` is torchvision's segmentation backbone (the last stage
+    dilated, output stride 16); see `mobilenet_v3_plan` for the widths.
+    """
+    conv = mobilenet_v3_conventions(style)
+    stem, plan, last_conv, _ = mobilenet_v3_plan(size, alpha, minimalistic, conv.torch, dilated)
+    activation = "relu" if minimalistic else "hard_swish"
+    x = blocks.conv_block(x, stem, 3, 2, style=conv, activation=activation, name="conv",
+                          names={"act": "conv_activation"})
+    features = [x]
+    for block_id, (kernel, hidden, filters, stride, dilation, squeeze, block_activation) in enumerate(plan):
+        x = blocks.inverted_res_block(
+            x, None, filters, stride, block_id, style=conv, kernel_size=kernel, dilation=dilation,
+            names=blocks.block_layer_names(block_prefix(block_id), "mobilenet_v3"),
+            hidden=hidden, activation=block_activation, squeeze=squeeze,
+        )
+        features.append(x)
+    x = blocks.conv_block(x, last_conv, 1, style=conv, activation=activation, name="conv_1",
+                          names={"act": "conv_1_activation"})
+    features.append(x)
+    return x, features
+
+
+def torchvision_taps(size="large"):
+    """`(low, high)` indices in `features` of torchvision's segmentation taps.
+
+    torchvision takes its stage boundaries from the configuration: the stem,
+    every block whose table stride is 2 (dilated or not) and the last conv;
+    "low" is the fourth from the end (features[4] for Large: stride 8) and
+    "high" the last (features[16]: stride 16 once dilated).
+    """
+    rows = MOBILENET_V3_BLOCKS[size]
+    stages = [0] + [i + 1 for i, row in enumerate(rows) if row[3] > 1] + [len(rows) + 1]
+    return stages[-4], stages[-1]
+
+
+def _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
+                  pooling, dropout_rate, classifier_activation, include_preprocessing, style, name, builder):
+    conv = mobilenet_v3_conventions(style)
+    if include_preprocessing is None:
+        include_preprocessing = not conv.torch
+    img_input, inputs = builders.image_input(input_shape, input_tensor, include_top)
+    x = img_input
+    if include_preprocessing:
+        # keras.applications' own layer (x * (1 / 127.5) - 1), bit for bit, or torchvision's mean/std
+        rescaling = preprocessing_layer("torch", name="rescaling") if conv.torch else layers.Rescaling(
+            1.0 / 127.5, offset=-1.0, name="rescaling"
+        )
+        x = rescaling(x)
+    x, _ = mobilenet_v3_features(x, size, alpha, minimalistic, conv)
+    activation = "relu" if minimalistic else "hard_swish"
+    last_point = mobilenet_v3_plan(size, alpha, minimalistic, conv.torch)[3]
+
+    def top(x):
+        # keras.applications' 1x1 convs on the pooled vector: torchvision's
+        # Linear → Hardswish → Dropout → Linear
+        x = layers.GlobalAveragePooling2D(keepdims=True)(x)
+        x = layers.Conv2D(last_point, 1, padding="same", name="conv_2")(x)
+        x = blocks.apply_activation(x, activation, "conv_2_activation", conv)
+        if dropout_rate > 0:
+            x = layers.Dropout(dropout_rate)(x)
+        x = layers.Conv2D(classes, 1, padding="same", name="logits")(x)
+        x = layers.Flatten()(x)
+        return layers.Activation(classifier_activation, name="predictions")(x)
+
+    rows = img_input.shape[1]
+    if weights == "imagenet" and rows is not None and rows != 224:
+        warnings.warn(f"input size {rows}: the ImageNet weights were trained at 224", stacklevel=3)
+    imagenet = pretrained.imagenet_resolver(
+        f"mobilenet_v3_{size}", builder, style=conv.name, alpha=alpha, minimalistic=minimalistic,
+        rows=224, include_top=include_top,
+    )
+    return builders.finish_model(inputs, x, name, weights, include_top, pooling, top, imagenet)
+
+
+_DOC_ARGS = {
+    "alpha": "width multiplier (keras.applications: the widths scaled and rounded\n"
+    "to multiples of 8, the stem kept at 16; `style=\"torch\"`: torchvision's\n"
+    "`width_mult`, which scales the stem and the classifier too).",
+    "minimalistic": "3x3 kernels, ReLU and no squeeze-excite everywhere (keras.applications'\n"
+    "minimalistic models).",
+    "dropout_rate": "dropout before the last 1x1 conv (`logits`).",
+    "include_preprocessing": "whether the model takes 0-255 pixels. `None` (default):\n"
+    "`True` for `style=\"tf\"` (keras.applications' `Rescaling` to [-1, 1]),\n"
+    "`False` for `style=\"torch\"`, whose weights expect ImageNet mean/std input\n"
+    "(`preprocess_input(x, \"torch\")`); `True` then builds that normalisation in.",
+    "style": '`"tf"` for keras.applications\' weights, `"torch"` for torchvision\'s\n'
+    "(symmetric stride-2 padding, PyTorch's Hardswish/Hardsigmoid rounding,\n"
+    "torchvision's widths for `alpha`; BN eps 1e-3 in both).",
+    "name": "model name.",
+}
+_IMAGENET = (
+    ', `"imagenet"` (`style="tf"`: keras.applications\' files, alpha 0.75 or 1.0, '
+    'minimalistic 1.0; `style="torch"`: torchvision\'s checkpoint, converted on first use)'
+)
+
+
+def _documented(size):
+    return builders.documented(
+        f"Instantiates MobileNetV3{size.title()} (Howard et al., 2019).\n\n"
+        f"Same arguments (plus `style`), layer names and weight order as\n"
+        f"`keras.applications.MobileNetV3{size.title()}`, so its weight files load with\n"
+        "`weights=PATH`. Unlike keras.applications, `weights` defaults to `None` and\n"
+        "`input_shape` to `(224, 224, 3)` with the classifier.",
+        _DOC_ARGS,
+        imagenet=_IMAGENET,
+    )
+
+
+def _sized(size):
+    """The builder of MobileNetV3 `size`, with keras.applications' signature (plus `style`)."""
+    builder_name = f"MobileNetV3{size.title()}"
+
+    def builder(input_shape=None, alpha=1.0, minimalistic=False, include_top=True, weights=None,
+                input_tensor=None, classes=1000, pooling=None, dropout_rate=0.2,
+                classifier_activation="softmax", include_preprocessing=None, style="tf", name=builder_name):
+        return _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
+                             pooling, dropout_rate, classifier_activation, include_preprocessing, style, name,
+                             public)
+
+    builder.__name__ = builder.__qualname__ = builder_name
+    public = _documented(size)(builders.loads_without_random_values(builder))
+    return public
+
+
+MobileNetV3Small = _sized("small")
+MobileNetV3Large = _sized("large")
