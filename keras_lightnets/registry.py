@@ -106,7 +106,7 @@ _SPECS = (
         "mobilenet_v1",
         "keras_lightnets.models.mobilenet:MobileNet",
         {"style": "torch"},
-        namings=("mobilenet_v1/marvis",),
+        namings=("mobilenet_v1/marvis", "mobilenet_v1/timm"),
         pretrained=("keras_mobilenet",),
         head_layers=("conv_preds",),
     ),
@@ -114,7 +114,9 @@ _SPECS = (
         "mobilenet_v2",
         "keras_lightnets.models.mobilenet_v2:MobileNetV2",
         {"style": "torch"},
-        namings=("mobilenet_v2/torchvision", "mobilenet_v2/tonylins", "mobilenet_v2/c1_bottleneck"),
+        namings=(
+            "mobilenet_v2/torchvision", "mobilenet_v2/tonylins", "mobilenet_v2/c1_bottleneck", "mobilenet_v2/timm"
+        ),
         pretrained=("torchvision_mobilenet_v2", "keras_mobilenet_v2"),
     ),
     *(
@@ -122,7 +124,9 @@ _SPECS = (
             f"efficientnet_lite{variant}",
             f"keras_lightnets.models.efficientnet_lite:EfficientNetLite{variant}",
             preprocessing=_lite_eval(size),
-            namings=("efficientnet_lite/efficientnet_lite_pytorch",),
+            namings=(
+                "efficientnet_lite/efficientnet_lite_pytorch", "efficientnet_lite/timm", "efficientnet_lite/timm_tf"
+            ),
             input_size=size,
             pretrained=(f"efficientnet_lite{variant}",) if variant < 3 else (),
         )

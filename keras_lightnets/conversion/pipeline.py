@@ -98,14 +98,33 @@ def detect_naming(spec, keys, source=None):
             choices = ", ".join(source_name(name) for name in spec.namings)
             raise ConversionError(f"--source {source!r} does not apply to {spec.name}; choose from {choices}")
         return NAMINGS[chosen[0]]
-    for name in spec.namings:
-        if NAMINGS[name].detect(keys):
-            return NAMINGS[name]
+    found = [name for name in spec.namings if NAMINGS[name].detect(keys)]
+    if len(found) > 1:  # same keys, different networks (timm's efficientnet_lite0 and tf_efficientnet_lite0)
+        described = "; ".join(f"{source_name(name)}: {naming_summary(NAMINGS[name])}" for name in found)
+        raise ConversionError(f"the checkpoint's keys fit several {spec.name} namings ({described}); choose with --source")
+    if found:
+        return NAMINGS[found[0]]
     sample = ", ".join(sorted(keys)[:4])
     raise ConversionError(
         f"the checkpoint's keys ({sample}, ...) match no {spec.name} naming "
         f"({', '.join(source_name(name) for name in spec.namings)}); is --arch right?"
     )
+
+
+def naming_summary(naming):
+    """The first line of a naming's docstring: whose checkpoints it reads."""
+    return (naming.__doc__ or naming.NAME).strip().splitlines()[0].rstrip(".")
+
+
+def record_preprocessing(spec, kwargs, naming):
+    """The eval transform to record: the naming's for this checkpoint
+    (`preprocessing(spec, kwargs)`, or `PREPROCESSING`), else the arch's."""
+    if hasattr(naming, "preprocessing"):
+        try:
+            return naming.preprocessing(spec, kwargs)
+        except ValueError as err:
+            raise ConversionError(f"the {naming.NAME} eval transform of {spec.name}: {err}") from None
+    return getattr(naming, "PREPROCESSING", spec.preprocessing)
 
 
 def check_options(spec, options):
@@ -328,7 +347,7 @@ def make_record(spec, kwargs, naming, path, preprocessing=None):
         "arch": spec.name,
         "builder": spec.builder_name,
         "builder_kwargs": kwargs,
-        "preprocessing": preprocessing or getattr(naming, "PREPROCESSING", spec.preprocessing),
+        "preprocessing": preprocessing or record_preprocessing(spec, kwargs, naming),
         "source": {
             "naming": naming.NAME,
             "checkpoint": os.path.basename(os.fspath(path)),

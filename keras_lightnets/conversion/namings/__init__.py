@@ -9,9 +9,14 @@
   holding the checkpoint's weights for the parity check
   (`keras_lightnets.conversion.references`);
 - optionally `PREPROCESSING`: the eval transform of its weights, recorded
-  instead of the arch's when the source's own prediction code differs;
+  instead of the arch's when the source's own prediction code differs, or
+  `preprocessing(spec, builder_kwargs)` when it depends on the checkpoint
+  (timm: each model's own `pretrained_cfg`);
 - optionally `UNUSED_BY_DESIGN`: `{key prefix: why}` of checkpoint tensors
   the Keras model leaves out on purpose (reported, not an error).
+
+The first line of a naming's docstring says whose checkpoints it reads (the
+converter lists it when several namings fit the same keys).
 
 A registry spec lists its namings as `"family/source"`.
 """
@@ -26,12 +31,16 @@ from keras_lightnets.conversion.namings.deeplab import (
 from keras_lightnets.conversion.namings.efficientnet_lite import (
     efficientnet_lite_pytorch,
 )
+from keras_lightnets.conversion.namings.efficientnet_lite import timm as timm_efficientnet_lite
+from keras_lightnets.conversion.namings.efficientnet_lite import timm_tf as timm_tf_efficientnet_lite
 from keras_lightnets.conversion.namings.mobilenet_v1 import marvis
+from keras_lightnets.conversion.namings.mobilenet_v1 import timm as timm_mobilenet_v1
 from keras_lightnets.conversion.namings.mobilenet_v2 import (
     c1_bottleneck,
     tonylins,
     torchvision,
 )
+from keras_lightnets.conversion.namings.mobilenet_v2 import timm as timm_mobilenet_v2
 from keras_lightnets.conversion.namings.mobilenet_v3 import (
     torchvision as torchvision_mobilenet_v3,
 )
@@ -54,6 +63,7 @@ NAMINGS = {
         torchvision_squeezenet, torchvision_shufflenet, megvii,
         vainf, vainf_separable, jfzhang95, jfzhang95_legacy, bubbliiiing,
         torchvision_mobilenet_v3, torchvision_lraspp, torchvision_deeplabv3,
+        timm_mobilenet_v1, timm_mobilenet_v2, timm_efficientnet_lite, timm_tf_efficientnet_lite,
     )
 }
 
