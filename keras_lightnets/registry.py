@@ -168,7 +168,7 @@ _SPECS = (
             {"style": "torch"},
             # torchvision's default weights: IMAGENET1K_V2 for Large, V1 for Small
             TORCHVISION_V2_EVAL if size == "large" else TORCHVISION_EVAL,
-            namings=("mobilenet_v3/torchvision",),
+            namings=("mobilenet_v3/torchvision", "mobilenet_v3/timm", "mobilenet_v3/timm_tf"),
             pretrained=sources,
             head_layers=("logits",),
         )

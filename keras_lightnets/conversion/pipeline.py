@@ -89,9 +89,11 @@ class Report:
 # ---------------------------------------------------------------- steps
 
 
-def detect_naming(spec, keys, source=None):
+def detect_naming(spec, keys, source=None, tensors=None):
     """The naming module of `source` (a source name such as `"torchvision"`),
-    or the first of the arch's namings that recognises the keys."""
+    or the one of the arch's namings that recognises the keys. When several
+    do, those that can also read the arch's configuration from `tensors`
+    remain; more than one is an error that lists them."""
     if source is not None:
         chosen = [name for name in spec.namings if source_name(name) == source]
         if not chosen:
@@ -99,9 +101,11 @@ def detect_naming(spec, keys, source=None):
             raise ConversionError(f"--source {source!r} does not apply to {spec.name}; choose from {choices}")
         return NAMINGS[chosen[0]]
     found = [name for name in spec.namings if NAMINGS[name].detect(keys)]
+    if len(found) > 1 and tensors is not None:
+        found = [name for name in found if _reads(NAMINGS[name], spec, tensors)] or found
     if len(found) > 1:  # same keys, different networks (timm's efficientnet_lite0 and tf_efficientnet_lite0)
         described = "; ".join(f"{source_name(name)}: {naming_summary(NAMINGS[name])}" for name in found)
-        raise ConversionError(f"the checkpoint's keys fit several {spec.name} namings ({described}); choose with --source")
+        raise ConversionError(f"the checkpoint fits several {spec.name} namings; choose one with --source: {described}")
     if found:
         return NAMINGS[found[0]]
     sample = ", ".join(sorted(keys)[:4])
@@ -109,6 +113,14 @@ def detect_naming(spec, keys, source=None):
         f"the checkpoint's keys ({sample}, ...) match no {spec.name} naming "
         f"({', '.join(source_name(name) for name in spec.namings)}); is --arch right?"
     )
+
+
+def _reads(naming, spec, tensors):
+    try:
+        naming.builder_kwargs(spec, tensors)
+    except (KeyError, IndexError, ValueError):
+        return False
+    return True
 
 
 def naming_summary(naming):
@@ -413,7 +425,7 @@ def convert_checkpoint(
     checkpoint = read_checkpoint(path)
     tensors = checkpoint.tensors
     keys = set(tensors)
-    naming = detect_naming(spec, keys, source)
+    naming = detect_naming(spec, keys, source, tensors)
     kwargs = plan_builder_kwargs(spec, naming, tensors, num_classes, chosen)
 
     reference_fn = resolve_reference(reference, naming) if check else None

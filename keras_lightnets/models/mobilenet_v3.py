@@ -1,5 +1,6 @@
 """MobileNetV3 Small and Large (Howard et al., 2019), with keras.applications' API and layer names."""
 
+import dataclasses
 import warnings
 
 from keras import layers
@@ -16,11 +17,22 @@ from keras_lightnets.preprocessing import preprocessing_layer
 from keras_lightnets.weights import pretrained
 
 
-def mobilenet_v3_conventions(style):
+WIDTH_RULES = ("keras", "torchvision")
+
+
+def mobilenet_v3_conventions(style, bn_epsilon=None):
     """keras.applications' MobileNetV3 constants (TF "same" padding, BN eps
     1e-3, momentum 0.999) or torchvision's (symmetric padding, eps 1e-3,
-    PyTorch momentum 0.01)."""
-    return conventions_for(style, tf=KERAS_MOBILENET_V2, torch=TORCH_MOBILENET_V3)
+    PyTorch momentum 0.01); `bn_epsilon` replaces the epsilon."""
+    conv = conventions_for(style, tf=KERAS_MOBILENET_V2, torch=TORCH_MOBILENET_V3)
+    return conv if bn_epsilon is None else dataclasses.replace(conv, bn_epsilon=bn_epsilon)
+
+
+def torchvision_widths(width_rule, conv):
+    """Whether `alpha` scales the widths as torchvision does (`width_rule`, by default `style`'s)."""
+    if width_rule not in (None, *WIDTH_RULES):
+        raise ValueError(f"width_rule must be one of {WIDTH_RULES}, got {width_rule!r}")
+    return conv.torch if width_rule is None else width_rule == "torchvision"
 
 
 def block_prefix(block_id):
@@ -28,16 +40,18 @@ def block_prefix(block_id):
     return f"expanded_conv_{block_id}_" if block_id else "expanded_conv_"
 
 
-def mobilenet_v3_features(x, size, alpha=1.0, minimalistic=False, style="tf", dilated=False):
+def mobilenet_v3_features(x, size, alpha=1.0, minimalistic=False, style="tf", dilated=False, width_rule=None):
     """The MobileNetV3 body from the stem to the last 1x1 conv (`conv_1`).
 
     Returns the output and the list of what torchvision calls `features`:
     the stem's output, each block's and `conv_1`'s (index i = `features[i]`).
     `dilated=True` is torchvision's segmentation backbone (the last stage
-    dilated, output stride 16); see `mobilenet_v3_plan` for the widths.
+    dilated, output stride 16); see `mobilenet_v3_plan` for the widths and
+    `MobileNetV3Large` for `width_rule`.
     """
     conv = mobilenet_v3_conventions(style)
-    stem, plan, last_conv, _ = mobilenet_v3_plan(size, alpha, minimalistic, conv.torch, dilated)
+    torchvision = torchvision_widths(width_rule, conv)
+    stem, plan, last_conv, _ = mobilenet_v3_plan(size, alpha, minimalistic, torchvision, dilated)
     activation = "relu" if minimalistic else "hard_swish"
     x = blocks.conv_block(x, stem, 3, 2, style=conv, activation=activation, name="conv",
                           names={"act": "conv_activation"})
@@ -69,8 +83,10 @@ def torchvision_taps(size="large"):
 
 
 def _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
-                  pooling, dropout_rate, classifier_activation, include_preprocessing, style, name, builder):
-    conv = mobilenet_v3_conventions(style)
+                  pooling, dropout_rate, classifier_activation, include_preprocessing, style, name, builder,
+                  width_rule, bn_epsilon):
+    conv = mobilenet_v3_conventions(style, bn_epsilon)
+    torchvision = torchvision_widths(width_rule, conv)
     if include_preprocessing is None:
         include_preprocessing = not conv.torch
     img_input, inputs = builders.image_input(input_shape, input_tensor, include_top)
@@ -81,9 +97,9 @@ def _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, 
             1.0 / 127.5, offset=-1.0, name="rescaling"
         )
         x = rescaling(x)
-    x, _ = mobilenet_v3_features(x, size, alpha, minimalistic, conv)
+    x, _ = mobilenet_v3_features(x, size, alpha, minimalistic, conv, width_rule=width_rule)
     activation = "relu" if minimalistic else "hard_swish"
-    last_point = mobilenet_v3_plan(size, alpha, minimalistic, conv.torch)[3]
+    last_point = mobilenet_v3_plan(size, alpha, minimalistic, torchvision)[3]
 
     def top(x):
         # keras.applications' 1x1 convs on the pooled vector: torchvision's
@@ -98,6 +114,8 @@ def _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, 
         return layers.Activation(classifier_activation, name="predictions")(x)
 
     rows = img_input.shape[1]
+    if weights == "imagenet" and (bn_epsilon is not None or torchvision != conv.torch):
+        raise ValueError("ImageNet weights need style's own width_rule and bn_epsilon")
     if weights == "imagenet" and rows is not None and rows != 224:
         warnings.warn(f"input size {rows}: the ImageNet weights were trained at 224", stacklevel=3)
     imagenet = pretrained.imagenet_resolver(
@@ -122,6 +140,10 @@ _DOC_ARGS = {
     "(symmetric stride-2 padding, PyTorch's Hardswish/Hardsigmoid rounding,\n"
     "torchvision's widths for `alpha`; BN eps 1e-3 in both).",
     "name": "model name.",
+    "width_rule": '`"keras"` or `"torchvision"`: how `alpha` sets the widths (see `alpha`);\n'
+    "by default `style`'s. timm's MobileNetV3s have keras.applications' widths.",
+    "bn_epsilon": "BatchNormalization epsilon; by default 1e-3, as keras.applications\n"
+    "and torchvision (timm's PyTorch-trained MobileNetV3s: 1e-5).",
 }
 _IMAGENET = (
     ', `"imagenet"` (`style="tf"`: keras.applications\' files, alpha 0.75 or 1.0, '
@@ -147,10 +169,11 @@ def _sized(size):
 
     def builder(input_shape=None, alpha=1.0, minimalistic=False, include_top=True, weights=None,
                 input_tensor=None, classes=1000, pooling=None, dropout_rate=0.2,
-                classifier_activation="softmax", include_preprocessing=None, style="tf", name=builder_name):
+                classifier_activation="softmax", include_preprocessing=None, style="tf", name=builder_name,
+                width_rule=None, bn_epsilon=None):
         return _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
                              pooling, dropout_rate, classifier_activation, include_preprocessing, style, name,
-                             public)
+                             public, width_rule, bn_epsilon)
 
     builder.__name__ = builder.__qualname__ = builder_name
     public = _documented(size)(builders.loads_without_random_values(builder))

@@ -48,6 +48,8 @@ from keras_lightnets.conversion.namings.mobilenet_v3 import (
     torchvision_deeplabv3,
     torchvision_lraspp,
 )
+from keras_lightnets.conversion.namings.mobilenet_v3 import timm as timm_mobilenet_v3
+from keras_lightnets.conversion.namings.mobilenet_v3 import timm_tf as timm_tf_mobilenet_v3
 from keras_lightnets.conversion.namings.shufflenet import megvii
 from keras_lightnets.conversion.namings.shufflenet import (
     torchvision as torchvision_shufflenet,
@@ -64,6 +66,7 @@ NAMINGS = {
         vainf, vainf_separable, jfzhang95, jfzhang95_legacy, bubbliiiing,
         torchvision_mobilenet_v3, torchvision_lraspp, torchvision_deeplabv3,
         timm_mobilenet_v1, timm_mobilenet_v2, timm_efficientnet_lite, timm_tf_efficientnet_lite,
+        timm_mobilenet_v3, timm_tf_mobilenet_v3,
     )
 }
 

@@ -74,6 +74,7 @@ class TimmConfig:
             or `"mobilenetv3"` (pooling, then a conv with bias + act, no BN).
         tf: timm's `tf_` port: TF "same" padding and BN eps 1e-3 (else
             PyTorch's symmetric padding and eps 1e-5).
+        size: MobileNetV3's `"large"` or `"small"`.
     """
 
     family: str
@@ -88,6 +89,7 @@ class TimmConfig:
     scale_head: bool = False
     head_kind: str = "efficientnet"
     tf: bool = False
+    size: str = ""
 
 
 def _mobilenet_v1(multiplier, head=0):
@@ -110,7 +112,7 @@ def _mobilenet_v3(size, multiplier, tf=False, is_minimal=False):
     return TimmConfig("mobilenet_v3", minimal(arch) if is_minimal else arch,
                       act="relu" if is_minimal else "hard_swish", multiplier=multiplier, stem=16,
                       fix_stem=multiplier < 0.75, head=1280 if size == "large" else 1024,
-                      head_kind="mobilenetv3", tf=tf)
+                      head_kind="mobilenetv3", tf=tf, size=size)
 
 
 TIMM_MODELS = {
@@ -200,7 +202,10 @@ def resolve_blocks(config):
     """`(stem channels, [Block], head channels)` of a `TimmConfig` (or a `TIMM_MODELS` name)."""
     if isinstance(config, str):
         config = TIMM_MODELS[config]
-    scale = lambda channels: make_divisible(channels * config.multiplier)  # noqa: E731
+
+    def scale(channels):
+        return make_divisible(channels * config.multiplier)
+
     stem = config.stem if config.fix_stem else scale(config.stem)
     blocks, in_channels = [], stem
     for stage, rows in enumerate(stage_rows(config)):
@@ -288,13 +293,13 @@ def identify(tensors, family=None):
     ]
 
 
-def has_keys_of(keys, family):
-    """Whether `keys` are the state_dict keys of some timm model of `family`."""
+def has_keys_of(keys, family, tf=False):
+    """Whether `keys` are the state_dict keys of a timm model of `family` (a `tf_` port if `tf`)."""
     keys = {k for k in keys if not k.endswith("num_batches_tracked")}
     return any(
         set(state_shapes(name, 1 if "classifier.weight" in keys else 0)) == keys
         for name, config in TIMM_MODELS.items()
-        if config.family == family
+        if config.family == family and config.tf == tf
     )
 
 
@@ -315,7 +320,12 @@ def keras_arch(name):
         return "mobilenet_v2", kwargs
     if config.family == "efficientnet_lite":
         return name.removeprefix("tf_"), {"style": style}
-    raise ValueError(f"timm's {name} has no Keras arch yet")
+    kwargs = {"alpha": config.multiplier, "style": style}
+    if config.act == "relu":
+        kwargs["minimalistic"] = True
+    # timm's widths are keras.applications'; the tf_ ports take [-1, 1] input, not 0-255
+    kwargs.update({"include_preprocessing": False} if config.tf else {"width_rule": "keras", "bn_epsilon": 1e-5})
+    return f"mobilenet_v3_{config.size}", kwargs
 
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -497,59 +507,3 @@ def timm_name(arch, kwargs):
         if built == arch and keys == given:
             return name
     raise ValueError(f"no timm model is {arch} with {given}")
-
-
-# ---------------------------------------------------------------- what the timm namings share
-
-# (timm module, Keras role of `keras_lightnets.layers.blocks.block_layer_names`) of each block kind
-BLOCK_ROLES = {
-    "ds": (("conv_dw", "depthwise"), ("bn1", "depthwise_bn"), ("conv_pw", "project"), ("bn2", "project_bn")),
-    "ir": (("conv_pw", "expand"), ("bn1", "expand_bn"), ("conv_dw", "depthwise"), ("bn2", "depthwise_bn"),
-           ("conv_pwl", "project"), ("bn3", "project_bn")),
-}
-
-
-def block_modules(keys):
-    """`[(module prefix, kind)]` of the checkpoint's `blocks.{stage}.{index}`, in order."""
-    found = {tuple(int(part) for part in key.split(".")[1:3]) for key in keys if key.startswith("blocks.")}
-    kinds = {"conv_pwl": "ir", "conv": "cn"}
-    return [
-        (prefix, next((kind for module, kind in kinds.items() if f"{prefix}.{module}.weight" in keys), "ds"))
-        for prefix in (f"blocks.{stage}.{index}" for stage, index in sorted(found))
-    ]
-
-
-def block_rows(keys, keras_names):
-    """Layer-map rows of the blocks; `keras_names`: `{role: Keras layer}` of each Keras block, in order."""
-    modules = block_modules(keys)
-    if len(modules) != len(keras_names):
-        raise ValueError(f"the checkpoint has {len(modules)} blocks, the Keras model {len(keras_names)}")
-    return [
-        (f"{prefix}.{module}", names[role])
-        for (prefix, kind), names in zip(modules, keras_names)
-        for module, role in BLOCK_ROLES[kind]
-    ]
-
-
-def naming_builder_kwargs(spec, tensors, family, tf=False):
-    """A timm naming's `builder_kwargs`: those of the timm model the checkpoint is."""
-    names = [name for name in identify(tensors, family) if TIMM_MODELS[name].tf == tf]
-    if not names:
-        raise ValueError(f"its shapes are those of no timm {family} model "
-                         f"({', '.join(n for n in supported_models() if TIMM_MODELS[n].family == family)})")
-    arch, kwargs, _ = timm_arch(names[0], checkpoint_classes(tensors))
-    if arch != spec.name:
-        raise ValueError(f"the checkpoint is timm's {names[0]}: convert it with --arch {arch}")
-    return kwargs
-
-
-def naming_preprocessing(spec, kwargs):
-    """A timm naming's `preprocessing`: the default pretrained_cfg's eval transform."""
-    return preprocessing_from_timm_cfg(default_pretrained_cfg(timm_name(spec.name, kwargs)))
-
-
-def naming_reference(spec, kwargs, tensors):
-    """A timm naming's `reference`: timm's model (or its plain-torch copy) with the checkpoint's weights."""
-    from keras_lightnets.conversion.references import timm as reference
-
-    return reference.load(timm_name(spec.name, kwargs), tensors)

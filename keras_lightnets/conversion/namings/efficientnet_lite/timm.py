@@ -6,35 +6,25 @@
 `tf_efficientnet_lite*` have the same keys and shapes: `timm_tf`.
 """
 
-from keras_lightnets.conversion.namings import timm_models
+from keras_lightnets.conversion.namings import timm_common
 
 NAME = "timm"
 FAMILY = "efficientnet_lite"
-
-
-def detect(keys):
-    return timm_models.has_keys_of(keys, FAMILY)
-
-
-def builder_kwargs(spec, tensors):
-    return timm_models.naming_builder_kwargs(spec, tensors, FAMILY, tf=False)
-
-
-def preprocessing(spec, kwargs):
-    return timm_models.naming_preprocessing(spec, kwargs)
-
-
-reference = timm_models.naming_reference
+detect, builder_kwargs = timm_common.readers(FAMILY)
+preprocessing = timm_common.preprocessing
+reference = timm_common.reference
 
 
 def layer_map(model, keys):
-    from keras import layers  # here, so that `python -m convert --help` needs no TensorFlow
+    from keras import (
+        layers,  # here, so that `python -m convert --help` needs no TensorFlow
+    )
 
     from keras_lightnets.layers.blocks import block_layer_names
 
     prefixes = [layer.name[: -len("dwconv")] for layer in model.layers if isinstance(layer, layers.DepthwiseConv2D)]
     keras_blocks = [block_layer_names(prefix, "efficientnet") for prefix in prefixes]
-    rows = [("conv_stem", "stem_conv"), ("bn1", "stem_bn"), *timm_models.block_rows(keys, keras_blocks)]
+    rows = [("conv_stem", "stem_conv"), ("bn1", "stem_bn"), *timm_common.block_rows(keys, keras_blocks)]
     rows += [("conv_head", "top_conv"), ("bn2", "top_bn")]
     if "classifier.weight" in keys:
         rows.append(("classifier", "predictions"))

@@ -4,17 +4,13 @@ The keys and shapes of timm's `efficientnet_lite*` (`timm`), which they
 share: only the padding and BN epsilon differ.
 """
 
-from keras_lightnets.conversion.namings import timm_models
+from keras_lightnets.conversion.namings import timm_common
 from keras_lightnets.conversion.namings.efficientnet_lite.timm import (  # noqa: F401
     FAMILY,
-    detect,
     layer_map,
     preprocessing,
     reference,
 )
 
 NAME = "timm_tf"
-
-
-def builder_kwargs(spec, tensors):
-    return timm_models.naming_builder_kwargs(spec, tensors, FAMILY, tf=True)
+detect, builder_kwargs = timm_common.readers(FAMILY, tf=True)

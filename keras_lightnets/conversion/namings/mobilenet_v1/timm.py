@@ -5,30 +5,18 @@
 only); `classifier` Linear. PyTorch padding, BN eps 1e-5.
 """
 
-from keras_lightnets.conversion.namings import timm_models
+from keras_lightnets.conversion.namings import timm_common
 
 NAME = "timm"
 FAMILY = "mobilenet_v1"
-
-
-def detect(keys):
-    return timm_models.has_keys_of(keys, FAMILY)
-
-
-def builder_kwargs(spec, tensors):
-    return timm_models.naming_builder_kwargs(spec, tensors, FAMILY)
-
-
-def preprocessing(spec, kwargs):
-    return timm_models.naming_preprocessing(spec, kwargs)
-
-
-reference = timm_models.naming_reference
+detect, builder_kwargs = timm_common.readers(FAMILY)
+preprocessing = timm_common.preprocessing
+reference = timm_common.reference
 
 
 def layer_map(model, keys):
     rows = [("conv_stem", "conv1"), ("bn1", "conv1_bn")]
-    for block_id, (prefix, _) in enumerate(timm_models.block_modules(keys), start=1):
+    for block_id, (prefix, _) in enumerate(timm_common.block_modules(keys), start=1):
         rows += [
             (f"{prefix}.conv_dw", f"conv_dw_{block_id}"),
             (f"{prefix}.bn1", f"conv_dw_{block_id}_bn"),

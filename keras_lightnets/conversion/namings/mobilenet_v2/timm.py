@@ -7,33 +7,21 @@
 and a 1280-channel head.
 """
 
-from keras_lightnets.conversion.namings import timm_models
+from keras_lightnets.conversion.namings import timm_common
 from keras_lightnets.conversion.namings.mobilenet_v2 import common as _mobilenet_v2
 
 NAME = "timm"
 FAMILY = "mobilenet_v2"
-
-
-def detect(keys):
-    return timm_models.has_keys_of(keys, FAMILY)
-
-
-def builder_kwargs(spec, tensors):
-    return timm_models.naming_builder_kwargs(spec, tensors, FAMILY)
-
-
-def preprocessing(spec, kwargs):
-    return timm_models.naming_preprocessing(spec, kwargs)
-
-
-reference = timm_models.naming_reference
+detect, builder_kwargs = timm_common.readers(FAMILY)
+preprocessing = timm_common.preprocessing
+reference = timm_common.reference
 
 
 def layer_map(model, keys):
     from keras_lightnets.layers.blocks import block_layer_names
 
     keras_blocks = [block_layer_names(prefix) for prefix in _mobilenet_v2.block_prefixes(model)]
-    rows = [("conv_stem", "Conv1"), ("bn1", "bn_Conv1"), *timm_models.block_rows(keys, keras_blocks)]
+    rows = [("conv_stem", "Conv1"), ("bn1", "bn_Conv1"), *timm_common.block_rows(keys, keras_blocks)]
     rows += [("conv_head", "Conv_1"), ("bn2", "Conv_1_bn")]
     if "classifier.weight" in keys:
         rows.append(("classifier", "predictions"))
