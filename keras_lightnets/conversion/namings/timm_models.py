@@ -115,6 +115,12 @@ def _mobilenet_v3(size, multiplier, tf=False, is_minimal=False):
                       head_kind="mobilenetv3", tf=tf, size=size)
 
 
+# `TIMM_MODELS`, for one-line messages
+SUPPORTED = (
+    "mobilenetv1_100/100h/125, mobilenetv2_035/050/075/100/110d/120d/140, (tf_)efficientnet_lite0-4, "
+    "(tf_)mobilenetv3_large_075/100, mobilenetv3_small_050/075/100, tf_mobilenetv3_small_075/100, "
+    "tf_mobilenetv3_large/small_minimal_100"
+)
 TIMM_MODELS = {
     "mobilenetv1_100": _mobilenet_v1(1.0),
     "mobilenetv1_100h": _mobilenet_v1(1.0, head=1024),
@@ -310,17 +316,17 @@ def keras_arch(name):
     """`(registry arch, builder kwargs)` that build timm's model `name` in Keras (without `classes`)."""
     config = TIMM_MODELS[name]
     style = "tf" if config.tf else "torch"
+    kwargs = {"alpha": config.multiplier, "style": style}
     if config.family == "mobilenet_v1":
-        return "mobilenet_v1", {"alpha": config.multiplier, "style": style, **({"head_filters": config.head}
-                                                                              if config.head else {})}
+        if config.head:
+            kwargs["head_filters"] = config.head
+        return "mobilenet_v1", kwargs
     if config.family == "mobilenet_v2":
-        kwargs = {"alpha": config.multiplier, "style": style}
         if config.fix_stem:
             kwargs.update(depth_coefficient=config.depth, stem_filters=config.stem, last_filters=config.head)
         return "mobilenet_v2", kwargs
     if config.family == "efficientnet_lite":
         return name.removeprefix("tf_"), {"style": style}
-    kwargs = {"alpha": config.multiplier, "style": style}
     if config.act == "relu":
         kwargs["minimalistic"] = True
     # timm's widths are keras.applications'; the tf_ ports take [-1, 1] input, not 0-255
@@ -467,9 +473,8 @@ def timm_arch(architecture, num_classes, pretrained_cfg=None):
     if not isinstance(architecture, str):
         raise ValueError(f"timm architecture must be a string, got {type(architecture).__name__}")
     name, _, tag = architecture.partition(".")
-    if name not in supported_models():
-        raise ValueError(f"timm architecture {architecture[:80]!r} is not supported; supported: "
-                         + ", ".join(supported_models()))
+    if name not in TIMM_MODELS:
+        raise ValueError(f"timm architecture {architecture[:80]!r} is not supported; supported: {SUPPORTED}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be a whole number >= 0, got {num_classes!r}")
     if pretrained_cfg is None:
@@ -488,19 +493,12 @@ def timm_arch(architecture, num_classes, pretrained_cfg=None):
 
 def supported_models():
     """The timm model names `timm_arch` accepts."""
-    supported = []
-    for name in TIMM_MODELS:
-        try:
-            keras_arch(name)
-        except ValueError:
-            continue
-        supported.append(name)
-    return supported
+    return list(TIMM_MODELS)
 
 
 def timm_name(arch, kwargs):
     """The timm model that `keras_arch` builds as `arch` with these builder kwargs."""
-    candidates = {name: keras_arch(name) for name in supported_models()}
+    candidates = {name: keras_arch(name) for name in TIMM_MODELS}
     relevant = {key for built, keys in candidates.values() if built == arch for key in keys}
     given = {key: value for key, value in kwargs.items() if key in relevant}
     for name, (built, keys) in candidates.items():
