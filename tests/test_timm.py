@@ -13,11 +13,7 @@ from keras_lightnets import catalog, registry
 from keras_lightnets.conversion import pipeline
 from keras_lightnets.conversion.namings import NAMINGS, timm_models
 from keras_lightnets.conversion.references.timm import TimmMobileNet
-from keras_lightnets.preprocessing import (
-    normalization,
-    preprocess_input,
-    preprocess_uint8,
-)
+from keras_lightnets.preprocessing import preprocess_input
 from keras_lightnets.preprocessing.image import load_for
 from tests.helpers import (
     nchw,
@@ -220,7 +216,7 @@ def test_pretrained_cfg_reads_photos_as_timm_does(cfg, photo_files):
         with Image.open(path) as img:
             expected = timm_transforms.eval_tensor(img, cfg).numpy().transpose(1, 2, 0)
         pixels = load_for(path, preprocessing)
-        got = preprocess_input(pixels, *normalization(preprocessing))
+        got = preprocess_input(pixels, preprocessing)
         config = timm_transforms.resolve_data_config(cfg)
         grey_levels = np.abs(got - expected) * np.asarray(config["std"]) * 255
         assert got.shape == expected.shape and grey_levels.max() <= 1.0
@@ -238,9 +234,7 @@ def test_pretrained_cfg_modes():
     assert custom["mode"] == "meanstd" and custom["mean"] == [0.4, 0.45, 0.5] and custom["std"] == [0.2, 0.25, 0.3]
     images = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3)).astype("uint8")
     expected = (images / 255.0 - np.array([0.4, 0.45, 0.5])) / np.array([0.2, 0.25, 0.3])
-    np.testing.assert_allclose(preprocess_input(images, *normalization(custom)), expected, atol=1e-5)
-    mode, mean, std = normalization(custom)
-    np.testing.assert_array_equal(preprocess_uint8(images, mode, mean=mean, std=std), preprocess_input(images, mode, mean, std))
+    np.testing.assert_allclose(preprocess_input(images, custom), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("cfg, message", [
