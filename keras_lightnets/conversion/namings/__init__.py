@@ -31,8 +31,12 @@ from keras_lightnets.conversion.namings.deeplab import (
 from keras_lightnets.conversion.namings.efficientnet_lite import (
     efficientnet_lite_pytorch,
 )
-from keras_lightnets.conversion.namings.efficientnet_lite import timm as timm_efficientnet_lite
-from keras_lightnets.conversion.namings.efficientnet_lite import timm_tf as timm_tf_efficientnet_lite
+from keras_lightnets.conversion.namings.efficientnet_lite import (
+    timm as timm_efficientnet_lite,
+)
+from keras_lightnets.conversion.namings.efficientnet_lite import (
+    timm_tf as timm_tf_efficientnet_lite,
+)
 from keras_lightnets.conversion.namings.mobilenet_v1 import marvis
 from keras_lightnets.conversion.namings.mobilenet_v1 import timm as timm_mobilenet_v1
 from keras_lightnets.conversion.namings.mobilenet_v2 import (
@@ -41,6 +45,10 @@ from keras_lightnets.conversion.namings.mobilenet_v2 import (
     torchvision,
 )
 from keras_lightnets.conversion.namings.mobilenet_v2 import timm as timm_mobilenet_v2
+from keras_lightnets.conversion.namings.mobilenet_v3 import timm as timm_mobilenet_v3
+from keras_lightnets.conversion.namings.mobilenet_v3 import (
+    timm_tf as timm_tf_mobilenet_v3,
+)
 from keras_lightnets.conversion.namings.mobilenet_v3 import (
     torchvision as torchvision_mobilenet_v3,
 )
@@ -48,8 +56,6 @@ from keras_lightnets.conversion.namings.mobilenet_v3 import (
     torchvision_deeplabv3,
     torchvision_lraspp,
 )
-from keras_lightnets.conversion.namings.mobilenet_v3 import timm as timm_mobilenet_v3
-from keras_lightnets.conversion.namings.mobilenet_v3 import timm_tf as timm_tf_mobilenet_v3
 from keras_lightnets.conversion.namings.shufflenet import megvii
 from keras_lightnets.conversion.namings.shufflenet import (
     torchvision as torchvision_shufflenet,

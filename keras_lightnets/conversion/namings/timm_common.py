@@ -38,8 +38,9 @@ def block_rows(keys, keras_names):
     return rows
 
 
-def readers(family, tf=False):
-    """`(detect, builder_kwargs)` of the timm naming of `family` (of its `tf_` ports if `tf`)."""
+def naming_functions(family, tf=False):
+    """`(detect, builder_kwargs, preprocessing, reference)` of the timm naming
+    of `family` (of its `tf_` ports if `tf`)."""
 
     def detect(keys):
         return timm_models.has_keys_of(keys, family, tf)
@@ -47,7 +48,34 @@ def readers(family, tf=False):
     def builder_kwargs(spec, tensors):
         return timm_builder_kwargs(spec, tensors, family, tf)
 
-    return detect, builder_kwargs
+    return detect, builder_kwargs, preprocessing, reference
+
+
+def keras_blocks(model, scheme):
+    """`block_layer_names` of each block of a Keras `model` whose every
+    DepthwiseConv2D is a block's (`scheme`: their naming), in order."""
+    from keras import (
+        layers,  # here, so that `python -m convert --help` needs no TensorFlow
+    )
+
+    from keras_lightnets.layers.blocks import BLOCK_LAYER_SUFFIXES, block_layer_names
+
+    suffix = BLOCK_LAYER_SUFFIXES[scheme]["depthwise"]
+    return [
+        block_layer_names(layer.name[: -len(suffix)], scheme)
+        for layer in model.layers
+        if isinstance(layer, layers.DepthwiseConv2D)
+    ]
+
+
+def layer_rows(keys, stem, keras_names, head, classifier):
+    """A timm naming's `layer_map`: `conv_stem`, `bn1` to the Keras layers
+    `stem`; the blocks (`block_rows`); the `head` rows; `classifier` (when
+    the checkpoint has one) to the Keras layer `classifier`."""
+    rows = [("conv_stem", stem[0]), ("bn1", stem[1]), *block_rows(keys, keras_names), *head]
+    if "classifier.weight" in keys:
+        rows.append(("classifier", classifier))
+    return rows
 
 
 def timm_builder_kwargs(spec, tensors, family, tf=False):

@@ -10,22 +10,10 @@ from keras_lightnets.conversion.namings import timm_common
 
 NAME = "timm"
 FAMILY = "efficientnet_lite"
-detect, builder_kwargs = timm_common.readers(FAMILY)
-preprocessing = timm_common.preprocessing
-reference = timm_common.reference
+detect, builder_kwargs, preprocessing, reference = timm_common.naming_functions(FAMILY)
 
 
 def layer_map(model, keys):
-    from keras import (
-        layers,  # here, so that `python -m convert --help` needs no TensorFlow
-    )
-
-    from keras_lightnets.layers.blocks import block_layer_names
-
-    prefixes = [layer.name[: -len("dwconv")] for layer in model.layers if isinstance(layer, layers.DepthwiseConv2D)]
-    keras_blocks = [block_layer_names(prefix, "efficientnet") for prefix in prefixes]
-    rows = [("conv_stem", "stem_conv"), ("bn1", "stem_bn"), *timm_common.block_rows(keys, keras_blocks)]
-    rows += [("conv_head", "top_conv"), ("bn2", "top_bn")]
-    if "classifier.weight" in keys:
-        rows.append(("classifier", "predictions"))
-    return rows
+    head = [("conv_head", "top_conv"), ("bn2", "top_bn")]
+    keras_names = timm_common.keras_blocks(model, "efficientnet")
+    return timm_common.layer_rows(keys, ("stem_conv", "stem_bn"), keras_names, head, "predictions")

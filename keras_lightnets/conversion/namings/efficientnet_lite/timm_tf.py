@@ -5,12 +5,7 @@ share: only the padding and BN epsilon differ.
 """
 
 from keras_lightnets.conversion.namings import timm_common
-from keras_lightnets.conversion.namings.efficientnet_lite.timm import (  # noqa: F401
-    FAMILY,
-    layer_map,
-    preprocessing,
-    reference,
-)
+from keras_lightnets.conversion.namings.efficientnet_lite.timm import FAMILY, layer_map  # noqa: F401
 
 NAME = "timm_tf"
-detect, builder_kwargs = timm_common.readers(FAMILY, tf=True)
+detect, builder_kwargs, preprocessing, reference = timm_common.naming_functions(FAMILY, tf=True)

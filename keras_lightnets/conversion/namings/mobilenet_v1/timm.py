@@ -9,22 +9,14 @@ from keras_lightnets.conversion.namings import timm_common
 
 NAME = "timm"
 FAMILY = "mobilenet_v1"
-detect, builder_kwargs = timm_common.readers(FAMILY)
-preprocessing = timm_common.preprocessing
-reference = timm_common.reference
+detect, builder_kwargs, preprocessing, reference = timm_common.naming_functions(FAMILY)
 
 
 def layer_map(model, keys):
-    rows = [("conv_stem", "conv1"), ("bn1", "conv1_bn")]
-    for block_id, (prefix, _) in enumerate(timm_common.block_modules(keys), start=1):
-        rows += [
-            (f"{prefix}.conv_dw", f"conv_dw_{block_id}"),
-            (f"{prefix}.bn1", f"conv_dw_{block_id}_bn"),
-            (f"{prefix}.conv_pw", f"conv_pw_{block_id}"),
-            (f"{prefix}.bn2", f"conv_pw_{block_id}_bn"),
-        ]
-    if "conv_head.weight" in keys:
-        rows += [("conv_head", "conv_head"), ("bn2", "conv_head_bn")]
-    if "classifier.weight" in keys:
-        rows.append(("classifier", "conv_preds"))
-    return rows
+    keras_names = [
+        {"depthwise": f"conv_dw_{i}", "depthwise_bn": f"conv_dw_{i}_bn", "project": f"conv_pw_{i}",
+         "project_bn": f"conv_pw_{i}_bn"}
+        for i in range(1, len(timm_common.block_modules(keys)) + 1)
+    ]
+    head = [("conv_head", "conv_head"), ("bn2", "conv_head_bn")] if "conv_head.weight" in keys else []
+    return timm_common.layer_rows(keys, ("conv1", "conv1_bn"), keras_names, head, "conv_preds")

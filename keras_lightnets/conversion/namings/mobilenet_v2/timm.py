@@ -8,21 +8,13 @@ and a 1280-channel head.
 """
 
 from keras_lightnets.conversion.namings import timm_common
-from keras_lightnets.conversion.namings.mobilenet_v2 import common as _mobilenet_v2
 
 NAME = "timm"
 FAMILY = "mobilenet_v2"
-detect, builder_kwargs = timm_common.readers(FAMILY)
-preprocessing = timm_common.preprocessing
-reference = timm_common.reference
+detect, builder_kwargs, preprocessing, reference = timm_common.naming_functions(FAMILY)
 
 
 def layer_map(model, keys):
-    from keras_lightnets.layers.blocks import block_layer_names
-
-    keras_blocks = [block_layer_names(prefix) for prefix in _mobilenet_v2.block_prefixes(model)]
-    rows = [("conv_stem", "Conv1"), ("bn1", "bn_Conv1"), *timm_common.block_rows(keys, keras_blocks)]
-    rows += [("conv_head", "Conv_1"), ("bn2", "Conv_1_bn")]
-    if "classifier.weight" in keys:
-        rows.append(("classifier", "predictions"))
-    return rows
+    head = [("conv_head", "Conv_1"), ("bn2", "Conv_1_bn")]
+    keras_names = timm_common.keras_blocks(model, "mobilenet_v2")
+    return timm_common.layer_rows(keys, ("Conv1", "bn_Conv1"), keras_names, head, "predictions")

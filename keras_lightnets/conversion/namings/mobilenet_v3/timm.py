@@ -13,23 +13,11 @@ from keras_lightnets.conversion.namings import timm_common
 
 NAME = "timm"
 FAMILY = "mobilenet_v3"
-detect, builder_kwargs = timm_common.readers(FAMILY)
-preprocessing = timm_common.preprocessing
-reference = timm_common.reference
+detect, builder_kwargs, preprocessing, reference = timm_common.naming_functions(FAMILY)
 
 
 def layer_map(model, keys):
-    from keras import (
-        layers,  # here, so that `python -m convert --help` needs no TensorFlow
-    )
-
-    from keras_lightnets.layers.blocks import block_layer_names
-
-    prefixes = [layer.name[: -len("depthwise")] for layer in model.layers if isinstance(layer, layers.DepthwiseConv2D)]
-    keras_blocks = [block_layer_names(prefix, "mobilenet_v3") for prefix in prefixes]
     last = next(prefix for prefix, kind in timm_common.block_modules(keys) if kind == "cn")
-    rows = [("conv_stem", "conv"), ("bn1", "conv_bn"), *timm_common.block_rows(keys, keras_blocks)]
-    rows += [(f"{last}.conv", "conv_1"), (f"{last}.bn1", "conv_1_bn"), ("conv_head", "conv_2")]
-    if "classifier.weight" in keys:
-        rows.append(("classifier", "logits"))
-    return rows
+    head = [(f"{last}.conv", "conv_1"), (f"{last}.bn1", "conv_1_bn"), ("conv_head", "conv_2")]
+    keras_names = timm_common.keras_blocks(model, "mobilenet_v3")
+    return timm_common.layer_rows(keys, ("conv", "conv_bn"), keras_names, head, "logits")

@@ -7,12 +7,7 @@ except for the minimal models (3x3 kernels, ReLU, no squeeze-excite). The Keras 
 """
 
 from keras_lightnets.conversion.namings import timm_common
-from keras_lightnets.conversion.namings.mobilenet_v3.timm import (  # noqa: F401
-    FAMILY,
-    layer_map,
-    preprocessing,
-    reference,
-)
+from keras_lightnets.conversion.namings.mobilenet_v3.timm import FAMILY, layer_map  # noqa: F401
 
 NAME = "timm_tf"
-detect, builder_kwargs = timm_common.readers(FAMILY, tf=True)
+detect, builder_kwargs, preprocessing, reference = timm_common.naming_functions(FAMILY, tf=True)
