@@ -262,6 +262,8 @@ def test_timm_arch():
            "interpolation": "bilinear"}  # a tag whose cfg comes with the snapshot (miil_in21k_ft_in1k)
     arch, kwargs, preprocessing = timm_models.timm_arch("mobilenetv3_large_100.miil_in21k_ft_in1k", 1000, cfg)
     assert arch == "mobilenet_v3_large" and preprocessing["mode"] == "unit"
+    assert [timm_models.naming_source(a) for a in ("tf_mobilenetv3_large_100.in1k", "mobilenetv3_large_100")] == [
+        "timm_tf", "timm"]
     for architecture, message in (
         ("resnet50", "not supported"),
         ("mobilenetv3_rw", "not supported"),

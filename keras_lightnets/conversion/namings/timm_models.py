@@ -491,6 +491,15 @@ def timm_arch(architecture, num_classes, pretrained_cfg=None):
     return arch, kwargs, preprocessing
 
 
+def naming_source(architecture):
+    """The converter's `--source` for timm's `architecture`: `"timm_tf"` for
+    its TF ports, else `"timm"` (the two share their keys and shapes)."""
+    name = str(architecture).partition(".")[0]
+    if name not in TIMM_MODELS:
+        raise ValueError(f"timm architecture {name[:80]!r} is not supported; supported: {SUPPORTED}")
+    return "timm_tf" if TIMM_MODELS[name].tf else "timm"
+
+
 def supported_models():
     """The timm model names `timm_arch` accepts."""
     return list(TIMM_MODELS)
