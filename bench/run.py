@@ -11,7 +11,7 @@ ratios the project tracks, with their targets:
 - `Predictor` (BatchNorm folded) / keras.applications under `tf.function`,
   same weights: MobileNet and MobileNetV2 1.0 224, batch 1 and 8;
 - DeepLabV3+ MobileNetV2 OS16 512: `Predictor` / PyTorch eager (VainF's
-  network, bench/torch_reference.py), TFLite 2 threads / ONNX Runtime;
+  network, the converter's shipped reference), TFLite 2 threads / ONNX Runtime;
 - the demo's cold start with cached weights and a compiled flatbuffer
   (`python demo.py`, which then imports neither Keras nor TensorFlow);
 
@@ -47,9 +47,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
-import torch_reference  # noqa: E402
 
 import keras_lightnets as kl  # noqa: E402
+from keras_lightnets.conversion.references import vainf  # noqa: E402
+from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import MobileNetV2  # noqa: E402
 from keras_lightnets.runtime.folding import Predictor, fold_batchnorm  # noqa: E402
 from keras_lightnets.runtime.tflite import Runner, tflite_bytes  # noqa: E402
 
@@ -171,10 +172,10 @@ def networks(batches):
         cases.append(("MobileNetV2 1.0 224", batch,
                       lambda: kl.MobileNetV2(classifier_activation=None),
                       lambda: keras.applications.MobileNetV2(weights=None, classifier_activation=None),
-                      torch_reference.TorchvisionMobileNetV2))
+                      MobileNetV2))
     cases.append(("DeepLabV3+ MobileNetV2 OS16 512", 1,
                   lambda: kl.DeepLabV3Plus((512, 512, 3), classes=21, backbone="mobilenetv2", output_stride=16),
-                  None, lambda: torch_reference.VainFDeepLabV3PlusMobileNetV2(21, 16)))
+                  None, lambda: vainf.DeepLabV3Plus("mobilenetv2", 21, 16)))
     return cases
 
 

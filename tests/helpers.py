@@ -2,6 +2,7 @@
 
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -154,6 +155,30 @@ def run_cli(capsys, *args):
     return status, captured.out, captured.err
 
 
+PARITY_LINE = re.compile(
+    r"^parity +max \|Δlogit\| (\S+) vs (.+) on (\d+) inputs of \d+x\d+, (.+), max \|Δprobability\| (\S+)$", re.M
+)
+
+
+def reported_parity(report):
+    """`(max |Δlogit|, reference, verdict)` of a conversion report's parity line."""
+    match = PARITY_LINE.search(report)
+    assert match, f"no measured parity in the report:\n{report}"
+    return float(match.group(1)), match.group(2), match.group(4)
+
+
+def assert_reported_parity(report, reference):
+    """The conversion measured parity against `reference` (as the report names
+    it) and passed the gate: classification max |Δlogit| ≤ 1e-4 and the same
+    top-5; segmentation argmax agreement ≥ 99.99 %."""
+    difference, described, verdict = reported_parity(report)
+    assert described == reference, f"parity measured against {described!r}, not {reference!r}"
+    if verdict.startswith("argmax agreement"):
+        assert float(verdict.split()[2]) >= 99.99, verdict
+    else:
+        assert verdict == "top-5 identical" and difference <= PARITY_ATOL, (difference, verdict)
+
+
 def top5(logits):
     return np.argsort(-logits, axis=1)[:, :5]
 
@@ -165,6 +190,23 @@ def assert_parity(keras_logits, torch_logits):
     np.testing.assert_array_equal(top5(keras_logits), top5(torch_logits))
     # logits of unit scale or more, so that 1e-4 is a real test
     assert torch_logits.std() > 0.5
+
+
+ORIGINAL_CHECKPOINT_ENV = "KL_TEST_ORIGINAL_CHECKPOINT"
+
+
+def original_marvis_reference(spec, builder_kwargs, tensors):
+    """A parity reference (`--reference tests.helpers:original_marvis_reference`)
+    that ignores the converted checkpoint and holds the weights of the file
+    named by $KL_TEST_ORIGINAL_CHECKPOINT instead (the unperturbed original),
+    so that a tampered checkpoint meets the weights it should have had."""
+    from keras_lightnets.conversion.references.common import holding
+    from keras_lightnets.conversion.references.marvis import MobileNet
+
+    state_dict = torch.load(os.environ[ORIGINAL_CHECKPOINT_ENV], weights_only=True)
+    stem = state_dict["model.0.0.weight"].shape[0]
+    model = MobileNet(state_dict["fc.weight"].shape[0], state_dict["model.1.0.weight"].shape[0] // stem, stem / 32)
+    return holding(model, {k: v.numpy() for k, v in state_dict.items()})
 
 
 def run_demo(*args, env=None):

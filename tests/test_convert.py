@@ -12,9 +12,12 @@ import torch
 
 import keras_lightnets as kl
 from convert.__main__ import main as convert_main
+from keras_lightnets.conversion.references import c1_bottleneck, marvis, tonylins
+from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import MobileNetV2
 from tests.helpers import (
     REPO,
     assert_parity,
+    assert_reported_parity,
     nchw,
     randomize_torch_model,
     reference_images,
@@ -22,22 +25,28 @@ from tests.helpers import (
     torch_forward,
     without_tensorflow,
 )
-from tests.references import mobilenet as torch_models
 
 PARITY_ATOL = 1e-4
 
 
+# how the conversion report names each naming's shipped PyTorch reference
+SHIPPED_REFERENCES = {
+    "torchvision": "torchvision MobileNetV2 (shipped reference)",
+    "tonylins": "tonylins MobileNetV2 (shipped reference)",
+    "c1_bottleneck": "c1_bottleneck MobileNetV2 (shipped reference)",
+    "marvis": "marvis MobileNet (shipped reference)",
+}
 CASES = {
-    "torchvision_1.0": (lambda: torch_models.TorchvisionMobileNetV2(), "mobilenet_v2", "torchvision"),
+    "torchvision_1.0": (lambda: MobileNetV2(), "mobilenet_v2", "torchvision"),
     "torchvision_0.5_10cls": (
-        lambda: torch_models.TorchvisionMobileNetV2(num_classes=10, width_mult=0.5),
+        lambda: MobileNetV2(num_classes=10, width_mult=0.5),
         "mobilenet_v2",
         "torchvision",
     ),
-    "torchvision_1.4": (lambda: torch_models.TorchvisionMobileNetV2(width_mult=1.4), "mobilenet_v2", "torchvision"),
-    "tonylins": (lambda: torch_models.SeedMobileNetV2(), "mobilenet_v2", "tonylins"),
-    "c1_bottleneck": (lambda: torch_models.SeedLayerMobileNetV2(), "mobilenet_v2", "c1_bottleneck"),
-    "marvis": (lambda: torch_models.SeedMobileNetV1(), "mobilenet_v1", "marvis"),
+    "torchvision_1.4": (lambda: MobileNetV2(width_mult=1.4), "mobilenet_v2", "torchvision"),
+    "tonylins": (lambda: tonylins.MobileNetV2(), "mobilenet_v2", "tonylins"),
+    "c1_bottleneck": (lambda: c1_bottleneck.MobileNetV2(), "mobilenet_v2", "c1_bottleneck"),
+    "marvis": (lambda: marvis.MobileNet(), "mobilenet_v1", "marvis"),
 }
 
 
@@ -60,6 +69,9 @@ def test_cli_conversion_reproduces_pytorch(case, tmp_path, capsys):
     assert status == 0, err
     assert f"naming          {naming}" in report
     assert "unused tensors  none" in report and "unset weights   none" in report
+    assert_reported_parity(report, SHIPPED_REFERENCES[naming])
+    recorded = kl.weights_info(out)["parity"]
+    assert recorded["reference"] == SHIPPED_REFERENCES[naming] and recorded["top5_identical"] is True
 
     keras_model = kl.from_h5(out, classifier_activation=None)
     expected = torch_forward(model, images)
@@ -183,7 +195,7 @@ def test_bad_input_is_reported_before_tensorflow_is_imported(make_args, tmp_path
     """`python -m convert` checks its arguments, the output path and the
     checkpoint before TensorFlow starts: one line, exit 2, in well under a second
     of work, and nothing written."""
-    torch.save(torch_models.SeedMobileNetV2(n_class=10).state_dict(), tmp_path / "m.pth")
+    torch.save(tonylins.MobileNetV2(n_class=10).state_dict(), tmp_path / "m.pth")
     before = sorted(os.listdir(tmp_path))
     result = subprocess.run(
         [sys.executable, "-m", "convert", *map(str, make_args(tmp_path)), "--arch", "mobilenet_v2"],

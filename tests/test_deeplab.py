@@ -12,9 +12,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 import keras_lightnets as kl
+from keras_lightnets.conversion.references import (
+    bubbliiiing,
+    jfzhang95,
+    jfzhang95_legacy,
+    tonylins,
+    vainf,
+)
 from keras_lightnets.layers.resize import BilinearResize
 from tests.helpers import (
     REPO,
+    assert_reported_parity,
     calibration_images,
     nchw,
     randomize_torch_model,
@@ -22,8 +30,6 @@ from tests.helpers import (
     run_demo,
     unit_logits,
 )
-from tests.references import deeplab as torch_deeplab
-from tests.references import mobilenet as torch_models
 
 SEG_ATOL = 1e-3  # GUIDE.md section 6: segmentation
 SEG_ARGMAX = 0.999
@@ -71,21 +77,23 @@ def test_any_input_size_and_pyramid(backbone):
 
 
 RESNET_DEPTH = {"resnet50": 50, "resnet101": 101}
-
-
-def _separable(model):
-    model.classifier = torch_deeplab.convert_to_separable_conv(model.classifier)
-    return model
+# how the conversion report names each naming's shipped PyTorch reference
+SHIPPED_REFERENCES = {
+    "vainf": "vainf DeepLabV3Plus (shipped reference)",
+    "vainf_separable": "vainf_separable DeepLabV3Plus (shipped reference)",
+    "jfzhang95": "jfzhang95 DeepLab (shipped reference)",
+    "jfzhang95_legacy": "jfzhang95_legacy DeepLabV3Plus (shipped reference)",
+}
 
 
 REFERENCES = {
-    "vainf": lambda backbone, os_: torch_deeplab.VainFDeepLabV3Plus(backbone, 21, os_),
+    "vainf": lambda backbone, os_: vainf.DeepLabV3Plus(backbone, 21, os_),
     # VainF's main.py with --separable_conv: convert_to_separable_conv(model.classifier)
-    "vainf_separable": lambda backbone, os_: _separable(torch_deeplab.VainFDeepLabV3Plus(backbone, 21, os_)),
-    "jfzhang95": lambda backbone, os_: torch_deeplab.JfzDeepLab(
+    "vainf_separable": lambda backbone, os_: vainf.DeepLabV3Plus(backbone, 21, os_, separable=True),
+    "jfzhang95": lambda backbone, os_: jfzhang95.DeepLab(
         "mobilenet" if backbone == "mobilenetv2" else "resnet", os_, 21, RESNET_DEPTH.get(backbone, 101)
     ),
-    "jfzhang95_legacy": lambda backbone, os_: torch_deeplab.SeedDeepLabV3Plus(21, os_, RESNET_DEPTH[backbone]),
+    "jfzhang95_legacy": lambda backbone, os_: jfzhang95_legacy.DeepLabV3Plus(21, os_, RESNET_DEPTH[backbone]),
 }
 # (naming, backbone, output stride, input height, width); MobileNetV2 and ResNet-101 have
 # 512x512 cases (output stride 16). The MobileNetV2 ones at output stride 8 run at 321:
@@ -144,6 +152,7 @@ def convert_reference(naming, backbone, output_stride, height, width, tmp_path, 
         capsys, checkpoint, out, "--arch", f"deeplabv3plus_{backbone}", "--output-stride", output_stride
     )
     assert status == 0, err
+    assert_reported_parity(report, SHIPPED_REFERENCES[naming])
     return reference, images, expected, out, report
 
 
@@ -185,7 +194,7 @@ def test_jfzhang95_aliases_and_numpy_scalars(tmp_path, capsys):
 
 
 def test_output_stride_option(tmp_path, capsys):
-    torch.save(torch_deeplab.VainFDeepLabV3Plus("mobilenetv2", 4, 16).state_dict(), tmp_path / "v.pth")
+    torch.save(vainf.DeepLabV3Plus("mobilenetv2", 4, 16).state_dict(), tmp_path / "v.pth")
     status, report, _ = run_cli(capsys, tmp_path / "v.pth", tmp_path / "v.h5", "--arch", "deeplabv3plus_mobilenetv2")
     assert status == 0 and "output_stride=16" in report and "classes=4" in report
     status, _, err = run_cli(capsys, tmp_path / "v.pth", tmp_path / "w.h5", "--arch", "mobilenet_v2", "--output-stride", "8")
@@ -203,7 +212,7 @@ def deeplab_weights(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("demo")
     torch.manual_seed(0)
-    reference = torch_deeplab.VainFDeepLabV3Plus("mobilenetv2", 21, 16)
+    reference = vainf.DeepLabV3Plus("mobilenetv2", 21, 16)
     randomize_torch_model(reference, nchw(calibration_images(96, 96)), seed=0)
     torch.save({"model_state": reference.state_dict(), "best_score": np.float64(0.5)}, folder / "vainf.pth")
     convert_checkpoint(folder / "vainf.pth", folder / "vainf.h5", "deeplabv3plus_mobilenetv2")
@@ -255,7 +264,7 @@ def test_seed000_backbone_checkpoint(output_stride, tmp_path, capsys):
     import copy
 
     torch.manual_seed(1)
-    classifier = torch_models.SeedMobileNetV2()
+    classifier = tonylins.MobileNetV2()
     images = calibration_images(97, 129)
     randomize_torch_model(classifier, nchw(images), seed=1)
     torch.save(classifier.state_dict(), tmp_path / "seed.pth")
@@ -270,8 +279,9 @@ def test_seed000_backbone_checkpoint(output_stride, tmp_path, capsys):
     assert "naming          tonylins" in report and "dilation_schedule='nostride_dilate'" in report
     assert "unused tensors  7 (classifier.1.bias, classifier.1.weight, features.18.0.weight" in report
     assert "unset weights   17 (" in report
+    assert "parity          not measured: 17 Keras layers hold no checkpoint weights (--allow-partial)" in report
 
-    reference = torch_deeplab.SeedDeepLabMobileNetV2(copy.deepcopy(classifier), output_stride).eval()
+    reference = bubbliiiing.MobileNetV2(output_stride, copy.deepcopy(classifier)).eval()
     with torch.no_grad():
         low, high = (t.numpy().transpose(0, 2, 3, 1) for t in reference(torch.from_numpy(nchw(images))))
     model = kl.from_h5(tmp_path / "b.h5", input_shape=(97, 129, 3))

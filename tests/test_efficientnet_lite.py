@@ -1,5 +1,7 @@
 """EfficientNet-Lite: architecture vs the PyTorch port, and the real ImageNet weights."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,14 @@ import keras_lightnets as kl
 from convert.__main__ import main as convert_main
 from keras_lightnets.preprocessing.image import load_image
 from keras_lightnets.weights.pretrained import pretrained_checkpoint
-from tests.helpers import assert_parity, nchw, randomize_torch_model, torch_forward
+from tests.helpers import (
+    assert_parity,
+    assert_reported_parity,
+    nchw,
+    randomize_torch_model,
+    run_cli,
+    torch_forward,
+)
 
 CATS = {"tabby", "tiger_cat", "Persian_cat", "Siamese_cat", "Egyptian_cat"}
 
@@ -38,7 +47,7 @@ def test_random_weights_through_cli(variant, tmp_path, capsys):
     status = convert_main([str(tmp_path / "lite.pth"), str(tmp_path / "lite.h5"), "--arch", f"efficientnet_lite{variant}"])
     report = capsys.readouterr().out
     assert status == 0
-    assert "top-5 identical" in report  # the converter's own check ran
+    assert_reported_parity(report, "efficientnet_lite_pytorch 0.1.0 EfficientNet")  # the package itself
     model = kl.from_h5(tmp_path / "lite.h5", classifier_activation=None)
     assert_parity(np.asarray(model(images)), torch_forward(reference, images))
 
@@ -100,3 +109,30 @@ def test_failed_parity_check_writes_nothing(tmp_path, capsys, monkeypatch):
     status = convert_main([pretrained_checkpoint("efficientnet_lite0"), str(tmp_path / "x.h5"), "--arch", "efficientnet_lite0"])
     assert status == 2 and "does not reproduce" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("variant", [0, 2] + [pytest.param(v, marks=pytest.mark.slow) for v in (1, 3, 4)])
+def test_shipped_reference_equals_the_package(variant):
+    """The fallback reference (for machines without `efficientnet_lite_pytorch`)
+    takes the package's state_dict as it is and computes what the package does."""
+    from keras_lightnets.conversion.references.efficientnet_lite_pytorch import VARIANTS, EfficientNetLite
+
+    size = VARIANTS[variant][2]
+    torch.manual_seed(variant)
+    package = torch_lite(variant, num_classes=20)
+    images = kl.preprocess_input(np.random.default_rng(variant).uniform(0, 255, (2, size, size, 3)), "lite")
+    randomize_torch_model(package, nchw(images.astype("float32")), seed=variant)
+    shipped = EfficientNetLite(variant, 20)
+    assert list(shipped.state_dict()) == list(package.state_dict())
+    shipped.load_state_dict(package.state_dict(), strict=True)
+    expected = torch_forward(package, images.astype("float32"))
+    assert expected.std() > 0.5
+    np.testing.assert_allclose(torch_forward(shipped, images.astype("float32")), expected, rtol=0, atol=1e-5)
+
+
+def test_conversion_without_the_package_measures_parity_against_the_shipped_reference(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # as if not installed
+    checkpoint = pretrained_checkpoint("efficientnet_lite0")
+    status, report, err = run_cli(capsys, checkpoint, tmp_path / "lite0.h5", "--arch", "efficientnet_lite0")
+    assert status == 0, err
+    assert_reported_parity(report, "efficientnet_lite_pytorch EfficientNetLite (shipped reference)")

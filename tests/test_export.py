@@ -44,8 +44,13 @@ def real_photos(tmp_path_factory):
 def test_tflite_fp32_reproduces_keras(lite0, input_dtype, tmp_path):
     model, preprocessing = lite0
     figures = exporter.export(model, str(tmp_path / "m.tflite"), "tflite",
-                              input_dtype=input_dtype, preprocessing=preprocessing)
+                              input_dtype=input_dtype, preprocessing=preprocessing, diff_layers=True)
     assert figures["max_abs_diff"] <= 1e-4 and figures["top1_agreement"] == 1.0
+    # tensor by tensor too: every block's output (BN folded, ReLU6 fused) and the pooled features
+    header, verdict = figures["layer_diff"]
+    compared = int(header.split()[0])
+    assert "Keras layers ↔ TFLite tensors (fp32) on 2 inputs" in header and compared >= 16 * 2
+    assert verdict.startswith(f"no divergence in {compared} pairs"), verdict
     interpreter = load_interpreter((tmp_path / "m.tflite").read_bytes())
     (source,) = interpreter.get_input_details()
     assert source["dtype"] == np.dtype(input_dtype) and list(source["shape"]) == [1, 224, 224, 3]
@@ -94,6 +99,8 @@ def test_cli_refuses_existing_output_and_bad_requests(tmp_path):
     assert result.returncode == 2 and "--calibration" in result.stderr and not (tmp_path / "q.tflite").exists()
     result = run("--model", "mobilenet_v9", "--format", "tflite", tmp_path / "x.tflite")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+    result = run("--model", "efficientnet_lite0", "--format", "savedmodel", "--diff-layers", tmp_path / "sm")
+    assert result.returncode == 2 and "--diff-layers compares TFLite tensors" in result.stderr
 
 
 def test_deeplab_exports_to_tflite_with_its_resizes(tmp_path):

@@ -1,8 +1,7 @@
 """The converter's protections, fed real failures: the parity gate and atomic overwrites.
 
 - The parity gate gets a checkpoint with one perturbed weight and a reference
-  holding the unperturbed weights (`tests.references.mobilenet:
-  original_seed_v1_reference`); the perturbation is measured here with
+  holding the unperturbed weights (`tests.helpers:original_marvis_reference`); the perturbation is measured here with
   PyTorch alone, on the gate's own inputs, to be above the 1e-4 threshold but
   to keep the top-5. `PARITY_ATOL` is never touched.
 - A second perturbation stays below the threshold but swaps ranks 5 and 6:
@@ -26,8 +25,10 @@ import torch
 
 import keras_lightnets as kl
 from keras_lightnets.conversion.pipeline import parity_images
+from keras_lightnets.conversion.references.marvis import MobileNet as MarvisMobileNet
 from keras_lightnets.registry import get_spec
 from tests.helpers import (
+    ORIGINAL_CHECKPOINT_ENV,
     REPO,
     nchw,
     randomize_torch_model,
@@ -36,10 +37,9 @@ from tests.helpers import (
     top5,
     torch_forward,
 )
-from tests.references.mobilenet import ORIGINAL_CHECKPOINT_ENV, SeedMobileNetV1
 
 GATE_ATOL = 1e-4  # the documented threshold (GUIDE §6), written here, not read from the code
-REFERENCE = "tests.references.mobilenet:original_seed_v1_reference"
+REFERENCE = "tests.helpers:original_marvis_reference"
 ARCH = ["--arch", "mobilenet_v1"]
 
 
@@ -51,7 +51,7 @@ def gate_inputs():
 
 
 def holding(state_dict):
-    model = SeedMobileNetV1(num_classes=50, width_mult=0.25)
+    model = MarvisMobileNet(num_classes=50, width_mult=0.25)
     model.load_state_dict(state_dict)
     return model.eval()
 
@@ -62,7 +62,7 @@ def checkpoints(tmp_path_factory):
     tie_original.pth / tie_perturbed.pth (logits 6e-5 off, ranks 5 and 6 swapped)."""
     folder = tmp_path_factory.mktemp("gates")
     torch.manual_seed(7)
-    model = SeedMobileNetV1(num_classes=50, width_mult=0.25)
+    model = MarvisMobileNet(num_classes=50, width_mult=0.25)
     randomize_torch_model(model, nchw(reference_images()), seed=7)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     torch.save(original, folder / "original.pth")
@@ -110,7 +110,8 @@ def test_gate_passes_the_weights_and_refuses_one_perturbed_weight(checkpoints, t
     out = tmp_path / "model.h5"
     status, report, err = run_cli(capsys, folder / "original.pth", out, *ARCH, "--reference", REFERENCE)
     assert status == 0, err
-    assert "original_seed_v1_reference" in report and "top-5 identical" in report
+    assert "vs tests.helpers:original_marvis_reference (MobileNet) on 2 inputs" in report
+    assert "top-5 identical" in report
     assert 0 < reported_difference(report) <= GATE_ATOL / 2
     assert f"written         {out}" in report
     images = reference_images()

@@ -15,7 +15,7 @@ from keras_lightnets.preprocessing.image import (
     read_image,
 )
 from keras_lightnets.registry import KERAS_EVAL, SPECS, TORCHVISION_EVAL
-from tests.references import transforms as tv
+from tests import torchvision_transforms as tv
 
 RED = (200, 30, 40)
 

@@ -14,6 +14,7 @@ from torch import nn
 
 import keras_lightnets as kl
 from keras_lightnets.conversion import layouts
+from keras_lightnets.conversion.references.marvis import MobileNet as MarvisMobileNet
 from tests.helpers import (
     assert_parity,
     nchw,
@@ -22,7 +23,6 @@ from tests.helpers import (
     run_cli,
     torch_forward,
 )
-from tests.references.mobilenet import SeedMobileNetV1
 
 
 def fetcher(module):
@@ -153,7 +153,7 @@ def test_cli_converts_seed_v1_with_depth_multiplier_2(tmp_path, capsys):
     """Seed v1 naming, depth multiplier 2, random weights and BN statistics,
     through `python -m convert`, compared with the PyTorch forward pass."""
     torch.manual_seed(3)
-    model = SeedMobileNetV1(num_classes=20, depth_multiplier=2, width_mult=0.5)
+    model = MarvisMobileNet(num_classes=20, depth_multiplier=2, width_mult=0.5)
     images = reference_images()
     randomize_torch_model(model, nchw(images), seed=3)
     assert model.model[1][0].weight.shape == (32, 1, 3, 3)  # 16 channels x 2

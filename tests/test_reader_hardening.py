@@ -313,10 +313,12 @@ def _small_checkpoint(path, extra_key=None):
     """A torchvision MobileNetV2 (width 0.5, 10 classes) state_dict, optionally with one extra key."""
     import torch
 
-    from tests.references.mobilenet import TorchvisionMobileNetV2
+    from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import (
+        MobileNetV2,
+    )
 
     torch.manual_seed(0)
-    state = TorchvisionMobileNetV2(num_classes=10, width_mult=0.5).state_dict()
+    state = MobileNetV2(num_classes=10, width_mult=0.5).state_dict()
     if extra_key is not None:
         state[extra_key] = torch.ones(2)
     torch.save(state, path)

@@ -1,15 +1,8 @@
 """SqueezeNet 1.0/1.1, ShuffleNet v1 and v2: blocks, builders and conversion,
-against PyTorch references written here after torchvision's and megvii's code.
-
-The reference modules keep their sources' module structure (hence state_dict
-keys), padding and forward passes:
-- `TorchvisionSqueezeNet`: torchvision/models/squeezenet.py (`features.N`
-  Sequential with `Fire` modules, `classifier.1` 1x1 conv).
-- `TorchvisionShuffleNetV2`: torchvision/models/shufflenetv2.py (`conv1`,
-  `stage2..4.N.branch1/branch2`, `conv5`, `fc`).
-- `MegviiShuffleNetV1`: megvii-model/ShuffleNet-Series ShuffleNetV1/network.py
-  and blocks.py (`first_conv`, `features.N.branch_main_1/2`, `classifier.0`).
-torchvision does not import beside torch 2.13 here, so they are written out.
+against the PyTorch references written after torchvision's and megvii's code
+(`keras_lightnets.conversion.references.torchvision.squeezenet`, `.shufflenet`
+and `references.megvii`, which keep their sources' module structure, padding
+and forward passes).
 """
 
 import copy
@@ -23,25 +16,34 @@ import torch.nn.functional as F
 from torch import nn
 
 import keras_lightnets as kl
+from keras_lightnets.conversion.references.megvii import (
+    STAGE_OUT_CHANNELS as MEGVII_V1_CHANNELS,
+)
+from keras_lightnets.conversion.references.megvii import (
+    ShuffleNetV1 as MegviiShuffleNetV1,
+)
+from keras_lightnets.conversion.references.megvii import ShuffleV1Block
+from keras_lightnets.conversion.references.torchvision.shufflenet import (
+    STAGES_OUT_CHANNELS as TORCHVISION_V2,
+)
+from keras_lightnets.conversion.references.torchvision.shufflenet import (
+    ShuffleNetV2 as TorchvisionShuffleNetV2,
+)
+from keras_lightnets.conversion.references.torchvision.shufflenet import channel_shuffle
+from keras_lightnets.conversion.references.torchvision.squeezenet import (
+    SqueezeNet as TorchvisionSqueezeNet,
+)
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.custom import ChannelShuffle, ChannelSplit, torch_max_pool
 from keras_lightnets.models.shufflenet import shufflenet_v1_channels
 from tests.helpers import (
     assert_parity,
+    assert_reported_parity,
     nchw,
     randomize_torch_model,
     reference_images,
     run_cli,
     torch_forward,
-)
-from tests.references.squeezenet_shufflenet import (
-    MEGVII_V1_CHANNELS,
-    TORCHVISION_V2,
-    MegviiShuffleNetV1,
-    ShuffleV1Block,
-    TorchvisionShuffleNetV2,
-    TorchvisionSqueezeNet,
-    channel_shuffle,
 )
 
 VARIANTS = {
@@ -75,6 +77,13 @@ TORCHVISION_NUM_PARAMS = {
     "shufflenet_v2_x2_0": 7393996,
 }
 
+# how the conversion report names the shipped PyTorch reference of each family
+SHIPPED_REFERENCES = {
+    "squeezenet": "torchvision SqueezeNet (shipped reference)",
+    "shufflenet_v2": "torchvision ShuffleNetV2 (shipped reference)",
+    "shufflenet_v1": "megvii ShuffleNetV1 (shipped reference)",
+}
+
 # Quick parity cases; the others are marked slow.
 QUICK = {"squeezenet1_1", "shufflenet_v2_x0_5", "shufflenet_v1_g3"}
 ODD_SIZE_ARCHS = ("squeezenet1_0", "squeezenet1_1", "shufflenet_v2_x1_0")
@@ -95,6 +104,8 @@ def converted(arch, tmp_path_factory, capsys):
         status, report, err = run_cli(capsys, checkpoint, out, "--arch", arch)
         assert status == 0, err
         assert "unused tensors  none" in report and "unset weights   none" in report, report
+        family = next(family for family in SHIPPED_REFERENCES if arch.startswith(family))
+        assert_reported_parity(report, SHIPPED_REFERENCES[family])
         _converted[arch] = (reference.eval(), checkpoint, out)
     return _converted[arch]
 
@@ -216,7 +227,7 @@ def test_parameter_count_matches_pytorch(arch):
 
 def test_v1_channels_are_megvii_table_for_groups_3_and_8():
     for (groups, size), channels in MEGVII_V1_CHANNELS.items():
-        assert list(shufflenet_v1_channels(groups, float(size[:-1]))) == channels[1:]
+        assert tuple(shufflenet_v1_channels(groups, float(size[:-1]))) == channels[1:]
     with pytest.raises(ValueError, match="groups must be one of"):
         shufflenet_v1_channels(5, 1.0)
 

@@ -24,7 +24,7 @@ from tests.helpers import (
     top5,
     torch_forward,
 )
-from tests.references import timm_transforms
+from tests import timm_transforms
 
 # timm 1.0.31's `timm.create_model(name, pretrained=False, num_classes=n)`: the
 # first 16 hex digits of the sha256 of its sorted "key:shape" lines (no

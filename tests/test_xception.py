@@ -7,9 +7,15 @@ import torch
 from PIL import Image
 
 import keras_lightnets as kl
-from tests.helpers import nchw, photo, randomize_torch_model, run_cli, torch_forward
-from tests.references.bubbliiiing import BubbliiiingDeepLab
-from tests.references.xception import JfzXceptionDeepLab
+from keras_lightnets.conversion.references import bubbliiiing, jfzhang95_xception
+from tests.helpers import (
+    assert_reported_parity,
+    nchw,
+    photo,
+    randomize_torch_model,
+    run_cli,
+    torch_forward,
+)
 
 SEG_ATOL = 1e-4  # GUIDE.md section 6: segmentation, unit-spread logits
 SEG_ARGMAX = 0.9999
@@ -19,9 +25,9 @@ SEG_ARGMAX = 0.9999
 TIE_MARGIN = 2 * SEG_ATOL
 
 REFERENCES = {
-    ("bubbliiiing", "mobilenetv2"): lambda os_: BubbliiiingDeepLab(21, "mobilenet", os_),
-    ("bubbliiiing", "xception"): lambda os_: BubbliiiingDeepLab(21, "xception", os_),
-    ("jfzhang95", "xception"): lambda os_: JfzXceptionDeepLab(os_, 21),
+    ("bubbliiiing", "mobilenetv2"): lambda os_: bubbliiiing.DeepLab(21, "mobilenet", os_),
+    ("bubbliiiing", "xception"): lambda os_: bubbliiiing.DeepLab(21, "xception", os_),
+    ("jfzhang95", "xception"): lambda os_: jfzhang95_xception.DeepLab(os_, 21),
 }
 # each source's input scaling: bubbliiiing /255, jfzhang95 ImageNet mean/std
 INPUT_MODES = {"bubbliiiing": "unit", "jfzhang95": "torch"}
@@ -84,6 +90,7 @@ def test_conversion_reproduces_pytorch(naming, backbone, output_stride, height, 
     assert ("unwrapped {'state_dict'}" in report) == (naming == "jfzhang95")
     assert f"output_stride={output_stride}" in report and f"head='{naming}'" in report
     assert "unused tensors  none" in report and "unset weights   none" in report
+    assert_reported_parity(report, f"{naming} DeepLab (shipped reference)")
 
     expected = torch_forward(reference, images)
     model = kl.from_h5(tmp_path / "deeplab.h5")

@@ -29,10 +29,13 @@ def add_arguments(parser):
     parser.add_argument("--allow-partial", action="store_true",
                         help="write even if checkpoint tensors are unused or Keras weights unset")
     parser.add_argument("--no-check", dest="check", action="store_false",
-                        help="skip the comparison with a PyTorch reference")
+                        help="skip the comparison with the PyTorch reference (made whenever torch is installed)")
     parser.add_argument("--reference", metavar="MODULE:FUNCTION",
                         help="PyTorch reference for the parity check: FUNCTION(spec, builder_kwargs, "
                         "tensors) returns the torch model holding the checkpoint's weights")
+    parser.add_argument("--diff-layers", action="store_true",
+                        help="compare the Keras model with the PyTorch reference layer by layer and "
+                        "print where they diverge (also when the parity check refuses the conversion)")
 
 
 def check(args):
@@ -41,24 +44,30 @@ def check(args):
 
 def run(args, checked):
     from keras_lightnets.catalog import get_builder
-    from keras_lightnets.conversion.pipeline import convert_checkpoint
+    from keras_lightnets.conversion.pipeline import ParityError, convert_checkpoint
     from keras_lightnets.files import safe_lines
     from keras_lightnets.quiet import import_tensorflow_quietly
 
-    report = convert_checkpoint(
-        args.checkpoint,
-        args.out,
-        args.arch,
-        lambda **kwargs: get_builder(args.arch)(**kwargs),  # TensorFlow starts after the checks
-        source=args.source,
-        num_classes=args.num_classes,
-        output_stride=args.output_stride,
-        force=args.force,
-        allow_partial=args.allow_partial,
-        check=args.check,
-        reference=args.reference,
-        before_build=import_tensorflow_quietly,
-    )
+    try:
+        report = convert_checkpoint(
+            args.checkpoint,
+            args.out,
+            args.arch,
+            lambda **kwargs: get_builder(args.arch)(**kwargs),  # TensorFlow starts after the checks
+            source=args.source,
+            num_classes=args.num_classes,
+            output_stride=args.output_stride,
+            force=args.force,
+            allow_partial=args.allow_partial,
+            check=args.check,
+            reference=args.reference,
+            before_build=import_tensorflow_quietly,
+            diff_layers=args.diff_layers,
+        )
+    except ParityError as err:
+        if err.details:  # --diff-layers: where the two models part, before the error line
+            print(safe_lines("\n".join(f"layer diff      {line}" for line in err.details)))
+        raise
     print(safe_lines(report))  # key names are the checkpoint's: escape codes, lone surrogates
 
 

@@ -25,6 +25,9 @@ def add_arguments(parser):
     parser.add_argument("--input-dtype", default="float32", choices=("float32", "uint8"),
                         help="uint8: the model takes RGB pixels, preprocessing built in")
     parser.add_argument("--force", action="store_true", help="replace an existing .tflite file")
+    parser.add_argument("--diff-layers", action="store_true",
+                        help="compare the TFLite export with the Keras model tensor by tensor "
+                        "(the tensors TFLite exposes) and print where they part")
     parser.add_argument("out", help="output .tflite file or SavedModel folder")
 
 
@@ -33,7 +36,7 @@ def check(args):
     from keras_lightnets.catalog import pretrained_source, weights_info
     from keras_lightnets.runtime.export import ExportError, check_request
 
-    check_request(args.out, args.format, args.quantize, bool(args.calibration), args.force)
+    check_request(args.out, args.format, args.quantize, bool(args.calibration), args.force, args.diff_layers)
     if args.calibration and not os.path.isdir(args.calibration):
         raise ExportError(f"--calibration {args.calibration}: not a directory")
     if args.model is not None:
@@ -44,7 +47,7 @@ def check(args):
 def run(args, checked):
     from keras_lightnets.catalog import from_h5, pretrained_file, weights_info
     from keras_lightnets.quiet import import_tensorflow_quietly
-    from keras_lightnets.runtime.export import calibration_images, export
+    from keras_lightnets.runtime.export import ExportCheckError, calibration_images, export
     from keras_lightnets.runtime.tflite import tflite_bytes
 
     source, info = checked
@@ -58,9 +61,15 @@ def run(args, checked):
     calibration = None
     if args.calibration:
         calibration = calibration_images(args.calibration, model.input_shape[1], preprocessing)
-    figures = export(
-        model, args.out, args.format, args.quantize, calibration, args.input_dtype, args.force, preprocessing
-    )
+    try:
+        figures = export(
+            model, args.out, args.format, args.quantize, calibration, args.input_dtype, args.force, preprocessing,
+            diff_layers=args.diff_layers,
+        )
+    except ExportCheckError as err:
+        for detail in err.details:  # where the export parts from Keras, before the error line
+            print(f"layer diff  {detail}")
+        raise
     line = (
         f"wrote {args.out} ({figures['bytes'] / 1e6:.1f} MB): max |Δ| vs Keras "
         f"{figures['max_abs_diff']:.2e} on {figures['samples']} inputs"
@@ -73,6 +82,8 @@ def run(args, checked):
         fp32 = len(tflite_bytes(fold_batchnorm(model)))
         line += f", size {figures['bytes'] / fp32:.2f}x fp32"
     print(line)
+    for detail in figures.get("layer_diff", []):
+        print(f"layer diff  {detail}")
 
 
 def main(argv=None, prog=None):

@@ -11,6 +11,7 @@ COMMANDS = {
     "predict": "keras_lightnets.cli.predict",
     "finetune": "keras_lightnets.cli.finetune",
     "export": "keras_lightnets.cli.export",
+    "evaluate": "keras_lightnets.cli.evaluate",
     "info": "keras_lightnets.cli.info",
 }
 SUMMARIES = {
@@ -19,6 +20,7 @@ SUMMARIES = {
     "predict": "predict every photo of a folder (JSON lines, masks)",
     "finetune": "train weights on your photos or masks",
     "export": "SavedModel or TFLite, checked against Keras",
+    "evaluate": "top-1/top-5 (or mIoU) on labelled photos, per runtime",
     "info": "what a weights file, checkpoint or TFLite file holds",
 }
 

@@ -7,6 +7,7 @@ arch's builder), so it never imports the model modules.
 
 import dataclasses
 import importlib
+import importlib.metadata
 import os
 import time
 
@@ -23,12 +24,30 @@ from keras_lightnets.weights.h5 import create_from_arrays, layer_variables
 
 MAX_LISTED = 8
 PARITY_ATOL = 1e-4  # classification logits, float32 CPU (onnx2tf and nobuco check 1e-4)
-SEGMENTATION_ARGMAX_AGREEMENT = 0.9999  # on the pixels whose top-two gap exceeds the next
-SEGMENTATION_DECIDED_GAP = 1e-4
+SEGMENTATION_ARGMAX_AGREEMENT = 0.9999
+# Segmentation argmax agreement counts the pixels whose reference top two
+# classes are further apart than this (times the logits' spread when it
+# exceeds 1): closer ones are float rounding's to swap.
+SEGMENTATION_TIE_MARGIN = 1e-4
+NOT_MEASURED = "not measured"
 
 
 class ConversionError(LightnetsError, ValueError):
     """The checkpoint cannot become the requested Keras weights; one-line message."""
+
+
+class ParityError(ConversionError):
+    """The Keras model does not reproduce the PyTorch reference.
+
+    Attributes:
+        parity: the measurements (`check_parity`'s).
+        details: the layer-by-layer report lines (`--diff-layers`), or [].
+    """
+
+    def __init__(self, message, parity):
+        super().__init__(message)
+        self.parity = parity
+        self.details = []
 
 
 @dataclasses.dataclass
@@ -50,6 +69,7 @@ class Report:
     seconds: float
     by_design: list = dataclasses.field(default_factory=list)  # unused tensors the naming leaves out on purpose
     by_design_note: str = ""
+    layer_diff: list = dataclasses.field(default_factory=list)
 
     def __str__(self):
         def listing(items):
@@ -59,17 +79,7 @@ class Report:
         kwargs = ", ".join(f"{k}={v!r}" for k, v in self.builder_kwargs.items())
         wrapper = f", unwrapped {{'{self.wrapper}'}}" if self.wrapper else ""
         prefix = f", prefix '{self.prefix}' stripped" if self.prefix else ""
-        if self.parity:
-            p = self.parity
-            agreement = p.get("top5_identical", p.get("argmax_agreement"))
-            agreement = (
-                f"top-5 {'identical' if agreement else 'DIFFERENT'}"
-                if isinstance(agreement, bool)
-                else f"argmax agreement {100 * agreement:.3f} %"
-            )
-            parity = f"max |Δlogit| {p['max_abs_diff']:.2e} vs {p['reference']} on {p['images']} images, {agreement}"
-        else:
-            parity = self.parity_note
+        parity = parity_summary(self.parity) if self.parity else self.parity_note
         return "\n".join(
             [
                 f"checkpoint      {self.checkpoint} ({self.file_format}{wrapper}{prefix})",
@@ -80,10 +90,26 @@ class Report:
                 + (f"; {len(self.by_design)} left out by design: {self.by_design_note}" if self.by_design else ""),
                 f"unset weights   {listing(self.unset)}",
                 f"parity          {parity}",
+                *(f"layer diff      {line}" for line in self.layer_diff),
                 f"written         {self.output or 'nothing'}"
                 + (f" in {self.seconds:.1f} s" if self.output else ""),
             ]
         )
+
+
+def parity_summary(parity):
+    """One line of measured parity: `max |Δlogit| 3.1e-06 vs ... on 2 inputs, top-5 identical, ...`."""
+    if "top5_identical" in parity:
+        agreement = f"top-5 {'identical' if parity['top5_identical'] else 'DIFFERENT'}"
+    else:
+        agreement = (
+            f"argmax agreement {100 * parity['argmax_agreement']:.3f} % of {parity['decided_pixels']:,} pixels "
+            f"(top-two gap > {parity['tie_margin']:.1e})"
+        )
+    return (
+        f"max |Δlogit| {parity['max_abs_diff']:.2e} vs {parity['reference']} on {parity['inputs']} inputs "
+        f"of {parity['input_size']}, {agreement}, max |Δprobability| {parity['max_prob_diff']:.2e}"
+    )
 
 
 # ---------------------------------------------------------------- steps
@@ -282,13 +308,23 @@ def layer_weights(model, mapped):
     return result
 
 
+def torch_importable():
+    """Whether PyTorch imports (it is imported: the parity check needs it next)."""
+    try:
+        importlib.import_module("torch")
+    except ImportError:
+        return False
+    return True
+
+
 def resolve_reference(reference, naming):
     """The parity reference: `reference` (a callable or `"module:function"`),
     else the naming's own (`naming.reference`), or None.
 
     A reference is called as `reference(spec, builder_kwargs, tensors)` and
     returns a PyTorch module in eval mode holding the checkpoint's weights;
-    it raises ImportError when what it needs is not installed.
+    it raises ImportError when what it needs is not installed and
+    ValueError when it cannot hold the checkpoint.
     """
     if reference is None:
         return getattr(naming, "reference", None)
@@ -301,6 +337,24 @@ def resolve_reference(reference, naming):
         raise ConversionError(f"--reference {reference}: cannot import it ({err})") from None
 
 
+def describe_reference(torch_model, naming, given=None):
+    """How the report names the reference: `torchvision MobileNetV2 (shipped
+    reference)`, `torchvision 0.29.1 MobileNetV2` (the library itself), or
+    the `--reference` given."""
+    cls = type(torch_model)
+    if given is not None:
+        return f"{given if isinstance(given, str) else getattr(given, '__qualname__', repr(given))} ({cls.__name__})"
+    if cls.__module__.startswith("keras_lightnets.conversion.references."):
+        source = naming.NAME if naming is not None else cls.__module__.split(".")[-1]
+        return f"{source} {cls.__name__} (shipped reference)"
+    library = cls.__module__.split(".")[0]
+    try:
+        version = importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        version = ""
+    return " ".join(part for part in (library, version, cls.__name__) if part)
+
+
 def parity_images(model, spec, count=2, seed=0):
     """Random NHWC inputs of unit spread at the model's size (65x81 for any-size models)."""
     rows, cols = model.input_shape[1:3]
@@ -308,52 +362,110 @@ def parity_images(model, spec, count=2, seed=0):
     return np.random.default_rng(seed).uniform(-2, 2, (count, rows, cols, 3)).astype("float32")
 
 
-def check_parity(model, spec, kwargs, tensors, reference):
-    """Compares the Keras model with the PyTorch reference on random inputs.
-
-    Returns `(measurements, note)`; raises ConversionError when the Keras
-    model does not reproduce the reference.
-    """
+def build_reference(reference, spec, kwargs, tensors, naming, given=None):
+    """`(torch model, its description)`, or `(None, why not)` when the naming's
+    reference cannot be built; a reference `given` (`--reference`) that
+    cannot be built is an error."""
     try:
-        torch = importlib.import_module("torch")
+        importlib.import_module("torch")
         torch_model = reference(spec, kwargs, tensors)
-    except ImportError as err:
-        return None, f"not run: the reference needs {err.name or err} (pip install torch and it)"
-    except ValueError as err:
-        return None, f"not run: {err}"
-    module = type(torch_model).__module__.removeprefix("keras_lightnets.conversion.references.")
-    name = f"{getattr(reference, '__qualname__', repr(reference))} ({module}.{type(torch_model).__qualname__})"
+    except (ImportError, ValueError) as err:
+        if given is not None:
+            raise ConversionError(f"--reference {given}: {err}") from None
+        if isinstance(err, ImportError):
+            return None, f"{NOT_MEASURED}: the reference needs {err.name or err} (pip install it to measure parity)"
+        return None, f"{NOT_MEASURED}: {err}"
+    return torch_model.eval(), describe_reference(torch_model, naming, given)
+
+
+def _softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def measure_parity(model, spec, torch_model, description):
+    """Compares the Keras model with the PyTorch reference on `parity_images`.
+
+    Returns the measurements; raises ParityError (with them) when the Keras
+    model does not reproduce the reference: classification max |Δlogit| >
+    `PARITY_ATOL` or another top-5; segmentation argmax agreement below
+    `SEGMENTATION_ARGMAX_AGREEMENT` on the pixels the reference decides by
+    more than `SEGMENTATION_TIE_MARGIN` × max(1, the logits' standard deviation).
+    """
+    import torch
+
     images = parity_images(model, spec)
-    with torch.no_grad():
-        expected = torch_model.eval()(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
-        expected = expected.numpy()
+    try:
+        with torch.no_grad():
+            expected = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    except RuntimeError as err:
+        raise ConversionError(f"the reference {description} fails on {images.shape[1]}x{images.shape[2]} inputs: "
+                              f"{' '.join(str(err).split())[:200]}") from None
     got = np.asarray(model(images, training=False))
     if expected.ndim == 4:  # segmentation maps come out NCHW
         expected = expected.transpose(0, 2, 3, 1)
     if got.shape != expected.shape:
-        raise ConversionError(f"the Keras model gives {got.shape}, the reference {name} {expected.shape}")
-    measured = {"reference": name, "images": len(images), "max_abs_diff": float(np.abs(got - expected).max())}
+        raise ConversionError(f"the Keras model gives {got.shape}, the reference {description} {expected.shape}")
+    measured = {
+        "reference": description,
+        "inputs": len(images),
+        "input_size": f"{images.shape[1]}x{images.shape[2]}",
+        "max_abs_diff": float(np.abs(got - expected).max()),
+        "max_prob_diff": float(np.abs(_softmax(got.astype("float64")) - _softmax(expected.astype("float64"))).max()),
+    }
     if spec.task == "segmentation":
-        # pixels whose two best classes are closer than float rounding may swap
         top_two = np.sort(expected, axis=-1)[..., -2:]
-        decided = top_two[..., 1] - top_two[..., 0] > SEGMENTATION_DECIDED_GAP
-        agreement = float((got.argmax(-1) == expected.argmax(-1))[decided].mean()) if decided.any() else 1.0
-        measured["argmax_agreement"] = agreement
-        failed = agreement < SEGMENTATION_ARGMAX_AGREEMENT
+        measured["tie_margin"] = SEGMENTATION_TIE_MARGIN * max(1.0, float(expected.std()))
+        decided = (top_two[..., 1] - top_two[..., 0]) > measured["tie_margin"]
+        same = got.argmax(-1) == expected.argmax(-1)
+        measured["decided_pixels"] = int(decided.sum())
+        measured["argmax_agreement"] = float(same[decided].mean()) if decided.any() else 1.0
+        failed = measured["argmax_agreement"] < SEGMENTATION_ARGMAX_AGREEMENT
+        verdict = f"argmax agreement {100 * measured['argmax_agreement']:.3f} %"
     else:
         top5 = lambda logits: np.argsort(-logits, axis=1)[:, :5]  # noqa: E731
         measured["top5_identical"] = bool((top5(got) == top5(expected)).all())
-        failed = not measured["top5_identical"]
-    if failed or measured["max_abs_diff"] > PARITY_ATOL:
-        raise ConversionError(
-            f"the Keras model does not reproduce {name}: max |Δlogit| "
-            f"{measured['max_abs_diff']:.2e}; nothing written"
+        failed = not measured["top5_identical"] or measured["max_abs_diff"] > PARITY_ATOL
+        verdict = f"top-5 {'identical' if measured['top5_identical'] else 'DIFFERENT'}"
+    if failed:
+        raise ParityError(
+            f"the Keras model does not reproduce {description}: max |Δlogit| {measured['max_abs_diff']:.2e}, "
+            f"{verdict}; nothing written (--diff-layers shows where they diverge)",
+            measured,
         )
-    return measured, ""
+    return measured
 
 
-def make_record(spec, kwargs, naming, path, preprocessing=None):
-    """The JSON record the weights file carries (for `from_h5`, the demo, exports)."""
+def check_parity(model, spec, kwargs, tensors, reference, naming=None, given=None):
+    """Builds the reference and compares (`measure_parity`).
+
+    Returns `(measurements, "")`, or `(None, note)` when no reference could
+    be built; raises ParityError when the Keras model does not reproduce it.
+    """
+    torch_model, description = build_reference(reference, spec, kwargs, tensors, naming, given)
+    if torch_model is None:
+        return None, description
+    return measure_parity(model, spec, torch_model, description), ""
+
+
+def layer_diff_lines(model, torch_model, rows, spec):
+    """The `--diff-layers` report: the Keras model and its reference run
+    once on the first parity input, compared layer by layer."""
+    from keras_lightnets.conversion import diff
+
+    images = parity_images(model, spec)[:1]
+    diffs = diff.torch_layer_diffs(model, torch_model, rows, images)
+    header = (
+        f"{len(diffs)} Keras layers ↔ PyTorch modules on one {images.shape[1]}x{images.shape[2]} input, "
+        f"tolerance {diff.RTOL:g} × max(1, max |PyTorch output|)"
+    )
+    return [header, *diff.report_lines(diffs)]
+
+
+def make_record(spec, kwargs, naming, path, parity=None, preprocessing=None):
+    """The JSON record the weights file carries (for `from_h5`, the demo, exports);
+    `parity`: the measurements, or None ("not measured"); `preprocessing`:
+    the checkpoint's own eval transform, else its naming's or arch's."""
     return {
         "format": h5format.RECORD_FORMAT,
         "arch": spec.name,
@@ -365,6 +477,7 @@ def make_record(spec, kwargs, naming, path, preprocessing=None):
             "checkpoint": os.path.basename(os.fspath(path)),
             "sha256": h5format.sha256_of(path),
         },
+        "parity": parity or NOT_MEASURED,
     }
 
 
@@ -385,8 +498,16 @@ def convert_checkpoint(
     reference=None,
     before_build=None,
     preprocessing=None,
+    diff_layers=False,
 ):
     """Converts a PyTorch checkpoint into a Keras weights file.
+
+    Whenever PyTorch is importable (and `check`), the converted model is
+    compared with a PyTorch reference holding the checkpoint (the naming's:
+    the source library itself where installed, else the shipped
+    `keras_lightnets.conversion.references`) on random inputs; a model that
+    does not reproduce it is refused and nothing is written. The report and
+    the file's record give the measurements, or say "not measured".
 
     Args:
         path: the checkpoint (.pth/.pt/.bin zip or legacy, .safetensors, .npz).
@@ -399,9 +520,12 @@ def convert_checkpoint(
             record it; the report's arch line shows the one used.
         force: replace `out` if it exists.
         allow_partial: write even if tensors are unused or Keras weights unset.
-        check: compare against a PyTorch reference when one is importable.
+        check: compare with the PyTorch reference (when torch is importable).
         reference: the parity reference, a callable or `"module:function"`
             (see `resolve_reference`); by default the naming's.
+        diff_layers: also compare the two models layer by layer (the
+            report's `layer diff` lines; on a mismatch, the ParityError's
+            `details`).
         before_build: called with no arguments once the checkpoint is read and
             matched to the arch, before Keras builds the model (the command
             line imports TensorFlow there, quietly, so that bad input is
@@ -413,9 +537,12 @@ def convert_checkpoint(
         A `Report`; `str(report)` is the one-screen summary.
 
     Raises:
-        ConversionError, CheckpointError: with one-line messages.
+        ConversionError, CheckpointError: with one-line messages;
+        ParityError (a ConversionError) when parity fails.
     """
     started = time.perf_counter()
+    if diff_layers and not check:
+        raise ConversionError("--diff-layers compares with the PyTorch reference: drop --no-check")
     try:
         spec = registry.get_spec(arch)
     except ValueError as err:
@@ -428,13 +555,15 @@ def convert_checkpoint(
     naming = detect_naming(spec, keys, source, tensors)
     kwargs = plan_builder_kwargs(spec, naming, tensors, num_classes, chosen)
 
-    reference_fn = resolve_reference(reference, naming) if check else None
+    measure = check and (reference is not None or torch_importable())
+    reference_fn = resolve_reference(reference, naming) if measure else None
     if before_build is not None:
         hook_started = time.perf_counter()
         before_build()
         started += time.perf_counter() - hook_started  # the report times the conversion, not TensorFlow's start
     model = build_model(build, kwargs)
-    mapped, used = map_weights(model, tensors, naming.layer_map(model, keys), release=reference_fn is None)
+    rows = naming.layer_map(model, keys)
+    mapped, used = map_weights(model, tensors, rows, release=reference_fn is None)
     by_design, by_design_note = unused_by_design(naming, keys)
     unused, unset = completeness(
         model, keys.difference(by_design), used, mapped, checkpoint.alias_groups, allow_partial
@@ -443,13 +572,30 @@ def convert_checkpoint(
         create_model_values(model, mapped)
     weights = layer_weights(model, mapped)
 
-    parity, parity_note = None, "not run (--no-check)"
-    if reference_fn is not None:
-        parity, parity_note = check_parity(model, spec, kwargs, tensors, reference_fn)
+    parity, parity_note, layer_diff = None, f"{NOT_MEASURED} (--no-check)", []
+    if check and not measure:
+        parity_note = f"{NOT_MEASURED}: PyTorch is not installed (pip install torch to measure parity)"
+    elif check and reference_fn is None:
+        parity_note = f"{NOT_MEASURED}: no PyTorch reference for this naming (--reference MODULE:FUNCTION adds one)"
+    elif check and unset:
+        parity_note = f"{NOT_MEASURED}: {len(unset)} Keras layers hold no checkpoint weights (--allow-partial)"
     elif check:
-        parity_note = "not run: no PyTorch reference for this naming (--reference MODULE:FUNCTION adds one)"
+        torch_model, description = build_reference(reference_fn, spec, kwargs, tensors, naming, reference)
+        if torch_model is None:
+            parity_note = description
+        else:
+            try:
+                parity = measure_parity(model, spec, torch_model, description)
+            except ParityError as err:
+                if diff_layers:
+                    err.details = layer_diff_lines(model, torch_model, rows, spec)
+                raise
+            if diff_layers:
+                layer_diff = layer_diff_lines(model, torch_model, rows, spec)
+    if diff_layers and not layer_diff:
+        layer_diff = [f"not run: parity {parity_note}"]
 
-    record = make_record(spec, kwargs, naming, path, preprocessing)
+    record = make_record(spec, kwargs, naming, path, parity, preprocessing)
     written = h5format.write_weights(out, weights, record, overwrite=force)
     return Report(
         checkpoint=os.fspath(path),
@@ -469,4 +615,5 @@ def convert_checkpoint(
         seconds=time.perf_counter() - started,
         by_design=by_design,
         by_design_note=by_design_note,
+        layer_diff=layer_diff,
     )

@@ -37,8 +37,14 @@ class ExportError(LightnetsError, RuntimeError):
 
 
 class ExportCheckError(ExportError):
+    """The exported model does not reproduce the Keras model.
+
+    Attributes:
+        details: the `--diff-layers` lines, or [].
+    """
+
     exit_status = 1
-    """The exported model does not reproduce the Keras model."""
+    details = ()
 
 
 def with_uint8_input(model, mode):
@@ -78,8 +84,10 @@ def run_tflite(content, batch):
     return np.concatenate([runner(image[None]) for image in batch])
 
 
-def check_request(out, fmt, quantize, has_calibration, force=False):
+def check_request(out, fmt, quantize, has_calibration, force=False, diff_layers=False):
     """Raises `ExportError` for a request that cannot be exported, before any work."""
+    if diff_layers and fmt != "tflite":
+        raise ExportError("--diff-layers compares TFLite tensors: use it with --format tflite")
     check_output_path(out, overwrite=force and fmt == "tflite")
     if fmt not in ("savedmodel", "tflite"):
         raise ExportError(f"unknown format {fmt!r}")
@@ -90,7 +98,7 @@ def check_request(out, fmt, quantize, has_calibration, force=False):
 
 
 def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dtype="float32", force=False,
-           preprocessing=None, seed=0):
+           preprocessing=None, seed=0, diff_layers=False):
     """Exports `model` to `out` and checks it; returns a dict of figures.
 
     Args:
@@ -103,12 +111,15 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
         input_dtype: "float32" (preprocessed input) or "uint8" (pixels; the
             preprocessing `preprocessing["mode"]` is built in).
         preprocessing: the weights' preprocessing record (`weights_info`).
+        diff_layers: TFLite only: also compare the export with the Keras
+            model tensor by tensor (`figures["layer_diff"]`, report lines;
+            on a failed check, the ExportCheckError's `details`).
 
     Raises:
         ExportError: bad request; ExportCheckError: an fp32 export that does
             not reproduce the Keras model (nothing is written).
     """
-    check_request(out, fmt, quantize, calibration is not None, force)
+    check_request(out, fmt, quantize, calibration is not None, force, diff_layers)
     from keras_lightnets.preprocessing import preprocess_input
     from keras_lightnets.runtime.folding import fold_batchnorm
 
@@ -143,11 +154,21 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
         if expected.ndim == 2:
             agree = got.argmax(-1) == expected.argmax(-1)
             figures["top1_agreement"] = float(agree[2:].mean() if calibration is not None else agree.mean())
+        if diff_layers:
+            from keras_lightnets.runtime.tflite_diff import folded_pairs, tflite_report
+
+            sample = pixels[:3]
+            figures["layer_diff"] = tflite_report(
+                model, content, preprocess_input(sample, mode), exported_input(sample), quantize, folded_pairs(exported)
+            )
         if quantize == "none" and figures["max_abs_diff"] > FP32_ATOL:
-            raise ExportCheckError(
+            error = ExportCheckError(
                 f"the export does not reproduce the Keras model: max |Δ| "
                 f"{figures['max_abs_diff']:.2e} > {FP32_ATOL}; nothing written"
+                + ("" if diff_layers else " (--diff-layers shows where)")
             )
+            error.details = figures.get("layer_diff", [])
+            raise error
         if fmt == "tflite":  # written only once checked
             write_atomically(out, lambda temp: _write_bytes(temp, content))
     except BaseException:

@@ -93,7 +93,7 @@ def _classification_split(folder, class_names=None):
     return Split(images, labels), class_names
 
 
-def _segmentation_split(folder):
+def segmentation_split(folder):
     image_dir, mask_dir = os.path.join(folder, "images"), os.path.join(folder, "masks")
     images = list_images(image_dir)
     if not images:
@@ -108,7 +108,7 @@ def _segmentation_split(folder):
     return Split(images, masks)
 
 
-def _voc_split(root, split):
+def voc_split(root, split):
     listing = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
     if not os.path.isfile(listing):
         return None
@@ -138,16 +138,16 @@ def find_dataset(folder):
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: no such folder")
     if os.path.isdir(os.path.join(folder, "JPEGImages")) and os.path.isdir(os.path.join(folder, "SegmentationClass")):
-        train = _voc_split(folder, "train")
+        train = voc_split(folder, "train")
         if train is None:
             raise DataError(f"{folder}: Pascal VOC layout without ImageSets/Segmentation/train.txt")
-        return Dataset("segmentation", "voc", train, _voc_split(folder, "val"))
+        return Dataset("segmentation", "voc", train, voc_split(folder, "val"))
     train_dir, val_dir = os.path.join(folder, "train"), os.path.join(folder, "val")
     if not os.path.isdir(train_dir):
         raise DataError(f"{folder}: no train/ folder (see `python -m keras_lightnets.training.finetune --help`)")
     if os.path.isdir(os.path.join(train_dir, "images")):
-        val = _segmentation_split(val_dir) if os.path.isdir(val_dir) else None
-        return Dataset("segmentation", "segmentation", _segmentation_split(train_dir), val)
+        val = segmentation_split(val_dir) if os.path.isdir(val_dir) else None
+        return Dataset("segmentation", "segmentation", segmentation_split(train_dir), val)
     train, class_names = _classification_split(train_dir)
     val = _classification_split(val_dir, class_names)[0] if os.path.isdir(val_dir) else None
     return Dataset("classification", "classification", train, val, class_names)

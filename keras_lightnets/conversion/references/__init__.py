@@ -1,1 +1,1 @@
-"""PyTorch reference modules for the converter's parity check (torch only, imported only when torch is)."""
+"""PyTorch reference modules for the parity check (torch only; imported only when torch is importable)."""

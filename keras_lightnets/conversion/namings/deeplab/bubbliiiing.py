@@ -74,3 +74,14 @@ def layer_map(model, keys):
         ("cat_conv.4", "decoder_conv2"), ("cat_conv.5", "decoder_conv2_bn"),
         ("cls_conv", "logits"),
     ]
+
+
+def reference(spec, builder_kwargs, tensors):
+    """bubbliiiing's `DeepLab` holding the checkpoint (width 1.0, as its code builds it)."""
+    if builder_kwargs.get("alpha", 1.0) != 1.0:
+        raise ValueError(f"its code builds MobileNetV2 width 1.0 only, the checkpoint has {builder_kwargs['alpha']}")
+    from keras_lightnets.conversion.references.bubbliiiing import DeepLab
+    from keras_lightnets.conversion.references.common import holding
+
+    backbone = "mobilenet" if builder_kwargs["backbone"] == "mobilenetv2" else "xception"
+    return holding(DeepLab(builder_kwargs["classes"], backbone, builder_kwargs["output_stride"]), tensors)

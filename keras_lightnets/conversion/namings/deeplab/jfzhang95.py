@@ -93,3 +93,20 @@ def xception_rows(model, keys):
         return (f"{module}.conv1", f"{module}.bn", f"{module}.pointwise", f"backbone.bn{index}")
 
     return _xception.xception_rows(model, "backbone", separable, exit_conv)
+
+
+def reference(spec, builder_kwargs, tensors):
+    """jfzhang95's `DeepLab` holding the checkpoint."""
+    from keras_lightnets.conversion.references import jfzhang95, jfzhang95_xception
+    from keras_lightnets.conversion.references.common import holding
+
+    backbone, classes = builder_kwargs["backbone"], builder_kwargs["classes"]
+    output_stride = builder_kwargs["output_stride"]
+    dropouts = last_conv_indices(tensors) == (0, 1, 4, 5, 8)
+    if backbone == "xception":
+        model = jfzhang95_xception.DeepLab(output_stride, classes, dropouts)
+    elif backbone == "mobilenetv2":
+        model = jfzhang95.DeepLab("mobilenet", output_stride, classes, dropouts=dropouts)
+    else:
+        model = jfzhang95.DeepLab("resnet", output_stride, classes, int(backbone[len("resnet"):]), dropouts)
+    return holding(model, tensors)

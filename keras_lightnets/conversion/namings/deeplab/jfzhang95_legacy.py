@@ -33,3 +33,12 @@ def layer_map(model, keys):
         + [("global_avg_pool.1", "global_avg_pool.2"), ("conv1", "bn1")]
     )
     return rows + jfzhang95.decoder_rows(keys, "conv2", "bn2", "last_conv")
+
+
+def reference(spec, builder_kwargs, tensors):
+    """The early `DeepLabv3_plus` holding the checkpoint."""
+    from keras_lightnets.conversion.references.common import holding
+    from keras_lightnets.conversion.references.jfzhang95_legacy import DeepLabV3Plus
+
+    depth = int(builder_kwargs["backbone"][len("resnet"):])
+    return holding(DeepLabV3Plus(builder_kwargs["classes"], builder_kwargs["output_stride"], depth), tensors)

@@ -48,3 +48,14 @@ def layer_map(model, keys):
         ("classifier.classifier.1", "decoder_conv1_bn"),
         ("classifier.classifier.3", "logits"),
     ]
+
+
+def reference(spec, builder_kwargs, tensors):
+    """VainF's `deeplabv3plus_*` holding the checkpoint."""
+    from keras_lightnets.conversion.references.common import holding
+    from keras_lightnets.conversion.references.vainf import DeepLabV3Plus
+
+    kwargs = builder_kwargs
+    separable = kwargs.get("separable", False)
+    model = DeepLabV3Plus(kwargs["backbone"], kwargs["classes"], kwargs["output_stride"], separable)
+    return holding(model, tensors)

@@ -27,3 +27,6 @@ def layer_map(model, keys):
         else:
             rows.append((module, layer))
     return rows
+
+
+reference = vainf.reference  # VainF's model, its head made separable (`builder_kwargs["separable"]`)

@@ -38,13 +38,22 @@ def layer_map(model, keys):
 
 
 def reference(spec, builder_kwargs, tensors):
-    """`efficientnet_lite_pytorch`'s model with the checkpoint's weights, for parity."""
-    import torch
-    from efficientnet_lite_pytorch import EfficientNet
+    """`efficientnet_lite_pytorch`'s model holding the checkpoint, where that
+    package is installed; else the shipped reference written from its code."""
+    from keras_lightnets.conversion.references.common import holding, library_or_shipped
 
-    model = EfficientNet.from_name(spec.name.replace("_", "-"), num_classes=builder_kwargs["classes"])
-    result = model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()}, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"efficientnet_lite_pytorch's {spec.name} does not take this state_dict")
-    return model.eval()
+    variant, classes = int(spec.name[-1]), builder_kwargs["classes"]
+
+    def library():
+        from efficientnet_lite_pytorch import EfficientNet
+
+        return EfficientNet.from_name(f"efficientnet-lite{variant}", num_classes=classes)
+
+    def shipped():
+        from keras_lightnets.conversion.references.efficientnet_lite_pytorch import (
+            EfficientNetLite,
+        )
+
+        return EfficientNetLite(variant, classes)
+
+    return holding(library_or_shipped(library, shipped), tensors)

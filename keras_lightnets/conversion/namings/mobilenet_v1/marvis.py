@@ -34,3 +34,12 @@ def layer_map(model, keys):
         ]
     rows.append(("fc", "conv_preds"))
     return rows
+
+
+def reference(spec, builder_kwargs, tensors):
+    """marvis' MobileNet holding the checkpoint."""
+    from keras_lightnets.conversion.references.common import holding
+    from keras_lightnets.conversion.references.marvis import MobileNet
+
+    kwargs = builder_kwargs
+    return holding(MobileNet(kwargs["classes"], kwargs["depth_multiplier"], kwargs["alpha"]), tensors)

@@ -41,3 +41,13 @@ def layer_map(model, keys):
             rows.append((f"{module}.{torch_part}.layers2.1", prefix + keras_part + "_BN"))
     rows += [("c2.layers2.0", "Conv_1"), ("c2.layers2.1", "Conv_1_bn"), ("c3", "predictions")]
     return rows
+
+
+def reference(spec, builder_kwargs, tensors):
+    """The layer-by-layer MobileNetV2 holding the checkpoint (width 1.0 only, as its code)."""
+    if builder_kwargs["alpha"] != 1.0:
+        raise ValueError(f"its code builds width 1.0 only, the checkpoint has width {builder_kwargs['alpha']}")
+    from keras_lightnets.conversion.references.c1_bottleneck import MobileNetV2
+    from keras_lightnets.conversion.references.common import holding
+
+    return holding(MobileNetV2(builder_kwargs["classes"]), tensors)

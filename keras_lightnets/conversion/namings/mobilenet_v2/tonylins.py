@@ -31,3 +31,14 @@ def layer_map(model, keys):
     if model.name.startswith("deeplabv3plus"):
         return _mobilenet_v2.stem_and_block_rows(model, lambda i: f"features.{i}", _mobilenet_v2.FLAT_BLOCK)
     return _mobilenet_v2.features_layer_map(model, _mobilenet_v2.FLAT_BLOCK)
+
+
+def reference(spec, builder_kwargs, tensors):
+    """tonylins' MobileNetV2 holding the checkpoint (classifiers only: a DeepLab
+    built from its backbone has a head the checkpoint does not hold)."""
+    if spec.task == "segmentation":
+        raise ValueError("the checkpoint holds the backbone only, not the whole DeepLabV3+")
+    from keras_lightnets.conversion.references.common import holding
+    from keras_lightnets.conversion.references.tonylins import MobileNetV2
+
+    return holding(MobileNetV2(builder_kwargs["classes"], builder_kwargs["alpha"]), tensors)

@@ -49,3 +49,12 @@ def layer_map(model, keys):
         rows += [(f"features.{index}.{module}", f"{prefix}_{suffix}") for module, suffix in UNIT_CONVS]
     rows.append(("classifier.0", "predictions"))
     return rows
+
+
+def reference(spec, builder_kwargs, tensors):
+    """megvii's ShuffleNetV1 holding the checkpoint."""
+    from keras_lightnets.conversion.references.common import holding
+    from keras_lightnets.conversion.references.megvii import ShuffleNetV1
+
+    size = f"{builder_kwargs['scale']:.1f}x"
+    return holding(ShuffleNetV1(builder_kwargs["classes"], size, group=builder_kwargs["groups"]), tensors)

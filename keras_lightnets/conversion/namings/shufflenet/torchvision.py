@@ -51,3 +51,29 @@ def layer_map(model, keys):
         rows += [(f"{torch_unit}.branch2.{i}", f"{prefix}_branch2_{n}") for i, n in BRANCH2]
     rows += [("conv5.0", "conv5"), ("conv5.1", "conv5_bn"), ("fc", "predictions")]
     return rows
+
+
+def reference(spec, builder_kwargs, tensors):
+    """torchvision's `shufflenet_v2_x*` holding the checkpoint (torchvision's own where installed)."""
+    from keras_lightnets.conversion.references.common import holding, library_or_shipped
+    from keras_lightnets.models.tables import (
+        SHUFFLENET_STAGE_REPEATS,
+        SHUFFLENET_V2_CHANNELS,
+    )
+
+    channels = list(SHUFFLENET_V2_CHANNELS[builder_kwargs["width"]])
+    repeats = list(SHUFFLENET_STAGE_REPEATS)
+
+    def library():
+        from torchvision.models import shufflenetv2
+
+        return shufflenetv2.ShuffleNetV2(repeats, channels, num_classes=builder_kwargs["classes"])
+
+    def shipped():
+        from keras_lightnets.conversion.references.torchvision.shufflenet import (
+            ShuffleNetV2,
+        )
+
+        return ShuffleNetV2(repeats, channels, builder_kwargs["classes"])
+
+    return holding(library_or_shipped(library, shipped), tensors)

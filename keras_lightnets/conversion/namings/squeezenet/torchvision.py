@@ -41,3 +41,24 @@ def layer_map(model, keys):
         rows += [(f"features.{index}.{conv}", f"{prefix}_{suffix}") for conv, suffix in FIRE_CONVS]
     rows.append(("classifier.1", "conv10"))
     return rows
+
+
+def reference(spec, builder_kwargs, tensors):
+    """torchvision's `squeezenet1_0|1` holding the checkpoint (torchvision's own where installed)."""
+    from keras_lightnets.conversion.references.common import holding, library_or_shipped
+
+    version, classes = builder_kwargs["version"], builder_kwargs["classes"]
+
+    def library():
+        from torchvision.models import squeezenet
+
+        return squeezenet.SqueezeNet(version, num_classes=classes)
+
+    def shipped():
+        from keras_lightnets.conversion.references.torchvision.squeezenet import (
+            SqueezeNet,
+        )
+
+        return SqueezeNet(version, classes)
+
+    return holding(library_or_shipped(library, shipped), tensors)

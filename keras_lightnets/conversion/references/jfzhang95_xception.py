@@ -1,19 +1,18 @@
-"""PyTorch reference of jfzhang95/pytorch-deeplab-xception's `DeepLab(backbone="xception")`.
+"""jfzhang95/pytorch-deeplab-xception's `DeepLab(backbone="xception")` (Aligned Xception-65).
 
-Written after modeling/backbone/xception.py (`fixed_padding`,
-`SeparableConv2d` with BatchNorm inside, `Block` with its `rep` Sequential
-and shared in-place ReLU, `AlignedXception` entry/middle/exit flows), with
-the ASPP and decoder of `tests.references.deeplab` (modeling/aspp.py,
-modeling/decoder.py; the Xception decoder takes 128 low-level channels).
-Module names, hence state_dict keys, are the original's; the in-place ReLU at
-the head of `rep` stays in place, because the skip branch reads its input
-after it ran.
+Written from modeling/backbone/xception.py (`fixed_padding`,
+`SeparableConv2d` with a BatchNorm between depthwise `conv1` and
+`pointwise`, `Block` with its `rep` Sequential and one shared in-place
+ReLU, `AlignedXception` entry/middle/exit flows), with jfzhang95's ASPP and
+decoder (128 low-level channels). The in-place ReLU at the head of `rep`
+stays in place: the skip branch reads its input after it ran.
 """
 
 import torch.nn.functional as F
 from torch import nn
 
-from tests.references.deeplab import JfzASPP, JfzDecoder, fixed_padding
+from keras_lightnets.conversion.references.common import fixed_padding
+from keras_lightnets.conversion.references.jfzhang95 import ASPP, Decoder
 
 
 class SeparableConv2d(nn.Module):
@@ -81,12 +80,9 @@ class AlignedXception(nn.Module):
                                                  start_with_relu=True, grow_first=True))
         self.block20 = Block(728, 1024, reps=2, stride=1, dilation=exit_block_dilations[0], start_with_relu=True,
                              grow_first=False, is_last=True)
-        self.conv3 = SeparableConv2d(1024, 1536, 3, stride=1, dilation=exit_block_dilations[1])
-        self.bn3 = nn.BatchNorm2d(1536)
-        self.conv4 = SeparableConv2d(1536, 1536, 3, stride=1, dilation=exit_block_dilations[1])
-        self.bn4 = nn.BatchNorm2d(1536)
-        self.conv5 = SeparableConv2d(1536, 2048, 3, stride=1, dilation=exit_block_dilations[1])
-        self.bn5 = nn.BatchNorm2d(2048)
+        for index, (channels_in, channels_out) in zip((3, 4, 5), ((1024, 1536), (1536, 1536), (1536, 2048))):
+            setattr(self, f"conv{index}", SeparableConv2d(channels_in, channels_out, 3, 1, exit_block_dilations[1]))
+            setattr(self, f"bn{index}", nn.BatchNorm2d(channels_out))
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))
@@ -101,14 +97,15 @@ class AlignedXception(nn.Module):
         return x, low_level_feat
 
 
-class JfzXceptionDeepLab(nn.Module):
-    """jfzhang95's `DeepLab(backbone="xception", output_stride, num_classes)`."""
+class DeepLab(nn.Module):
+    """`DeepLab(backbone="xception", output_stride, num_classes)`; `dropouts=False`:
+    the decoder of jfzhang95's early versions."""
 
-    def __init__(self, output_stride=16, num_classes=21):
+    def __init__(self, output_stride=16, num_classes=21, dropouts=True):
         super().__init__()
         self.backbone = AlignedXception(output_stride)
-        self.aspp = JfzASPP(2048, output_stride)
-        self.decoder = JfzDecoder(num_classes, 128)
+        self.aspp = ASPP(2048, output_stride)
+        self.decoder = Decoder(num_classes, 128, dropouts)
 
     def forward(self, input):
         x, low_level_feat = self.backbone(input)

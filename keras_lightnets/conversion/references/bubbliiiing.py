@@ -1,20 +1,20 @@
-"""PyTorch reference of bubbliiiing/deeplabv3-plus-pytorch's DeepLabV3+ (seed 000's platform).
+"""bubbliiiing/deeplabv3-plus-pytorch's DeepLabV3+ (MobileNetV2 and Xception backbones).
 
-Written after its nets/deeplabv3_plus.py (`MobileNetV2` wrapper with
-`_nostride_dilate`, `ASPP`, `DeepLab`), nets/mobilenetv2.py (the seed's
-MobileNetV2, `tests.references.mobilenet.SeedMobileNetV2`) and
-nets/xception.py (`SeparableConv2d` with `activate_first`, `Block` with its
-`hook_layer` and in-place ReLUs, `Xception` with `stride_list`). Module
-names, hence state_dict keys, are the original's; the in-place ReLUs are kept
-in place, because they change what the identity shortcuts add.
+Written from nets/deeplabv3_plus.py (the `MobileNetV2` wrapper: tonylins'
+MobileNetV2 `features[:-1]`, dilated in place by `_nostride_dilate`; `ASPP`;
+`DeepLab`), nets/mobilenetv2.py (tonylins' MobileNetV2) and nets/xception.py
+(`SeparableConv2d` with `activate_first`, `Block` with its `hook_layer` and
+in-place ReLUs, `Xception` with `stride_list`). The in-place ReLUs stay in
+place: they change what the identity shortcuts add.
 """
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.references.deeplab import SeedDeepLabMobileNetV2
-from tests.references.mobilenet import SeedMobileNetV2
+from keras_lightnets.conversion.references import tonylins
 
 
 class SeparableConv2d(nn.Module):
@@ -104,6 +104,42 @@ class Xception(nn.Module):
         return low_level, self.conv5(self.conv4(self.conv3(x)))
 
 
+class MobileNetV2(nn.Module):
+    """The DeepLab backbone: `features[:-1]` of tonylins' MobileNetV2, dilated in
+    place (`_nostride_dilate`) for downsample factor 8 or 16; returns
+    (low-level = features[:4], high-level = features[4:])."""
+
+    def __init__(self, downsample_factor=16, mobilenetv2=None):
+        super().__init__()
+        self.features = (mobilenetv2 or tonylins.MobileNetV2()).features[:-1]
+        total_idx = len(self.features)
+        down_idx = [2, 4, 7, 14]
+        if downsample_factor == 8:
+            for i in range(down_idx[-2], down_idx[-1]):
+                self.features[i].apply(partial(self._nostride_dilate, dilate=2))
+            for i in range(down_idx[-1], total_idx):
+                self.features[i].apply(partial(self._nostride_dilate, dilate=4))
+        elif downsample_factor == 16:
+            for i in range(down_idx[-1], total_idx):
+                self.features[i].apply(partial(self._nostride_dilate, dilate=2))
+
+    @staticmethod
+    def _nostride_dilate(m, dilate):
+        if m.__class__.__name__.find("Conv") != -1:
+            if m.stride == (2, 2):
+                m.stride = (1, 1)
+                if m.kernel_size == (3, 3):
+                    m.dilation = (dilate // 2, dilate // 2)
+                    m.padding = (dilate // 2, dilate // 2)
+            elif m.kernel_size == (3, 3):
+                m.dilation = (dilate, dilate)
+                m.padding = (dilate, dilate)
+
+    def forward(self, x):
+        low_level_features = self.features[:4](x)
+        return low_level_features, self.features[4:](low_level_features)
+
+
 class ASPP(nn.Module):
     def __init__(self, dim_in, dim_out, rate=1):
         super().__init__()
@@ -135,7 +171,7 @@ class ASPP(nn.Module):
         return self.conv_cat(torch.cat(branches, dim=1))
 
 
-class BubbliiiingDeepLab(nn.Module):
+class DeepLab(nn.Module):
     """`DeepLab(num_classes, backbone="mobilenet"|"xception", downsample_factor=8|16)`."""
 
     def __init__(self, num_classes=21, backbone="mobilenet", downsample_factor=16):
@@ -144,7 +180,7 @@ class BubbliiiingDeepLab(nn.Module):
             self.backbone = Xception(downsample_factor)
             in_channels, low_level_channels = 2048, 256
         else:
-            self.backbone = SeedDeepLabMobileNetV2(SeedMobileNetV2(), downsample_factor)
+            self.backbone = MobileNetV2(downsample_factor)
             in_channels, low_level_channels = 320, 24
         self.aspp = ASPP(in_channels, 256, rate=16 // downsample_factor)
         self.shortcut_conv = nn.Sequential(

@@ -8,7 +8,7 @@ input_size[-2:]`, `scale_size = floor(size / crop_pct)`, then for crop_mode
 `CenterCrop(img_size)`, for "squash" `Resize((h, w))` and `CenterCrop`;
 `ToTensor`, `Normalize(mean, std)`), with `str_to_interp_mode`'s PIL filters.
 timm composes torchvision's transforms: those come from
-tests/references/transforms.py (written from torchvision's code). Shares no
+tests/torchvision_transforms.py (written from torchvision's code). Shares no
 code with `keras_lightnets`.
 """
 
@@ -16,7 +16,7 @@ import math
 
 from PIL import Image
 
-from tests.references import transforms as torchvision
+from tests import torchvision_transforms as torchvision
 
 DEFAULT_CROP_PCT = 0.875
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
