@@ -175,3 +175,56 @@ def test_uint8_table_equals_preprocess_input_bit_for_bit(mode):
     assert np.isnan(batch[0]).all()
     with pytest.raises(ValueError, match="uint8"):
         preprocess_uint8(x.astype("float32"), mode)
+
+
+def _registry_preprocessings():
+    """Every eval transform the registry's specs, sources and namings record (one of each)."""
+    from keras_lightnets import registry
+    from keras_lightnets.weights import pretrained
+
+    found = [spec.preprocessing for spec in registry.SPECS.values()]
+    found += [dict(source.preprocessing) for source in pretrained.SOURCES.values()]
+    unique = {repr(sorted(p.items())): p for p in found}
+    return list(unique.values())
+
+
+@pytest.mark.parametrize("preprocessing", _registry_preprocessings(), ids=lambda p: f"{p.get('mode')}-{p.get('resize')}-{p.get('size')}")
+def test_every_registry_transform_is_the_same_in_numpy_tf_data_the_layer_and_predictor(preprocessing, tmp_path):
+    """One definition: the demo's reader (numpy), the fine-tuning tf.data map, predict's
+    uint8 batch reader, the Keras layer of exports and a TFLite `Predictor` of that
+    layer give the same inputs for a real photo, for every transform the registry records."""
+    import keras
+    import tensorflow as tf
+    from PIL import Image
+
+    from keras_lightnets.preprocessing import preprocessing_layer, tf_preprocess
+    from keras_lightnets.preprocessing.image import load_for
+    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.training.data import prediction_batches, tf_eval_image
+    from tests.helpers import photo
+
+    path = tmp_path / "chelsea.jpg"
+    Image.fromarray(photo("chelsea", 300).astype("uint8")[:, 20:]).save(path, quality=95)  # 300x280: not square
+    if preprocessing.get("resize") == "letterbox":  # segmentation only: `runtime.segmentation` letterboxes
+        size = None
+        pixels = np.asarray(Image.open(path).convert("RGB"), dtype="float32")
+    else:
+        size = (preprocessing["size"],) * 2 if preprocessing.get("size") else None
+        pixels = load_for(path, preprocessing)
+    expected = preprocess_input(pixels[None], preprocessing)
+
+    if size is not None:
+        through_tf_data = tf_eval_image(tf.constant(str(path)), preprocessing, size)
+        np.testing.assert_array_equal(through_tf_data.numpy(), pixels.astype("uint8"))
+    normalised = tf_preprocess(tf.constant(pixels[None]), preprocessing).numpy()
+    np.testing.assert_allclose(normalised, expected, rtol=0, atol=1e-6)
+    (batch, _, messages), = prediction_batches([str(path)], preprocessing, size, 1)
+    assert messages == [""]
+    np.testing.assert_array_equal(batch, expected)
+
+    inputs = keras.Input(pixels.shape)
+    layer_model = keras.Model(inputs, preprocessing_layer(preprocessing)(inputs))
+    np.testing.assert_allclose(layer_model(pixels[None]).numpy(), expected, rtol=0, atol=1e-5)
+    predictor = Predictor(layer_model)
+    assert predictor.runtime == "tflite"
+    np.testing.assert_allclose(predictor(pixels[None]), expected, rtol=0, atol=1e-5)

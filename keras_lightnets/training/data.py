@@ -214,9 +214,16 @@ def check_dataset(dataset, num_classes=None, workers=8):
 # ---------------------------------------------------------------- tf.data
 
 
+def _path_text(path):
+    """A path given to a `tf.numpy_function` (bytes in a tf.data map, a 0-d array eagerly) as text."""
+    if isinstance(path, np.ndarray):
+        path = path.item()
+    return path.decode("utf8") if isinstance(path, bytes) else str(path)
+
+
 def _decode_image(path):
     """Safe reader as a numpy function: (uint8 image, error message)."""
-    path = path.decode("utf8") if isinstance(path, bytes) else str(path)
+    path = _path_text(path)
     try:
         return np.asarray(read_image(path), dtype="uint8"), b""
     except ImageError as err:
@@ -224,7 +231,7 @@ def _decode_image(path):
 
 
 def _decode_mask(path):
-    path = path.decode("utf8") if isinstance(path, bytes) else str(path)
+    path = _path_text(path)
     return read_mask(path)[..., None]
 
 
@@ -239,7 +246,7 @@ def tf_image(path):
 
 
 def _eval_image(path, preprocessing, size):
-    path = path.decode("utf8") if isinstance(path, bytes) else str(path)
+    path = _path_text(path)
     image, _, message = _read_for_prediction(path, preprocessing, size)
     if message:
         raise DataError(message)
