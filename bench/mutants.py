@@ -240,7 +240,7 @@ MUTANTS = [
      "        import_tensorflow_quietly()\n        request = check_request(args)",
      ["tests/test_demo.py::test_bad_input_is_reported_before_tensorflow_is_imported"]),
     ("demo_compiled_cache_unused", "demo.py",
-     "runner = load_compiled(weights, size, weights_digest=digest) if size else None", "runner = None", [WARM_DEMO]),
+     "runner = load_compiled(weights, size, record[\"arch\"], classes, weights_digest=digest) if size else None", "runner = None", [WARM_DEMO]),
 ]
 
 

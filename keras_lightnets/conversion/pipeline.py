@@ -21,6 +21,7 @@ from keras_lightnets.errors import LightnetsError
 from keras_lightnets.files import check_output_path
 from keras_lightnets.weights import h5 as h5format
 from keras_lightnets.weights.h5 import create_from_arrays, layer_variables
+from keras_lightnets.weights.record import RECORD_FORMAT
 
 MAX_LISTED = 8
 PARITY_ATOL = 1e-4  # classification logits, float32 CPU (onnx2tf and nobuco check 1e-4)
@@ -467,7 +468,7 @@ def make_record(spec, kwargs, naming, path, parity=None, preprocessing=None):
     `parity`: the measurements, or None ("not measured"); `preprocessing`:
     the checkpoint's own eval transform, else its naming's or arch's."""
     return {
-        "format": h5format.RECORD_FORMAT,
+        "format": RECORD_FORMAT,
         "arch": spec.name,
         "builder": spec.builder_name,
         "builder_kwargs": kwargs,

@@ -58,27 +58,33 @@ def read_h5_weights(path):
 
 def load_keeping_head(model, path, head_layers):
     """Loads `path` into `model` by layer name; a classifier of another shape
-    keeps its fresh initialisation. Returns the names of the replaced layers."""
-    from keras_lightnets.weights.h5 import layer_variables
+    keeps its fresh initialisation. Returns the names of the replaced layers.
 
-    saved = read_h5_weights(path)
-    replaced = []
-    for layer in model.layers:
-        variables = layer_variables(layer)
-        if not variables:
-            continue
-        arrays = saved.get(layer.name)
-        shapes = [tuple(v.shape) for v in variables]
-        if arrays is not None and [a.shape for a in arrays] == shapes:
-            for variable, array in zip(variables, arrays):
+    Every layer is checked against the file's structure before any weight is
+    read, and the weights of a replaced classifier are never read."""
+    from keras_lightnets.weights.h5 import layer_variables, open_weights
+
+    with open_weights(path) as file:
+        saved = dict(file.layers or [])
+        keep, replaced = [], []
+        for layer in model.layers:
+            variables = layer_variables(layer)
+            if not variables:
+                continue
+            found = saved.get(layer.name)
+            shapes = [tuple(v.shape) for v in variables]
+            if found is not None and [info.shape for info in found] == shapes:
+                keep.append((layer, variables))
+            elif layer.name in head_layers:
+                replaced.append(layer.name)
+            elif found is None:
+                raise FinetuneError(f"{path} has no weights for layer '{layer.name}'")
+            else:
+                found = ", ".join(str(info.shape) for info in found)
+                raise FinetuneError(f"{path}: layer '{layer.name}' has shapes {found}, the model {shapes}")
+        for layer, variables in keep:
+            for variable, array in zip(variables, file.arrays(layer.name)):
                 variable.assign(array)
-        elif layer.name in head_layers:
-            replaced.append(layer.name)
-        elif arrays is None:
-            raise FinetuneError(f"{path} has no weights for layer '{layer.name}'")
-        else:
-            found = ", ".join(str(a.shape) for a in arrays)
-            raise FinetuneError(f"{path}: layer '{layer.name}' has shapes {found}, the model {shapes}")
     return replaced
 
 
@@ -98,19 +104,19 @@ def build_model(weights, classes=None, image_size=None):
 
     Returns `(model, record, replaced head layers, backbone layer names)`.
     """
-    import keras_lightnets as kl
+    from keras_lightnets.catalog import record_builder
 
     record = read_weights_record(weights)
-    builder = kl.MODELS.get(record.get("builder"))
-    if builder is None:
-        raise FinetuneError(f"{weights} is for an unknown model {record.get('builder')!r}")
+    builder = record_builder(weights, record)
     kwargs = dict(record["builder_kwargs"])
     if classes is not None:
         kwargs["classes"] = classes
     kwargs["input_shape"] = (*image_size, 3)
     kwargs["classifier_activation"] = None
-    kwargs.pop("weights", None)
-    model = builder(**kwargs)
+    try:
+        model = builder(**kwargs)
+    except (ValueError, TypeError) as err:  # arguments the record's schema allows but the builder refuses
+        raise FinetuneError(f"{weights}: {record['builder']} refuses its arguments ({err})") from None
     head_layers = registry.spec_of(record).head_layers
     replaced = load_keeping_head(model, weights, head_layers)
     pyramid = getattr(model, "pyramid_outputs", None)

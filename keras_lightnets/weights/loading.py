@@ -1,15 +1,15 @@
-"""Loading weights files into models, checked layer by layer.
+"""Loading weights files into models, checked layer by layer before anything is read.
 
-Loading checks a file layer by layer before assigning anything, so a file for
+Loading compares the file's structure (names, shapes, dtypes: `WeightsFile`)
+with the model's variables before reading a single weight, so a file for
 another architecture or width fails with an error naming the first
-mismatching layer and both shapes.
+mismatching layer and both shapes, and only the weights the model uses are read.
 """
 
 from keras_lightnets.weights.h5 import (  # noqa: F401  (WeightsMismatchError is part of this module's API)
     WeightsMismatchError,
-    check_weights_file,
     layer_variables,
-    read_layer_weights,
+    open_weights,
 )
 
 
@@ -28,7 +28,11 @@ def _model_layers(model):
 
 
 def check_fits(model, saved, source="weights file"):
-    """Raises WeightsMismatchError naming the first layer that does not fit."""
+    """Raises WeightsMismatchError naming the first layer that does not fit.
+
+    `saved` is `[(layer name, [weights])]`, each weight anything with a
+    `shape` (arrays, or `DatasetInfo` before the data is read).
+    """
     ours = _model_layers(model)
     for (layer, variables), (saved_name, arrays) in zip(ours, saved):
         expected = [tuple(v.shape) for v in variables]
@@ -69,14 +73,16 @@ def load_weights(model, weights, by_name=False, pretrained=None):
         weights: `None` (nothing to do), a path of a weights file, or
             `"imagenet"` with `pretrained` set.
         by_name: match layers by name rather than by order; file layers the
-            model lacks (e.g. the classifier of a no-top model) are ignored.
+            model lacks (e.g. the classifier of a no-top model) are ignored,
+            and not read.
         pretrained: a zero-argument callable that returns the path of the
             pretrained file `"imagenet"` stands for (see
             `keras_lightnets.weights.pretrained`); None when the model has none.
 
     Legacy Keras .h5 files (keras.applications' official files and the
-    converter's output) are checked before anything is assigned. Other files
-    (Keras 3 `.weights.h5`) go to `model.load_weights`.
+    converter's output) are checked against the model before anything is
+    read or assigned. Other HDF5 files (Keras 3 `.weights.h5`) go to
+    `model.load_weights` once every dataset in them has passed the same checks.
     """
     if weights is None:
         return model
@@ -87,15 +93,14 @@ def load_weights(model, weights, by_name=False, pretrained=None):
             )
         path, by_name = pretrained()
         return load_weights(model, path, by_name=by_name)
-    path = check_weights_file(weights)
-    saved = read_layer_weights(path)
-    if saved is None:
-        model.load_weights(path)
-        return model
-    if by_name:
-        saved = _by_name(model, saved, path)
-    check_fits(model, saved, source=path)
-    for (_, variables), (_, arrays) in zip(_model_layers(model), saved):
-        for variable, array in zip(variables, arrays):
-            variable.assign(array)
+    with open_weights(weights) as file:
+        if file.layers is None:
+            file.check_all_datasets()
+            model.load_weights(file.path)
+            return model
+        saved = _by_name(model, file.layers, file.label) if by_name else file.layers
+        check_fits(model, saved, source=file.label)
+        for (_, variables), (name, _) in zip(_model_layers(model), saved):
+            for variable, array in zip(variables, file.arrays(name)):
+                variable.assign(array)
     return model
