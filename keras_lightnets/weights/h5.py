@@ -151,7 +151,7 @@ class WeightsFile:
         """Runs `read`, turning what HDF5 raises on a corrupt file into one line."""
         try:
             return read()
-        except WeightsMismatchError:
+        except (WeightsMismatchError, RecordError):
             raise
         except (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError) as err:
             raise WeightsMismatchError(f"{self.label}: corrupt HDF5 file ({safe_text(err, 120)})") from None

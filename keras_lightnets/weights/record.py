@@ -158,7 +158,7 @@ def _input_shape(value):
     return isinstance(value, list) and len(value) == 3 and all(side(v) for v in value)
 
 
-_input_shape.text = f"null or [height, width, channels], each null or an integer in [1, {MAX_SIDE}]"
+_input_shape.text = f"[height, width, channels], each null or an integer in [1, {MAX_SIDE}]"
 BOOLEAN = one_of(True, False)
 HEX64 = text(64, _HEX64)
 IDENTIFIER = text(64, _IDENTIFIER)
@@ -241,7 +241,8 @@ def check_fields(value, rules, where, required=()):
         if rule is None:
             raise RecordError(f"{where} has an unknown key {_describe(key)}")
         if not rule(item):
-            raise RecordError(f"{where}.{key} is {_describe(item)}; expected {rule.text}")
+            name = key if where == "the record" else f"{where}.{key}"
+            raise RecordError(f"{name} is {_describe(item)}; expected {rule.text}")
     return value
 
 
