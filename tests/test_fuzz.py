@@ -194,6 +194,22 @@ def mutate(rng, seed_bytes, fmt):
 # --------------------------------------------------------------------------- the batch
 
 
+def run_one(read, path, errors, outcomes):
+    """Runs `read(path)`, counting the outcome ("read" or the first of `errors`);
+    returns what is wrong with it, or None."""
+    try:
+        read(path)
+        outcomes["read"] += 1
+    except errors as exc:
+        outcomes[errors[0].__name__] += 1
+        message = str(exc)
+        if len(message) > 300 or "\n" in message or not message.isprintable():
+            return f"bad message ({len(message)} chars): {message[:200]!r}"
+    except Exception as exc:  # noqa: BLE001 - anything else is what the fuzzer hunts
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
 def run_batch(seed_dir, cases, seed):
     """Fuzz in this process; returns a summary dict. Meant to run in a limited subprocess."""
     from keras_lightnets.conversion.reader import CheckpointError, read_checkpoint
@@ -216,17 +232,7 @@ def run_batch(seed_dir, cases, seed):
             with open(path, "wb") as file:
                 file.write(data)
             case_started = time.perf_counter()
-            failure = None
-            try:
-                read_checkpoint(path)
-                outcomes["read"] += 1
-            except CheckpointError as exc:
-                outcomes["CheckpointError"] += 1
-                message = str(exc)
-                if len(message) > 300 or "\n" in message or not message.isprintable():
-                    failure = f"bad message ({len(message)} chars): {message[:200]!r}"
-            except Exception as exc:  # noqa: BLE001 - anything else is what the fuzzer hunts
-                failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+            failure = run_one(read_checkpoint, path, (CheckpointError,), outcomes)
             elapsed = time.perf_counter() - case_started
             if elapsed > slowest[0]:
                 slowest = (elapsed, f"case {case} ({fmt}: {how})")
@@ -470,17 +476,7 @@ def run_h5_batch(seed_dir, cases, seed):
                 clear.write("5")
             before = _vm_kb("VmRSS:")
             case_started = time.perf_counter()
-            failure = None
-            try:
-                read_h5_like_a_command(path)
-                outcomes["read"] += 1
-            except (WeightsMismatchError, FileNotFoundError) as exc:
-                outcomes["WeightsMismatchError"] += 1
-                message = str(exc)
-                if len(message) > 300 or "\n" in message or not message.isprintable():
-                    failure = f"bad message ({len(message)} chars): {message[:200]!r}"
-            except Exception as exc:  # noqa: BLE001 - anything else is what the fuzzer hunts
-                failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+            failure = run_one(read_h5_like_a_command, path, (WeightsMismatchError, FileNotFoundError), outcomes)
             elapsed = time.perf_counter() - case_started
             extra_mb = (_vm_kb("VmHWM:") - before) / 1024
             if elapsed > slowest[0]:

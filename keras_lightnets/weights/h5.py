@@ -439,12 +439,16 @@ def write_weights(path, layer_weights, record, overwrite=False):
 
     The file is written next to `path` under a temporary name and renamed
     into place, so an interrupted run never leaves a partial file and an
-    existing file is replaced only by a complete one.
+    existing file is replaced only by a complete one. A record the reader
+    would refuse is not written (RecordError); `record=None` writes none
+    (a file like keras.applications' own).
     """
     import keras
 
     from keras_lightnets.files import check_output_path, write_atomically
 
+    if record is not None:
+        check_record(json.loads(json.dumps(record)))
     path = check_output_path(path, overwrite=overwrite)
 
     def write(tmp):
@@ -452,7 +456,8 @@ def write_weights(path, layer_weights, record, overwrite=False):
             f.attrs["layer_names"] = np.array([name.encode("utf8") for name, _ in layer_weights])
             f.attrs["backend"] = keras.backend.backend().encode("utf8")
             f.attrs["keras_version"] = keras.__version__.encode("utf8")
-            f.attrs[RECORD_ATTR] = json.dumps(record, sort_keys=True)
+            if record is not None:
+                f.attrs[RECORD_ATTR] = json.dumps(record, sort_keys=True)
             for layer_name, weights in layer_weights:
                 group = f.create_group(layer_name)
                 group.attrs["weight_names"] = np.array([n.encode("utf8") for n, _ in weights])
