@@ -58,34 +58,15 @@ def read_h5_weights(path):
 
 def load_keeping_head(model, path, head_layers):
     """Loads `path` into `model` by layer name; a classifier of another shape
-    keeps its fresh initialisation. Returns the names of the replaced layers.
+    keeps its fresh initialisation (its old weights are not even read).
+    Returns the names of the replaced layers."""
+    from keras_lightnets.weights.h5 import WeightsMismatchError
+    from keras_lightnets.weights.loading import load_by_name
 
-    Every layer is checked against the file's structure before any weight is
-    read, and the weights of a replaced classifier are never read."""
-    from keras_lightnets.weights.h5 import layer_variables, open_weights
-
-    with open_weights(path) as file:
-        saved = dict(file.layers or [])
-        keep, replaced = [], []
-        for layer in model.layers:
-            variables = layer_variables(layer)
-            if not variables:
-                continue
-            found = saved.get(layer.name)
-            shapes = [tuple(v.shape) for v in variables]
-            if found is not None and [info.shape for info in found] == shapes:
-                keep.append((layer, variables))
-            elif layer.name in head_layers:
-                replaced.append(layer.name)
-            elif found is None:
-                raise FinetuneError(f"{path} has no weights for layer '{layer.name}'")
-            else:
-                found = ", ".join(str(info.shape) for info in found)
-                raise FinetuneError(f"{path}: layer '{layer.name}' has shapes {found}, the model {shapes}")
-        for layer, variables in keep:
-            for variable, array in zip(variables, file.arrays(layer.name)):
-                variable.assign(array)
-    return replaced
+    try:
+        return load_by_name(model, path, replaceable=head_layers)
+    except (WeightsMismatchError, FileNotFoundError) as err:
+        raise FinetuneError(str(err)) from None
 
 
 def read_weights_record(path):

@@ -35,14 +35,8 @@ def check_fits(model, saved, source="weights file"):
     """
     ours = _model_layers(model)
     for (layer, variables), (saved_name, arrays) in zip(ours, saved):
-        expected = [tuple(v.shape) for v in variables]
-        found = [tuple(a.shape) for a in arrays]
-        if expected != found:
-            raise WeightsMismatchError(
-                f"{source} does not fit model '{model.name}': layer '{layer.name}' "
-                f"expects {_shapes(variables)}, the file's layer '{saved_name}' has "
-                f"{_shapes(arrays)}"
-            )
+        if [tuple(v.shape) for v in variables] != [tuple(a.shape) for a in arrays]:
+            raise _mismatch(model, layer, variables, saved_name, arrays, source)
     if len(ours) != len(saved):
         if len(ours) > len(saved):
             detail = f"the model's layer '{ours[len(saved)][0].name}' has no weights in the file"
@@ -54,16 +48,44 @@ def check_fits(model, saved, source="weights file"):
         )
 
 
-def _by_name(model, saved, source):
-    """Pairs each model layer with the file's layer of the same name."""
-    saved = dict(saved)
-    ours = _model_layers(model)
-    missing = [layer.name for layer, _ in ours if layer.name not in saved]
-    if missing:
-        raise WeightsMismatchError(
-            f"{source} does not fit model '{model.name}': no weights for layer '{missing[0]}'"
-        )
-    return [(layer.name, saved[layer.name]) for layer, _ in ours]
+def _mismatch(model, layer, variables, saved_name, weights, source):
+    return WeightsMismatchError(
+        f"{source} does not fit model '{model.name}': layer '{layer.name}' "
+        f"expects {_shapes(variables)}, the file's layer '{saved_name}' has {_shapes(weights)}"
+    )
+
+
+def load_by_name(model, path, replaceable=()):
+    """Loads the file's layers into the model's layers of the same name; file
+    layers the model lacks are ignored, and not read. A layer named in
+    `replaceable` (a classifier of another class count) that the file cannot
+    fill keeps its own initialisation. Returns the names of those layers.
+
+    Every layer is checked against the file's structure before any weight is read.
+    """
+    with open_weights(path) as file:
+        return _load_by_name(model, file, replaceable)
+
+
+def _load_by_name(model, file, replaceable=()):
+    saved = dict(file.layers or [])
+    fitting, replaced = [], []
+    for layer, variables in _model_layers(model):
+        found = saved.get(layer.name)
+        if found is not None and [tuple(w.shape) for w in found] == [tuple(v.shape) for v in variables]:
+            fitting.append((layer, variables))
+        elif layer.name in replaceable:
+            replaced.append(layer.name)
+        elif found is None:
+            raise WeightsMismatchError(
+                f"{file.label} does not fit model '{model.name}': no weights for layer '{layer.name}'"
+            )
+        else:
+            raise _mismatch(model, layer, variables, layer.name, found, file.label)
+    for layer, variables in fitting:
+        for variable, array in zip(variables, file.arrays(layer.name)):
+            variable.assign(array)
+    return replaced
 
 
 def load_weights(model, weights, by_name=False, pretrained=None):
@@ -98,9 +120,11 @@ def load_weights(model, weights, by_name=False, pretrained=None):
             file.check_all_datasets()
             model.load_weights(file.path)
             return model
-        saved = _by_name(model, file.layers, file.label) if by_name else file.layers
-        check_fits(model, saved, source=file.label)
-        for (_, variables), (name, _) in zip(_model_layers(model), saved):
+        if by_name:
+            _load_by_name(model, file)
+            return model
+        check_fits(model, file.layers, source=file.label)
+        for (_, variables), (name, _) in zip(_model_layers(model), file.layers):
             for variable, array in zip(variables, file.arrays(name)):
                 variable.assign(array)
     return model
