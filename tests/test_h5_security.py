@@ -182,7 +182,7 @@ def test_an_argument_of_another_builder_is_refused_by_the_builders_signature(bas
     ('{"a": "' + "[" * 100 + '"}', None),  # brackets inside strings are text
     ("x" * (schema.MAX_RECORD_BYTES + 1), "more than"),
     ('{"a": 1' + "0" * 5000 + "}", "not valid JSON"),
-])
+], ids=["too-deep", "brackets-in-strings", "too-long", "5000-digit-integer"])
 def test_json_is_bounded_before_it_is_parsed(text, fragment):
     if fragment is None:
         assert schema.parse_json(text) == {"a": "[" * 100}
