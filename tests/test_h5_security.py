@@ -112,7 +112,7 @@ def test_a_replaced_classifier_is_never_read(base, tmp_path):
     out = replace(base, str(tmp_path / "head.h5"), "predictions", name, np.ones((56, CLASSES), "float32"),
                   checksum_damaged=True)
     model = kl.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, classes=7, style="torch", weights=None)
-    assert ft.load_keeping_head(model, out) == ["predictions"]
+    assert ft.load_keeping_head(model, out, ("predictions",)) == ["predictions"]
 
 
 def test_float16_and_float64_weights_load_as_stored(base, tmp_path):

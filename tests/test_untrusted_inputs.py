@@ -41,9 +41,9 @@ CLASSES = 3
 # The commands as users run them: (argv prefix, how the hostile file is passed).
 COMMANDS = {
     "demo": [sys.executable, os.path.join(REPO, "demo.py")],
-    "predict": [sys.executable, "-m", "keras_lightnets.runtime.folder"],
-    "export": [sys.executable, "-m", "keras_lightnets.runtime.export"],
-    "finetune": [sys.executable, "-m", "keras_lightnets.training.finetune"],
+    "predict": [sys.executable, "-m", "keras_lightnets.predict"],
+    "export": [sys.executable, "-m", "keras_lightnets.export"],
+    "finetune": [sys.executable, "-m", "keras_lightnets.finetune"],
     "convert": [sys.executable, "-m", "convert"],
 }
 
@@ -351,7 +351,7 @@ def test_a_swapped_compiled_entry_is_rebuilt_never_served(work, tmp_path, monkey
     """Point 10: the demo's compiled flatbuffer of another model, renamed with its
     own hash into this model's entry (with or without its side record), is
     deleted and compiled again; the answer is this model's."""
-    import demo
+    from keras_lightnets.cli import demo
     from keras_lightnets.runtime import tflite
 
     monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(tmp_path / "cache"))
@@ -359,9 +359,8 @@ def test_a_swapped_compiled_entry_is_rebuilt_never_served(work, tmp_path, monkey
     fd.write_weights_file(other, "MobileNetV2", {"style": "torch", "alpha": 0.35, "classes": CLASSES,
                                                  "input_shape": [32, 32, 3]},
                           {**fd.TORCH_PREPROCESSING, "size": 32}, "mobilenet_v2", seed=1)
-    preprocessing = hf.read_record(work["base"])["preprocessing"]
-    mine = demo.classify_compiled(PHOTO, work["base"], preprocessing, CLASSES)
-    theirs = demo.classify_compiled(PHOTO, other, preprocessing, CLASSES)
+    mine = demo.classify_compiled(PHOTO, work["base"], hf.read_record(work["base"]), CLASSES)
+    theirs = demo.classify_compiled(PHOTO, other, hf.read_record(other), CLASSES)
     assert [c for c, _, _ in mine] != [c for c, _, _ in theirs] or mine[0][2] != pytest.approx(theirs[0][2])
     folder = tflite.compiled_folder()
     entries = sorted(os.listdir(folder))
@@ -378,7 +377,7 @@ def test_a_swapped_compiled_entry_is_rebuilt_never_served(work, tmp_path, monkey
                 shutil.copy(os.path.join(folder, name), os.path.join(folder, name.replace(prefix, f"mobilenet_v2-{digest}")))
         assert tflite.load_compiled(work["base"], (32, 32), "mobilenet_v2", CLASSES) is None
         assert not [name for name in os.listdir(folder) if digest in name]  # deleted, not served
-        assert demo.classify_compiled(PHOTO, work["base"], preprocessing, CLASSES) == mine
+        assert demo.classify_compiled(PHOTO, work["base"], hf.read_record(work["base"]), CLASSES) == mine
         own = [name for name in os.listdir(folder) if digest in name]
         assert len(own) == 2
 

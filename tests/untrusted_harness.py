@@ -18,31 +18,22 @@ from tests import hostile_files as hf
 
 
 def _entry(name):
-    """The command's `main(argv) -> status`, imported in the harness process."""
-    if name == "demo":
-        import demo
+    """The command's `main(argv) -> status` (`keras_lightnets.cli`), or `from_h5` as one."""
+    import importlib
 
-        return demo.main
-    if name == "predict":
-        from keras_lightnets.runtime.folder import main
-    elif name == "export":
-        from keras_lightnets.runtime.export import main
-    elif name == "finetune":
-        from keras_lightnets.training.finetune import main
-    elif name == "convert":
-        from convert.__main__ import main
-    else:
+    if name != "from_h5":
+        return importlib.import_module(f"keras_lightnets.cli.{name}").main
 
-        def main(argv):
-            import keras_lightnets
-            from keras_lightnets.weights.h5 import WeightsMismatchError
+    def main(argv):
+        import keras_lightnets
+        from keras_lightnets.errors import LightnetsError
 
-            try:
-                keras_lightnets.from_h5(argv[0])
-            except (WeightsMismatchError, FileNotFoundError) as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 2
-            return 0
+        try:
+            keras_lightnets.from_h5(argv[0])
+        except (LightnetsError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
 
     return main
 
