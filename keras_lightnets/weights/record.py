@@ -192,6 +192,15 @@ BUILDER_ARGUMENTS = {
     "dilation_schedule": optional(IDENTIFIER),
     "separable": BOOLEAN,
     "variant": one_of(*EFFICIENTNET_LITE_VARIANTS),
+    "depth_coefficient": number(0, 4, low_open=True),
+    "stem_filters": optional(integer(1, 8192)),
+    "last_filters": optional(integer(1, 8192)),
+    "head_filters": optional(integer(1, 8192)),
+    "dropout_rate": optional(number(0, 1)),
+    "minimalistic": BOOLEAN,
+    "include_preprocessing": optional(BOOLEAN),
+    "width_rule": optional(IDENTIFIER),  # the builder checks the name against its table
+    "bn_epsilon": optional(number(0, 1, low_open=True)),
 }
 NEVER_IN_RECORD = ("weights", "input_tensor")
 
@@ -202,6 +211,14 @@ def _resize(value):
 
 
 _resize.text = f'null, "stretch", "letterbox" or an integer in [1, {MAX_SIDE}]'
+def _three(low_open):
+    def check(value):
+        return isinstance(value, list) and len(value) == 3 and all(number(0, 1e4, low_open)(v) for v in value)
+
+    check.text = f"3 numbers in {'(' if low_open else '['}0, 10000]"
+    return check
+
+
 PREPROCESSING_KEYS = {
     "mode": one_of(*PREPROCESSING_MODES),
     "size": optional(SIDE),
@@ -209,9 +226,26 @@ PREPROCESSING_KEYS = {
     "resample": one_of(*RESAMPLING),
     "crop_fraction": optional(number(0, 1, low_open=True)),
     "fill": integer(0, 255),
+    "mean": _three(low_open=False),  # mode "meanstd": the weights' own, in 0-1 units
+    "std": _three(low_open=True),
 }
 
 SOURCE_KEYS = {"naming": IDENTIFIER, "checkpoint": text(255), "sha256": HEX64}
+
+
+def _parity(value):
+    """The converter's parity measurements (`conversion.pipeline.measure_parity`), or "not measured"."""
+    if isinstance(value, str):
+        return len(value) <= 256
+    scalar = (str, int, float, bool, type(None))
+    return isinstance(value, dict) and len(value) <= 32 and all(
+        IDENTIFIER(key) and isinstance(item, scalar) and (not isinstance(item, str) or len(item) <= 512)
+        for key, item in value.items()
+    )
+
+
+_parity.text = 'an object of at most 32 named numbers, flags and short texts, or "not measured"'
+
 
 FINETUNE_KEYS = {
     "from": text(255),
@@ -269,6 +303,7 @@ def check_record(record):
         "source": lambda v: True,
         "finetune": lambda v: True,
         "class_names": optional(list_of(text(256), MAX_CLASSES)),
+        "parity": _parity,
     }
     check_fields(record, top, "the record", required=("format", "arch", "builder", "builder_kwargs", "preprocessing"))
     spec = registry.SPECS[record["arch"]]
@@ -279,6 +314,8 @@ def check_record(record):
     preprocessing = check_fields(record["preprocessing"], PREPROCESSING_KEYS, "preprocessing", required=("mode",))
     if preprocessing.get("resize") == "letterbox" and not _is_int(preprocessing.get("size")):
         raise RecordError("preprocessing: a letterbox resize needs an integer size")
+    if preprocessing["mode"] == "meanstd" and not {"mean", "std"} <= set(preprocessing):
+        raise RecordError("preprocessing: mode 'meanstd' needs its mean and std")
     if "source" in record:
         check_fields(record["source"], SOURCE_KEYS, "source")
     if "finetune" in record:
