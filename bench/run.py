@@ -219,10 +219,11 @@ from keras_lightnets.preprocessing.image import load_for
 from keras_lightnets.labels import decode_predictions
 t_import = time.perf_counter()
 weights = pretrained.cached_weights(demo.pretrained_source(demo.DEFAULT_MODEL))
-preprocessing = read_record(weights)["preprocessing"]
+record = read_record(weights)
+preprocessing = record["preprocessing"]
 digest = sha256_of(weights)
 t_check = time.perf_counter()
-runner = tflite.load_compiled(weights, (preprocessing["size"],) * 2, weights_digest=digest)
+runner = tflite.load_compiled(weights, (preprocessing["size"],) * 2, record["arch"], weights_digest=digest)
 t_load = time.perf_counter()
 batch = demo.image_batch({image!r}, preprocessing)
 t_image = time.perf_counter()

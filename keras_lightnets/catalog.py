@@ -1,11 +1,14 @@
 """Models by name: the registry's builders, and models rebuilt from weights files."""
 
 import importlib
+import inspect
 import os
 
 from keras_lightnets import registry
 from keras_lightnets.errors import UsageError
+from keras_lightnets.files import safe_text
 from keras_lightnets.weights.h5 import WeightsMismatchError, read_record
+from keras_lightnets.weights.record import RecordError, check_signature
 
 DEFAULT_MODEL = "mobilenet_v2"
 # Pretrained names that are a weights source rather than an arch.
@@ -32,8 +35,20 @@ def get_builder(name):
 
 def weights_info(path):
     """The record a keras-lightnets weights file carries: arch, builder and its
-    arguments, preprocessing, and the source checkpoint."""
+    arguments, preprocessing, and the source checkpoint (checked by
+    `keras_lightnets.weights.record.check_record`)."""
     return read_record(path)
+
+
+def record_builder(path, record):
+    """The builder of a checked record, after checking that it takes every
+    argument the record gives it (its own signature)."""
+    builder = get_builder(record["builder"])
+    try:
+        check_signature(record["builder_kwargs"], inspect.signature(builder).parameters, record["builder"])
+    except RecordError as err:
+        raise WeightsMismatchError(f"{safe_text(path, 200)}: invalid keras-lightnets record: {err}") from None
+    return builder
 
 
 def from_h5(path, **overrides):
@@ -43,13 +58,21 @@ def from_h5(path, **overrides):
         path: a file written by `python -m convert` (or by fine-tuning).
         **overrides: builder arguments to change, e.g.
             `classifier_activation=None` for logits.
+
+    Raises:
+        WeightsMismatchError: a file that is no keras-lightnets weights file,
+            whose record is invalid or does not fit the model (one line).
     """
     info = read_record(path)
+    builder = record_builder(path, info)
     try:
-        builder = get_builder(info.get("builder"))
-    except (ValueError, TypeError):
-        raise WeightsMismatchError(f"{path} is for an unknown model {info.get('builder')!r}") from None
-    return builder(weights=os.fspath(path), **{**info["builder_kwargs"], **overrides})
+        return builder(weights=os.fspath(path), **{**info["builder_kwargs"], **overrides})
+    except WeightsMismatchError:
+        raise
+    except (ValueError, TypeError) as err:  # arguments the schema allows but the builder refuses
+        raise WeightsMismatchError(
+            f"{safe_text(path, 200)}: {info['builder']} refuses its arguments ({safe_text(err, 150)})"
+        ) from None
 
 
 def pretrained_source(name):

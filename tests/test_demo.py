@@ -305,7 +305,7 @@ def test_model_mobilenet_uses_keras_file_where_reachable(tmp_path, monkeypatch):
         return (np.abs(values) + 0.5 if "variance" in name else values).astype("float32")
 
     layers = [(n, [(w, random(w, a.shape)) for w, a in ws]) for n, ws in model_layer_weights(made)]
-    write_weights(tmp_path / "made.h5", layers, {})
+    write_weights(tmp_path / "made.h5", layers, None)  # as keras.applications' files: no record
     server = LoopbackServer()
     try:
         server.files["/mobilenet/mobilenet_1_0_224_tf.h5"] = (tmp_path / "made.h5").read_bytes()

@@ -247,7 +247,7 @@ def test_keras_file_fetched_md5_checked_and_loaded_by_order(caches, server, tmp_
     layers = [(tf2_name(name), [(f"{tf2_name(name)}/{w.split('/')[-1]}", a) for w, a in ws])
               for name, ws in model_layer_weights(ref)]
     assert layers[1][0] == "Conv/BatchNorm" and layers[2][0] == "expanded_conv/depthwise"
-    write_weights(tmp_path / "made.h5", layers, {})
+    write_weights(tmp_path / "made.h5", layers, None)  # keras.applications' files carry no record
     body = (tmp_path / "made.h5").read_bytes()
     server.files[f"/mobilenet_v3/{fname}"] = body
     monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)

@@ -107,7 +107,7 @@ def make_keras_file(path, alpha=0.35, rows=96, include_top=True, seed=0):
     model = kl.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, include_top=include_top, weights=None)
     rng = np.random.default_rng(seed)
     layers = [(name, [(w, rng.normal(size=a.shape).astype("float32")) for w, a in ws]) for name, ws in model_layer_weights(model)]
-    write_weights(path, layers, {}, overwrite=True)
+    write_weights(path, layers, None, overwrite=True)  # keras.applications' files carry no record
     return path.read_bytes(), layers
 
 

@@ -50,7 +50,7 @@ def weights_record(model_name, weights):
     from keras_lightnets.registry import SPECS
     from keras_lightnets.weights.h5 import read_record
 
-    if not os.path.isfile(weights):
+    if not os.path.exists(weights):
         raise UsageError(f"{weights}: no such weights file")
     info = read_record(weights)
     if model_name is not None and model_name != info["arch"]:
@@ -216,7 +216,9 @@ def classify_compiled(image_path, weights, record, top):
     size = (preprocessing["size"],) * 2 if preprocessing.get("size") else None
     batch = image_batch(image_path, preprocessing)
     digest = sha256_of(weights)
-    runner = load_compiled(weights, size, weights_digest=digest) if size else None
+    # the compiled entry is bound to the arch and the file's sha256, and must give the record's classes
+    classes = record["builder_kwargs"].get("classes")
+    runner = load_compiled(weights, size, record["arch"], classes, weights_digest=digest) if size else None
     if runner is not None:
         return top_classes(runner(batch), top, record)
     import_tensorflow_quietly()
@@ -227,7 +229,7 @@ def classify_compiled(image_path, weights, record, top):
     probabilities = predictor(batch)
     if predictor.flatbuffer is not None and tuple(predictor.inference_model.input_shape[1:3]) == size:
         try:
-            save_compiled(weights, size, predictor.flatbuffer, weights_digest=digest)
+            save_compiled(weights, size, predictor.flatbuffer, record["arch"], weights_digest=digest)
         except OSError as err:  # the answer stands; the next run compiles again
             print(f"warning: the compiled model was not kept ({err})", file=sys.stderr)
     return top_classes(probabilities, top, record)

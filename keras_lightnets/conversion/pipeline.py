@@ -8,6 +8,7 @@ arch's builder), so it never imports the model modules.
 import dataclasses
 import importlib
 import importlib.metadata
+import json
 import os
 import time
 
@@ -21,6 +22,7 @@ from keras_lightnets.errors import LightnetsError
 from keras_lightnets.files import check_output_path
 from keras_lightnets.weights import h5 as h5format
 from keras_lightnets.weights.h5 import create_from_arrays, layer_variables
+from keras_lightnets.weights.record import RECORD_FORMAT, RecordError, check_record
 
 MAX_LISTED = 8
 PARITY_ATOL = 1e-4  # classification logits, float32 CPU (onnx2tf and nobuco check 1e-4)
@@ -465,9 +467,10 @@ def layer_diff_lines(model, torch_model, rows, spec):
 def make_record(spec, kwargs, naming, path, parity=None, preprocessing=None):
     """The JSON record the weights file carries (for `from_h5`, the demo, exports);
     `parity`: the measurements, or None ("not measured"); `preprocessing`:
-    the checkpoint's own eval transform, else its naming's or arch's."""
-    return {
-        "format": h5format.RECORD_FORMAT,
+    the checkpoint's own eval transform, else its naming's or arch's. Checked as
+    every reader checks it."""
+    record = {
+        "format": RECORD_FORMAT,
         "arch": spec.name,
         "builder": spec.builder_name,
         "builder_kwargs": kwargs,
@@ -479,6 +482,10 @@ def make_record(spec, kwargs, naming, path, parity=None, preprocessing=None):
         },
         "parity": parity or NOT_MEASURED,
     }
+    try:
+        return check_record(json.loads(json.dumps(record)))
+    except RecordError as err:
+        raise ConversionError(f"the converted file's record would be refused when read: {err}") from None
 
 
 # ---------------------------------------------------------------- the whole

