@@ -212,13 +212,13 @@ import time; start = time.perf_counter()
 import sys; sys.path.insert(0, {REPO!r})
 import demo  # then everything the cache-hit path imports, as one stage
 from ai_edge_litert.interpreter import Interpreter
-from keras_lightnets.weights import pretrained
+from keras_lightnets.weights import cache
 from keras_lightnets.runtime import tflite
 from keras_lightnets.weights.h5 import read_record, sha256_of
 from keras_lightnets.preprocessing.image import load_for
 from keras_lightnets.labels import decode_predictions
 t_import = time.perf_counter()
-weights = pretrained.cached_weights(demo.pretrained_source(demo.DEFAULT_MODEL))
+weights = cache.cached_weights(demo.pretrained_source(demo.DEFAULT_MODEL))
 record = read_record(weights)
 preprocessing = record["preprocessing"]
 digest = sha256_of(weights)

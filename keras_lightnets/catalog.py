@@ -76,14 +76,13 @@ def from_h5(path, **overrides):
 
 
 def pretrained_source(name):
-    """The pretrained source (`keras_lightnets.weights.pretrained.SOURCES`) that
+    """The pretrained source (`keras_lightnets.weights.sources.SOURCES`) that
     a model name stands for: an arch (its first source), an alias or a source."""
-    from keras_lightnets.weights import pretrained
-
+    from keras_lightnets.weights import sources
     source_name = MODEL_ALIASES.get(name, name)
     if source_name in registry.SPECS and registry.SPECS[source_name].pretrained:
         source_name = registry.SPECS[source_name].pretrained[0]
-    if source_name not in pretrained.SOURCES:
+    if source_name not in sources.SOURCES:
         available = [arch for arch, spec in registry.SPECS.items() if spec.pretrained] + list(MODEL_ALIASES)
         raise UsageError(
             f"no pretrained weights for {name!r} (available: {', '.join(available)}); "
@@ -95,10 +94,10 @@ def pretrained_source(name):
 def pretrained_file(name):
     """The Keras weights file of a pretrained model name (see `pretrained_source`),
     converted or fetched on first use."""
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import pretrained, sources
 
     source_name = pretrained_source(name)
-    return pretrained.pretrained_weights(source_name, get_builder(pretrained.SOURCES[source_name].arch))
+    return pretrained.pretrained_weights(source_name, get_builder(sources.SOURCES[source_name].arch))
 
 
 def convert_checkpoint(path, out, arch, **options):

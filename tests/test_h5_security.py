@@ -13,7 +13,11 @@ import keras_lightnets as kl
 from keras_lightnets import registry
 from keras_lightnets.conversion.namings import NAMINGS
 from keras_lightnets.weights import record as schema
-from keras_lightnets.weights.h5 import WeightsMismatchError, open_weights, read_layer_weights
+from keras_lightnets.weights.h5 import (
+    WeightsMismatchError,
+    open_weights,
+    read_layer_weights,
+)
 from keras_lightnets.weights.loading import load_weights
 from tests import finetune_data as fd
 from tests import hostile_files as hf

@@ -20,7 +20,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_lightnets.conversion.reader import CheckpointError, read_checkpoint, tensors, unpickler
+from keras_lightnets.conversion.reader import (
+    CheckpointError,
+    read_checkpoint,
+    tensors,
+    unpickler,
+)
 from keras_lightnets.files import safe_text
 from tests import hostile_pickles as hp
 

@@ -386,30 +386,30 @@ def test_weights_cache_entries_of_another_version_source_or_arch_are_never_serve
     """Issue 29: the cache serves a converted file only if the manifest's entry
     was made by this cache version from the known checkpoint and the file's own
     record names the arch and that checkpoint."""
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import cache, sources
     from keras_lightnets.weights.h5 import sha256_of, write_weights
 
     monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(tmp_path))
-    source = pretrained.SOURCES["efficientnet_lite0"]
+    source = sources.SOURCES["efficientnet_lite0"]
     path = str(tmp_path / "efficientnet_lite0.h5")
 
-    def cache(version=pretrained.CACHE_VERSION, source_sha256=source.sha256, arch="efficientnet_lite0"):
+    def served(version=cache.CACHE_VERSION, source_sha256=source.sha256, arch="efficientnet_lite0"):
         record = {"format": 1, "arch": arch, "builder": registry_builder(arch), "builder_kwargs": {"classes": 1000},
                   "preprocessing": {"mode": "lite", "size": 224}, "source": {"sha256": source.sha256}}
         write_weights(path, [("dense", [("dense/kernel:0", np.ones((2, 2), "float32"))])], record, overwrite=True)
         entry = {"file": "efficientnet_lite0.h5", "cache_version": version, "sha256": sha256_of(path),
                  "source": "test", "source_sha256": source_sha256, "license": source.license}
         (tmp_path / "MANIFEST.json").write_text(json.dumps({"efficientnet_lite0": entry}))
-        return pretrained.cached_weights("efficientnet_lite0")
+        return cache.cached_weights("efficientnet_lite0")
 
-    assert cache() == path
-    assert cache(version=pretrained.CACHE_VERSION - 1) is None
-    assert cache(source_sha256="0" * 64) is None
-    assert cache(arch="efficientnet_lite1") is None
-    assert cache() == path
+    assert served() == path
+    assert served(version=cache.CACHE_VERSION - 1) is None
+    assert served(source_sha256="0" * 64) is None
+    assert served(arch="efficientnet_lite1") is None
+    assert served() == path
     with open(path, "ab") as f:
         f.write(b"\0")  # changed after it was recorded
-    assert pretrained.cached_weights("efficientnet_lite0") is None
+    assert cache.cached_weights("efficientnet_lite0") is None
 
 
 def registry_builder(arch):

@@ -64,11 +64,10 @@ def pretrained_model(name):
     """`(model, record)` of a pretrained `--model` (an arch, an alias or a source)."""
     import keras_lightnets
     from keras_lightnets.catalog import get_builder, pretrained_file
-    from keras_lightnets.weights import pretrained
-
+    from keras_lightnets.weights import sources
     source_name = pretrained_source(name)
-    source = pretrained.SOURCES[source_name]
-    if isinstance(source, pretrained.KerasFile):
+    source = sources.SOURCES[source_name]
+    if isinstance(source, sources.KerasFile):
         # keras.applications' own file: no keras-lightnets record, the builder's defaults
         model = get_builder(source.arch)(weights="imagenet", **source.builder_kwargs)
         return model, {"arch": source.arch, "preprocessing": dict(source.preprocessing)}
@@ -110,7 +109,7 @@ def check_request(args):
     from keras_lightnets.files import check_output_path
     from keras_lightnets.preprocessing.image import read_image
     from keras_lightnets.registry import SPECS
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import cache, sources
 
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
@@ -120,8 +119,8 @@ def check_request(args):
         request = Request(SPECS[info["arch"]].task, args.weights)
     else:
         source_name = pretrained_source(args.model or DEFAULT_MODEL)
-        task = SPECS[pretrained.SOURCES[source_name].arch].task
-        request = Request(task, pretrained.cached_weights(source_name), source_name)
+        task = SPECS[sources.SOURCES[source_name].arch].task
+        request = Request(task, cache.cached_weights(source_name), source_name)
     if request.task != "segmentation":
         if args.out is not None:
             raise UsageError("--out applies to segmentation weights only")
@@ -238,20 +237,20 @@ def classify_compiled(image_path, weights, record, top):
 def predictions_for(args, request):
     """The top classes for a classifier request."""
     from keras_lightnets.catalog import get_builder
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import pretrained, sources
     from keras_lightnets.weights.h5 import read_record
 
     weights = request.weights
     if weights is None:
         # Found (cache, installed package, download) before TensorFlow starts:
         # "not available offline" is said in a second, not after seven.
-        source = pretrained.SOURCES[request.source]
+        source = sources.SOURCES[request.source]
         weights = pretrained.pretrained_weights(
             request.source,
             build=lambda **kwargs: get_builder(source.arch)(**kwargs),  # the builder's module imports Keras
             before_build=import_tensorflow_quietly,
         )
-        if isinstance(source, pretrained.KerasFile):
+        if isinstance(source, sources.KerasFile):
             import_tensorflow_quietly()
             model, record = pretrained_model(request.source)
             return classify(args.image, model, record, args.top)

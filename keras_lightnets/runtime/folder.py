@@ -26,7 +26,13 @@ import os
 import sys
 
 from keras_lightnets.errors import LightnetsError
-from keras_lightnets.files import NotRegularFileError, check_output_path, list_images, open_regular, safe_text
+from keras_lightnets.files import (
+    NotRegularFileError,
+    check_output_path,
+    list_images,
+    open_regular,
+    safe_text,
+)
 
 
 class PredictError(LightnetsError, ValueError):

@@ -201,7 +201,7 @@ def _compiled_prefix(arch, weights_digest, size):
 
 def compiled_folder():
     """`<pretrained cache>/compiled`: flatbuffers compiled from weights files."""
-    from keras_lightnets.weights.pretrained import cache_dir
+    from keras_lightnets.weights.cache import cache_dir
 
     return os.path.join(cache_dir(), "compiled")
 

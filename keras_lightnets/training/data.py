@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from keras_lightnets.errors import LightnetsError
-from keras_lightnets.preprocessing import tf_preprocess
 from keras_lightnets.files import list_images, open_regular
+from keras_lightnets.preprocessing import tf_preprocess
 from keras_lightnets.preprocessing.image import ImageError, read_image, transform_for
 
 IGNORE_LABEL = 255

@@ -24,7 +24,12 @@ import h5py
 import numpy as np
 
 from keras_lightnets.errors import LightnetsError
-from keras_lightnets.files import NotRegularFileError, file_kind, open_regular, safe_text
+from keras_lightnets.files import (
+    NotRegularFileError,
+    file_kind,
+    open_regular,
+    safe_text,
+)
 from keras_lightnets.weights.record import (
     MAX_RECORD_BYTES,
     RecordError,
