@@ -111,15 +111,15 @@ MUTANTS = [
      "and make_divisible(int(320 * alpha), 8) == last_block_channels",
      "and make_divisible(320 * alpha, 8) == last_block_channels", ["tests/test_convert.py::test_cli_conversion_reproduces_pytorch"]),
     # ------------------------------------------------------------ converter: reader
-    ("reader_orig_mod_prefix", CONV + "reader.py",
+    ("reader_orig_mod_prefix", CONV + "reader/assemble.py",
      '_PREFIXES = ("module.", "_orig_mod.")', '_PREFIXES = ("module.",)', READER_TESTS),
-    ("reader_keeps_num_batches", CONV + "reader.py",
+    ("reader_keeps_num_batches", CONV + "reader/assemble.py",
      'and k.rsplit(".", 1)[-1] != "num_batches_tracked"', "", READER_TESTS),
-    ("reader_bf16_shift", CONV + "reader.py",
+    ("reader_bf16_shift", CONV + "reader/assemble.py",
      "array <<= 16", "array <<= 8", READER_TESTS),
-    ("reader_extent_off_by_one", CONV + "reader.py",
+    ("reader_extent_off_by_one", CONV + "reader/tensors.py",
      "if last >= storage.numel:", "if last > storage.numel:", READER_TESTS),
-    ("reader_negate_ignored", CONV + "reader.py",
+    ("reader_negate_ignored", CONV + "reader/assemble.py",
      "    if ref.negate:\n        np.negative(array, out=array)",
      "    if False:\n        np.negative(array, out=array)", READER_TESTS),
     # ------------------------------------------------------------ blocks
@@ -240,7 +240,7 @@ MUTANTS = [
      "        import_tensorflow_quietly()\n        request = check_request(args)",
      ["tests/test_demo.py::test_bad_input_is_reported_before_tensorflow_is_imported"]),
     ("demo_compiled_cache_unused", "demo.py",
-     "runner = load_compiled(weights, size, weights_digest=digest) if size else None", "runner = None", [WARM_DEMO]),
+     "runner = load_compiled(weights, size, record[\"arch\"], classes, weights_digest=digest) if size else None", "runner = None", [WARM_DEMO]),
 ]
 
 

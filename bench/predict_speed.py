@@ -60,8 +60,9 @@ def bench_predict(work, count, batch_size, rounds=5):
     import statistics
 
     import keras_lightnets as kl
+    from keras_lightnets.files import list_images
     from keras_lightnets.runtime.folding import Predictor
-    from keras_lightnets.training.data import list_images, prediction_batches
+    from keras_lightnets.training.data import prediction_batches
 
     folder = os.path.join(work, "photos")
     make_photos(folder, count)

@@ -212,17 +212,18 @@ import time; start = time.perf_counter()
 import sys; sys.path.insert(0, {REPO!r})
 import demo  # then everything the cache-hit path imports, as one stage
 from ai_edge_litert.interpreter import Interpreter
-from keras_lightnets.weights import pretrained
+from keras_lightnets.weights import cache
 from keras_lightnets.runtime import tflite
 from keras_lightnets.weights.h5 import read_record, sha256_of
 from keras_lightnets.preprocessing.image import load_for
 from keras_lightnets.labels import decode_predictions
 t_import = time.perf_counter()
-weights = pretrained.cached_weights(demo.pretrained_source(demo.DEFAULT_MODEL))
-preprocessing = read_record(weights)["preprocessing"]
+weights = cache.cached_weights(demo.pretrained_source(demo.DEFAULT_MODEL))
+record = read_record(weights)
+preprocessing = record["preprocessing"]
 digest = sha256_of(weights)
 t_check = time.perf_counter()
-runner = tflite.load_compiled(weights, (preprocessing["size"],) * 2, weights_digest=digest)
+runner = tflite.load_compiled(weights, (preprocessing["size"],) * 2, record["arch"], weights_digest=digest)
 t_load = time.perf_counter()
 batch = demo.image_batch({image!r}, preprocessing)
 t_image = time.perf_counter()

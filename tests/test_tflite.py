@@ -12,6 +12,7 @@ from keras_lightnets.runtime import tflite
 from keras_lightnets.runtime.folding import fold_batchnorm
 
 SIZE = (16, 16)
+ARCH = "mobilenet_v2"  # the arch a compiled entry is bound to (with the weights' sha256)
 
 
 def small_model(size=SIZE, seed=0):
@@ -68,16 +69,16 @@ def test_conversion_freezes_unfolded_variables():
 
 def test_compiled_flatbuffer_round_trip(model_and_flatbuffer, weights):
     _, content = model_and_flatbuffer
-    assert tflite.load_compiled(weights, SIZE) is None
-    path = tflite.save_compiled(weights, SIZE, content)
+    assert tflite.load_compiled(weights, SIZE, ARCH) is None
+    path = tflite.save_compiled(weights, SIZE, content, ARCH)
     assert os.path.dirname(path) == tflite.compiled_folder()
-    assert os.path.basename(path).startswith(hashlib.sha256(b"weights, version 1").hexdigest()[:16] + "-16x16-")
-    runner = tflite.load_compiled(weights, SIZE)
+    assert os.path.basename(path).startswith(f"{ARCH}-" + hashlib.sha256(b"weights, version 1").hexdigest() + "-16x16-")
+    runner = tflite.load_compiled(weights, SIZE, ARCH)
     x = np.random.default_rng(3).uniform(-1, 1, (2, *SIZE, 3)).astype("float32")
     np.testing.assert_array_equal(runner(x), tflite.Runner(content)(x))
-    assert tflite.load_compiled(weights, (32, 32)) is None  # another input size: its own file
+    assert tflite.load_compiled(weights, (32, 32), ARCH) is None  # another input size: its own file
     weights.write_bytes(b"weights, version 2")
-    assert tflite.load_compiled(weights, SIZE) is None  # a changed file never finds the old flatbuffer
+    assert tflite.load_compiled(weights, SIZE, ARCH) is None  # a changed file never finds the old flatbuffer
     assert os.path.exists(path)
 
 
@@ -100,15 +101,15 @@ def other_weights(content, model):
 )
 def test_corrupt_compiled_flatbuffer_is_ignored_and_removed(model_and_flatbuffer, weights, damage):
     model, content = model_and_flatbuffer
-    path = tflite.save_compiled(weights, SIZE, content)
+    path = tflite.save_compiled(weights, SIZE, content, ARCH)
     with open(path, "rb") as f:
         damaged = damage(f.read(), model)
     with open(path, "wb") as f:
         f.write(damaged)
-    assert tflite.load_compiled(weights, SIZE) is None
+    assert tflite.load_compiled(weights, SIZE, ARCH) is None
     assert not os.path.exists(path)
-    tflite.save_compiled(weights, SIZE, content)
-    assert tflite.load_compiled(weights, SIZE) is not None
+    tflite.save_compiled(weights, SIZE, content, ARCH)
+    assert tflite.load_compiled(weights, SIZE, ARCH) is not None
 
 
 def test_a_flatbuffer_with_other_weights_still_runs(model_and_flatbuffer):
@@ -121,8 +122,8 @@ def test_a_flatbuffer_with_other_weights_still_runs(model_and_flatbuffer):
 def test_compiled_flatbuffer_of_another_input_is_refused(weights):
     """A file named for 16x16 whose flatbuffer takes 24x24 is not used."""
     other = tflite.tflite_bytes(fold_batchnorm(small_model((24, 24))))
-    path = tflite.save_compiled(weights, SIZE, other)
-    assert tflite.load_compiled(weights, SIZE) is None and not os.path.exists(path)
+    path = tflite.save_compiled(weights, SIZE, other, ARCH)
+    assert tflite.load_compiled(weights, SIZE, ARCH) is None and not os.path.exists(path)
 
 
 def test_interpreters_take_tensorflows_thread_budget(model_and_flatbuffer, monkeypatch):

@@ -15,6 +15,7 @@ from keras_lightnets.conversion.namings import NAMINGS, timm_models
 from keras_lightnets.conversion.references.timm import TimmMobileNet
 from keras_lightnets.preprocessing import preprocess_input
 from keras_lightnets.preprocessing.image import load_for
+from tests import timm_transforms
 from tests.helpers import (
     nchw,
     photo,
@@ -24,7 +25,6 @@ from tests.helpers import (
     top5,
     torch_forward,
 )
-from tests import timm_transforms
 
 # timm 1.0.31's `timm.create_model(name, pretrained=False, num_classes=n)`: the
 # first 16 hex digits of the sha256 of its sorted "key:shape" lines (no

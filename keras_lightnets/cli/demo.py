@@ -50,7 +50,7 @@ def weights_record(model_name, weights):
     from keras_lightnets.registry import SPECS
     from keras_lightnets.weights.h5 import read_record
 
-    if not os.path.isfile(weights):
+    if not os.path.exists(weights):
         raise UsageError(f"{weights}: no such weights file")
     info = read_record(weights)
     if model_name is not None and model_name != info["arch"]:
@@ -64,11 +64,10 @@ def pretrained_model(name):
     """`(model, record)` of a pretrained `--model` (an arch, an alias or a source)."""
     import keras_lightnets
     from keras_lightnets.catalog import get_builder, pretrained_file
-    from keras_lightnets.weights import pretrained
-
+    from keras_lightnets.weights import sources
     source_name = pretrained_source(name)
-    source = pretrained.SOURCES[source_name]
-    if isinstance(source, pretrained.KerasFile):
+    source = sources.SOURCES[source_name]
+    if isinstance(source, sources.KerasFile):
         # keras.applications' own file: no keras-lightnets record, the builder's defaults
         model = get_builder(source.arch)(weights="imagenet", **source.builder_kwargs)
         return model, {"arch": source.arch, "preprocessing": dict(source.preprocessing)}
@@ -110,7 +109,7 @@ def check_request(args):
     from keras_lightnets.files import check_output_path
     from keras_lightnets.preprocessing.image import read_image
     from keras_lightnets.registry import SPECS
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import cache, sources
 
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
@@ -120,8 +119,8 @@ def check_request(args):
         request = Request(SPECS[info["arch"]].task, args.weights)
     else:
         source_name = pretrained_source(args.model or DEFAULT_MODEL)
-        task = SPECS[pretrained.SOURCES[source_name].arch].task
-        request = Request(task, pretrained.cached_weights(source_name), source_name)
+        task = SPECS[sources.SOURCES[source_name].arch].task
+        request = Request(task, cache.cached_weights(source_name), source_name)
     if request.task != "segmentation":
         if args.out is not None:
             raise UsageError("--out applies to segmentation weights only")
@@ -216,7 +215,9 @@ def classify_compiled(image_path, weights, record, top):
     size = (preprocessing["size"],) * 2 if preprocessing.get("size") else None
     batch = image_batch(image_path, preprocessing)
     digest = sha256_of(weights)
-    runner = load_compiled(weights, size, weights_digest=digest) if size else None
+    # the compiled entry is bound to the arch and the file's sha256, and must give the record's classes
+    classes = record["builder_kwargs"].get("classes")
+    runner = load_compiled(weights, size, record["arch"], classes, weights_digest=digest) if size else None
     if runner is not None:
         return top_classes(runner(batch), top, record)
     import_tensorflow_quietly()
@@ -227,7 +228,7 @@ def classify_compiled(image_path, weights, record, top):
     probabilities = predictor(batch)
     if predictor.flatbuffer is not None and tuple(predictor.inference_model.input_shape[1:3]) == size:
         try:
-            save_compiled(weights, size, predictor.flatbuffer, weights_digest=digest)
+            save_compiled(weights, size, predictor.flatbuffer, record["arch"], weights_digest=digest)
         except OSError as err:  # the answer stands; the next run compiles again
             print(f"warning: the compiled model was not kept ({err})", file=sys.stderr)
     return top_classes(probabilities, top, record)
@@ -236,20 +237,20 @@ def classify_compiled(image_path, weights, record, top):
 def predictions_for(args, request):
     """The top classes for a classifier request."""
     from keras_lightnets.catalog import get_builder
-    from keras_lightnets.weights import pretrained
+    from keras_lightnets.weights import pretrained, sources
     from keras_lightnets.weights.h5 import read_record
 
     weights = request.weights
     if weights is None:
         # Found (cache, installed package, download) before TensorFlow starts:
         # "not available offline" is said in a second, not after seven.
-        source = pretrained.SOURCES[request.source]
+        source = sources.SOURCES[request.source]
         weights = pretrained.pretrained_weights(
             request.source,
             build=lambda **kwargs: get_builder(source.arch)(**kwargs),  # the builder's module imports Keras
             before_build=import_tensorflow_quietly,
         )
-        if isinstance(source, pretrained.KerasFile):
+        if isinstance(source, sources.KerasFile):
             import_tensorflow_quietly()
             model, record = pretrained_model(request.source)
             return classify(args.image, model, record, args.top)

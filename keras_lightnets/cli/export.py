@@ -47,7 +47,11 @@ def check(args):
 def run(args, checked):
     from keras_lightnets.catalog import from_h5, pretrained_file, weights_info
     from keras_lightnets.quiet import import_tensorflow_quietly
-    from keras_lightnets.runtime.export import ExportCheckError, calibration_images, export
+    from keras_lightnets.runtime.export import (
+        ExportCheckError,
+        calibration_images,
+        export,
+    )
     from keras_lightnets.runtime.tflite import tflite_bytes
 
     source, info = checked

@@ -41,6 +41,7 @@ def check(args):
     from keras_lightnets.errors import UsageError
     from keras_lightnets.training.data import IGNORE_LABEL, find_dataset
     from keras_lightnets.training.distribute import tf_config
+    from keras_lightnets.weights.record import MAX_SIDE
 
     for name in ("epochs", "batch_size", "replicas", "num_classes"):
         value = getattr(args, name)
@@ -48,6 +49,8 @@ def check(args):
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.num_classes is not None and args.num_classes >= IGNORE_LABEL:
         raise UsageError(f"--num-classes must be below {IGNORE_LABEL} (the ignore label)")
+    if args.image_size is not None and not all(1 <= side <= MAX_SIDE for side in args.image_size):
+        raise UsageError(f"--image-size sides must be in [1, {MAX_SIDE}]")
     weights_info(args.weights)
     find_dataset(args.data)
     return tf_config()

@@ -24,17 +24,18 @@ def check(args):
 
     from keras_lightnets.catalog import weights_info
     from keras_lightnets.errors import UsageError
-    from keras_lightnets.files import check_output_path
-    from keras_lightnets.training.data import list_images
+    from keras_lightnets.files import check_output_path, list_images
+    from keras_lightnets.runtime.folder import read_results
 
     if args.batch_size < 1 or args.top < 1:
         raise UsageError("--batch-size and --top must be at least 1")
     if not os.path.isdir(args.folder):
         raise UsageError(f"{args.folder}: no such folder")
-    if not list_images(args.folder):
+    if not list_images(args.folder, on_skip=lambda path, message: None):  # the run reports them
         raise UsageError(f"{args.folder}: no images")
     check_output_path(args.out)
     weights_info(args.weights)
+    read_results(check_output_path(args.out))  # an --out that is not a results file: refused, untouched
 
 
 def run(args, checked):

@@ -9,6 +9,7 @@ it never imports the model modules.
 import dataclasses
 import importlib
 import importlib.metadata
+import json
 import os
 import time
 
@@ -19,6 +20,7 @@ from keras_lightnets.conversion.errors import ConversionError
 from keras_lightnets.files import check_output_path
 from keras_lightnets.weights import h5 as h5format
 from keras_lightnets.weights.h5 import create_from_arrays, layer_variables
+from keras_lightnets.weights.record import RECORD_FORMAT, RecordError, check_record
 
 MAX_LISTED = 8
 PARITY_ATOL = 1e-4  # classification logits, float32 CPU (onnx2tf and nobuco check 1e-4)
@@ -430,9 +432,10 @@ def input_multiple(naming):
 def make_record(spec, kwargs, naming, path, parity=None, preprocessing=None):
     """The JSON record the weights file carries (for `from_h5`, the demo, exports);
     `parity`: the measurements, or None ("not measured"); `preprocessing`:
-    the checkpoint's own eval transform, else its naming's or arch's."""
-    return {
-        "format": h5format.RECORD_FORMAT,
+    the checkpoint's own eval transform, else its naming's or arch's. Checked as
+    every reader checks it."""
+    record = {
+        "format": RECORD_FORMAT,
         "arch": spec.name,
         "builder": spec.builder_name,
         "builder_kwargs": kwargs,
@@ -444,6 +447,10 @@ def make_record(spec, kwargs, naming, path, parity=None, preprocessing=None):
         },
         "parity": parity or NOT_MEASURED,
     }
+    try:
+        return check_record(json.loads(json.dumps(record)))
+    except RecordError as err:
+        raise ConversionError(f"the converted file's record would be refused when read: {err}") from None
 
 
 # ---------------------------------------------------------------- the whole

@@ -2,6 +2,7 @@
 and a fixed stem and head, for mobile accelerators (Tan & Le, 2019)."""
 
 import functools
+import inspect
 
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import conventions_for
@@ -96,6 +97,9 @@ def _variant_builder(variant):
                                 pooling, classes, classifier_activation, **kwargs)
 
     builder.__name__ = builder.__qualname__ = f"EfficientNetLite{variant}"
+    # what `**kwargs` passes on: the family builder's parameters, less `variant`
+    family = inspect.signature(EfficientNetLite)
+    builder.__signature__ = family.replace(parameters=[p for p in family.parameters.values() if p.name != "variant"])
     builder.__doc__ = f"Instantiates EfficientNet-Lite{variant}; see `EfficientNetLite`."
     return builder
 

@@ -16,7 +16,6 @@ from keras_lightnets.models.tables import MOBILENET_V3_BLOCKS, mobilenet_v3_plan
 from keras_lightnets.preprocessing import preprocessing_layer
 from keras_lightnets.weights import pretrained
 
-
 WIDTH_RULES = ("keras", "torchvision")
 
 

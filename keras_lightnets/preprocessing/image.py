@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keras_lightnets.errors import LightnetsError
-from keras_lightnets.files import safe_text
+from keras_lightnets.files import NotRegularFileError, open_regular, safe_text
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 RESAMPLING = {
@@ -72,11 +72,17 @@ def read_image(path):
     if not os.path.exists(path):
         raise ImageError(f"{path}: no such file")
     try:
+        file = open_regular(path)  # a FIFO or a device named like a photo: refused, never waited on
+    except NotRegularFileError as err:
+        raise ImageError(str(err)) from None
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
         # Pillow warns (several lines each) about corrupt EXIF and the like: one line instead.
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, file:
             warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=ALLOWED_FORMATS) as img:
+            with Image.open(file, formats=ALLOWED_FORMATS) as img:
                 img.seek(0)
                 img.load()
                 ImageOps.exif_transpose(img, in_place=True)  # no copy of the photo

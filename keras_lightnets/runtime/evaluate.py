@@ -30,7 +30,8 @@ import re
 import numpy as np
 
 from keras_lightnets.errors import LightnetsError
-from keras_lightnets.training.data import IGNORE_LABEL, is_image_file, list_images
+from keras_lightnets.files import is_image_name, list_images, open_regular
+from keras_lightnets.training.data import IGNORE_LABEL
 
 RUNTIMES = ("keras", "tflite", "int8")
 LABEL_FILE_SUFFIXES = (".txt", ".csv")
@@ -112,7 +113,7 @@ def resolve_label(lookup, label, where):
 
 def _class_folders(folder):
     names = sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isdir(os.path.join(folder, n)))
-    return [n for n in names if list_images(os.path.join(folder, n))]
+    return [n for n in names if list_images(os.path.join(folder, n), on_skip=lambda path, message: None)]
 
 
 def _label_file(folder, labels):
@@ -129,8 +130,8 @@ def _label_file(folder, labels):
 
 def _read_label_lines(path):
     try:
-        with open(path, encoding="utf8") as f:
-            text = f.read(64 << 20)
+        with open_regular(path) as f:  # a FIFO named labels.txt: refused, never waited on
+            text = f.read(64 << 20).decode("utf8")
     except (OSError, UnicodeDecodeError) as err:
         raise EvaluateError(f"{path}: cannot read it ({err})") from None
     rows = []
@@ -204,7 +205,7 @@ def find_samples(folder, record, labels=None):
     classes = int(record.get("builder_kwargs", {}).get("classes", 1000))
     lookup = class_lookup(record, classes)
     class_folders = _class_folders(folder)
-    loose = [n for n in os.listdir(folder) if is_image_file(n) and os.path.isfile(os.path.join(folder, n))]
+    loose = [n for n in os.listdir(folder) if is_image_name(n) and os.path.isfile(os.path.join(folder, n))]
     if class_folders and loose:
         raise EvaluateError(f"{folder}: both class sub-folders and loose images ({loose[0]}); keep one layout")
     if class_folders:

@@ -29,7 +29,6 @@ from keras_lightnets.files import check_output_path, write_atomically
 from keras_lightnets.runtime.tflite import Runner, tflite_bytes
 
 FP32_ATOL = 1e-4
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class ExportError(LightnetsError, RuntimeError):
@@ -60,18 +59,19 @@ def with_uint8_input(model, mode):
 
 def calibration_images(folder, size, preprocessing, limit=200):
     """Loads up to `limit` photos of `folder` as float32 0-255 arrays."""
+    from keras_lightnets.files import list_images
     from keras_lightnets.preprocessing.image import ImageError, load_for
 
     if not os.path.isdir(folder):
         raise ExportError(f"--calibration {folder}: not a directory")
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))[:limit]
+    paths = list_images(folder, recursive=False)[:limit]  # FIFOs and devices: skipped, one line each
     images = []
-    for i, name in enumerate(names, start=1):
+    for i, path in enumerate(paths, start=1):
         try:
-            images.append(load_for(os.path.join(folder, name), {**preprocessing, "size": size}))
+            images.append(load_for(path, {**preprocessing, "size": size}))
         except ImageError as err:
             print(f"\nskipped: {err}", file=sys.stderr)
-        print(f"\rloading calibration images {i}/{len(names)}", end="", file=sys.stderr)
+        print(f"\rloading calibration images {i}/{len(paths)}", end="", file=sys.stderr)
     print(file=sys.stderr)
     if not images:
         raise ExportError(f"--calibration {folder}: no readable images")

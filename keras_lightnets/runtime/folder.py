@@ -15,8 +15,10 @@ through `keras_lightnets.runtime.folding.Predictor`. Each image gives one JSON l
   letterbox included).
 
 The run is resumable: files already in the output are skipped, and a
-line cut short by an interrupted run is dropped. Unreadable files are
-reported on stderr, one line each, and skipped.
+line cut short by an interrupted run is dropped. An existing output is only
+appended to when every line in it is a result line of this command (so a
+mistyped `--out model.h5` is refused, not cut). Unreadable files, FIFOs and
+other non-regular files are reported on stderr, one line each, and skipped.
 """
 
 import json
@@ -24,32 +26,101 @@ import os
 import sys
 
 from keras_lightnets.errors import LightnetsError
-from keras_lightnets.files import check_output_path
-from keras_lightnets.training.data import list_images
+from keras_lightnets.files import (
+    NotRegularFileError,
+    check_output_path,
+    list_images,
+    open_regular,
+    safe_text,
+)
 
 
 class PredictError(LightnetsError, ValueError):
     """A user mistake (arguments, files); the message is one line."""
 
 
+MAX_RESULT_LINE = 1 << 20  # a line of --top 1000 labels is ~50 KB
+RESULT_PREFIX = b'{"file": "'  # how json.dumps starts every result line
+
+
+def is_result_line(value):
+    """Whether a parsed JSON line is one this command writes (classification or segmentation)."""
+    if not isinstance(value, dict) or not isinstance(value.get("file"), str) or len(value["file"]) > 4096:
+        return False
+    number = (int, float)
+    if value.keys() == {"file", "top"}:
+        return isinstance(value["top"], list) and all(
+            isinstance(row, list) and len(row) == 3 and type(row[0]) is int and isinstance(row[1], str)
+            and isinstance(row[2], number) and not isinstance(row[2], bool) for row in value["top"]
+        )
+    if value.keys() == {"file", "mask", "pixels"}:
+        pixels = value["pixels"]
+        return isinstance(value["mask"], str) and isinstance(pixels, dict) and all(
+            key.isdigit() and isinstance(share, number) and not isinstance(share, bool) for key, share in pixels.items()
+        )
+    return False
+
+
+def _parse_result(line):
+    from keras_lightnets.weights.record import RecordError, parse_json
+
+    try:
+        value = parse_json(line, MAX_RESULT_LINE, max_depth=3)
+    except RecordError:
+        return None
+    return value if is_result_line(value) else None
+
+
+def read_results(out):
+    """What an existing output holds: `(done files, bytes to keep, whether a newline is missing)`.
+
+    Every complete line must be a result line of this command; a last line
+    without its newline is kept (and counted) when it is one, and dropped
+    when it is the start of one cut short by an interrupted run.
+
+    Raises:
+        PredictError: `out` is not a regular file, or holds anything else
+            (nothing is changed).
+    """
+    label = safe_text(out, 200)
+    done, keep, number, ends_with_newline = set(), 0, 0, True
+    try:
+        with open_regular(out) as f:
+            while line := f.readline(MAX_RESULT_LINE + 1):
+                number += 1
+                complete = line.endswith(b"\n")
+                value = _parse_result(line) if complete or len(line) <= MAX_RESULT_LINE else None
+                if value is None:
+                    if not complete and line.startswith(RESULT_PREFIX) and line.isascii() and not f.read(1):
+                        break  # a last line cut short by an interrupted run: dropped
+                    raise PredictError(f"{label}: line {number} is not a result line of this command; "
+                                       "give --out a new file or an earlier results file (it is left untouched)")
+                done.add(value["file"])
+                keep += len(line)
+                ends_with_newline = complete
+    except FileNotFoundError:
+        return set(), 0, False
+    except NotRegularFileError as err:
+        raise PredictError(str(err)) from None
+    except OSError as err:
+        raise PredictError(f"{label}: cannot read ({err.strerror or err})") from None
+    return done, keep, not ends_with_newline
+
+
 def done_files(out):
-    """Files already in `out`; drops a last line cut short by an interrupted run."""
-    if not os.path.exists(out):
-        return set()
-    done, keep = set(), 0
-    with open(out, "rb") as f:
-        for line in f:
-            try:
-                done.add(json.loads(line)["file"])
-            except (ValueError, KeyError, TypeError):
-                break
-            if not line.endswith(b"\n"):
-                break
-            keep += len(line)
-    if keep != os.path.getsize(out):
+    """Files already in `out` (see `read_results`)."""
+    return read_results(out)[0]
+
+
+def _open_results(out, keep, missing_newline):
+    """`out` opened for appending, a torn last line cut away, a missing newline added."""
+    if os.path.exists(out) and os.path.getsize(out) > keep:
         with open(out, "r+b") as f:
             f.truncate(keep)
-    return done
+    results = open(out, "a", encoding="utf8")
+    if missing_newline:
+        results.write("\n")
+    return results
 
 
 def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, errors=None):
@@ -61,14 +132,21 @@ def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, er
     from keras_lightnets import registry
 
     folder = os.fspath(folder)
+    errors = errors or sys.stderr
     if not os.path.isdir(folder):
         raise PredictError(f"{folder}: no such folder")
-    paths = list_images(folder)
+    skipped = []
+
+    def skip(path, message):
+        skipped.append((path, message))
+        print(safe_text(f"skipped: {message}"), file=errors, flush=True)
+
+    paths = list_images(folder, on_skip=skip)
     if not paths:
         raise PredictError(f"{folder}: no images")
     out = check_output_path(out)
     record = kl.weights_info(weights)
-    done = done_files(out)
+    done, keep, missing_newline = read_results(out)
     names = {path: os.path.relpath(path, folder).replace(os.sep, "/") for path in paths}
     todo = [path for path in paths if names[path] not in done]
 
@@ -88,13 +166,11 @@ def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, er
         lines = _segmentation_lines(todo, names, predictor, record, mask_root, out)
     else:
         lines = _classification_lines(todo, names, predictor, model, record, labels, top, batch_size)
-    skipped, predicted = [], 0
-    errors = errors or sys.stderr
-    with open(out, "a", encoding="utf8") as results:
+    predicted = 0
+    with _open_results(out, keep, missing_newline) as results:
         for path, line, message in lines:
             if message:
-                skipped.append((path, message))
-                print(f"skipped: {message}", file=errors, flush=True)
+                skip(path, message)
             else:
                 results.write(json.dumps(line) + "\n")
                 results.flush()

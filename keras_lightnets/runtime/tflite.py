@@ -8,8 +8,8 @@ and XNNPACK on every usable core. `Predictor` and the exports use both.
 
 `load_compiled` / `save_compiled` keep the flatbuffer compiled from a
 keras-lightnets weights file in the pretrained cache (`<cache>/compiled/`),
-keyed by the file's sha256: the demo's second run needs neither Keras nor
-TensorFlow.
+bound to the weights file's arch and sha256: the demo's second run needs
+neither Keras nor TensorFlow.
 
 Importing this module imports numpy only.
 """
@@ -189,78 +189,125 @@ class Runner:
 # ---------------------------------------------------------------- compiled weights files
 
 _DIGEST_HEX = 16
+_MAX_COMPILED_EXPANSION, _MAX_COMPILED_SLACK = 4, 64 << 20  # a flatbuffer vs its weights file
 
 
-def _compiled_prefix(weights_digest, size):
+def _compiled_prefix(arch, weights_digest, size):
     from keras_lightnets import __version__
 
     height, width = size
-    return f"{weights_digest[:_DIGEST_HEX]}-{height}x{width}-{__version__}-"
+    return f"{arch}-{weights_digest}-{height}x{width}-{__version__}-"
 
 
 def compiled_folder():
     """`<pretrained cache>/compiled`: flatbuffers compiled from weights files."""
-    from keras_lightnets.weights.pretrained import cache_dir
+    from keras_lightnets.weights.cache import cache_dir
 
     return os.path.join(cache_dir(), "compiled")
 
 
-def load_compiled(weights, size, threads=None, weights_digest=None):
+def _side_record(arch, weights_digest, size, content_digest):
+    from keras_lightnets import __version__
+    from keras_lightnets.weights.record import COMPILED_FORMAT
+
+    return {"format": COMPILED_FORMAT, "arch": arch, "weights_sha256": weights_digest,
+            "size": [int(size[0]), int(size[1])], "version": __version__, "tflite_sha256": content_digest}
+
+
+def _read_bounded(path, limit):
+    from keras_lightnets.files import open_regular
+
+    with open_regular(path) as f:
+        content = f.read(limit + 1)
+    if len(content) > limit:
+        raise ValueError(f"more than {limit} bytes")
+    return content
+
+
+def load_compiled(weights, size, arch, classes=None, threads=None, weights_digest=None):
     """A `Runner` of the flatbuffer compiled from `weights` for input `size`, or None.
 
-    The file is `<sha256 of weights>-<H>x<W>-<package version>-<sha256 of
-    the flatbuffer>.tflite` (16 hex digits each) in `compiled_folder()`:
-    a changed weights file or package never finds a stale one, and one whose
-    bytes no longer match its name, that TFLite refuses, or whose input is
-    not `(batch, H, W, 3)` float32 is deleted and None returned.
+    The entry is `<arch>-<sha256 of weights>-<H>x<W>-<package version>-<16 hex
+    digits of the flatbuffer's sha256>.tflite` in `compiled_folder()`, with a
+    side record (`.json`, `keras_lightnets.weights.record.check_compiled_record`)
+    that names the same arch, weights sha256, size and version and the
+    flatbuffer's whole sha256. An entry is served only when its name, its
+    side record and its bytes all agree with `weights`, TFLite reads it, its
+    input is `(batch, H, W, 3)` float32 and it gives `classes` outputs; any
+    other entry of that prefix (a swapped, renamed or stale file) is deleted
+    and None returned, so the caller compiles again.
 
     Args:
         weights: a keras-lightnets weights file (.h5).
         size: `(height, width)` of the model input.
+        arch: the arch of the weights' record.
+        classes: the class count the record gives, checked when not None.
         weights_digest: the weights file's sha256, if already known.
     """
     from keras_lightnets.weights.h5 import sha256_of
+    from keras_lightnets.weights.record import check_compiled_record, parse_json
 
     folder = compiled_folder()
-    prefix = _compiled_prefix(weights_digest or sha256_of(weights), size)
+    digest = weights_digest or sha256_of(weights)
+    prefix = _compiled_prefix(arch, digest, size)
+    limit = _MAX_COMPILED_EXPANSION * os.path.getsize(weights) + _MAX_COMPILED_SLACK
     try:
         names = sorted(n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".tflite"))
     except OSError:
         return None
     for name in names:
         path = os.path.join(folder, name)
+        side = path[: -len(".tflite")] + ".json"
         try:
-            with open(path, "rb") as f:
-                content = f.read()
-            if hashlib.sha256(content).hexdigest()[:_DIGEST_HEX] != name[len(prefix):-len(".tflite")]:
-                raise ValueError("bytes differ from the name's digest")
+            record = check_compiled_record(parse_json(_read_bounded(side, 4096), 4096, max_depth=2))
+            if record != _side_record(arch, digest, size, record["tflite_sha256"]):
+                raise ValueError("side record made for other weights")
+            if record["tflite_sha256"][:_DIGEST_HEX] != name[len(prefix):-len(".tflite")]:
+                raise ValueError("name and side record differ")
+            content = _read_bounded(path, limit)
+            if hashlib.sha256(content).hexdigest() != record["tflite_sha256"]:
+                raise ValueError("bytes differ from the side record")
             runner = Runner(content, threads)
             if runner.input_shape != (None, *size, 3) or runner.input_details["dtype"] != np.float32:
                 raise ValueError(f"input {runner.input_shape}")
+            if classes is not None and tuple(runner.output_details["shape_signature"][1:]) != (classes,):
+                raise ValueError("another class count")
             return runner
-        except (OSError, ValueError, RuntimeError):
+        except (OSError, ValueError, RuntimeError):  # RecordError is a ValueError
             _remove_quietly(path)
+            _remove_quietly(side)
     return None
 
 
-def save_compiled(weights, size, content, weights_digest=None):
-    """Keeps `content` as the flatbuffer compiled from `weights` for `size`
-    (see `load_compiled`), written atomically; returns its path."""
+def save_compiled(weights, size, content, arch, weights_digest=None):
+    """Keeps `content` as the flatbuffer compiled from `weights` (of `arch`) for
+    `size`, with its side record (see `load_compiled`), written atomically;
+    returns its path."""
+    import json
+
     from keras_lightnets.files import write_atomically
     from keras_lightnets.weights.h5 import sha256_of
 
     folder = compiled_folder()
     os.makedirs(folder, exist_ok=True)
-    prefix = _compiled_prefix(weights_digest or sha256_of(weights), size)
-    path = os.path.join(folder, f"{prefix}{hashlib.sha256(content).hexdigest()[:_DIGEST_HEX]}.tflite")
+    digest = weights_digest or sha256_of(weights)
+    prefix = _compiled_prefix(arch, digest, size)
+    content_digest = hashlib.sha256(content).hexdigest()
+    path = os.path.join(folder, f"{prefix}{content_digest[:_DIGEST_HEX]}.tflite")
+    side = path[: -len(".tflite")] + ".json"
 
-    def write(temp):
-        with open(temp, "wb") as f:
-            f.write(content)
+    def write(data):
+        def to(temp):
+            with open(temp, "wb") as f:
+                f.write(data)
 
-    write_atomically(path, write)
+        return to
+
+    write_atomically(path, write(content))
+    write_atomically(side, write(json.dumps(_side_record(arch, digest, size, content_digest)).encode()))
+    kept = (os.path.basename(path), os.path.basename(side))
     for name in os.listdir(folder):  # other compilations of the same file and size
-        if name.startswith(prefix) and name.endswith(".tflite") and name != os.path.basename(path):
+        if name.startswith(prefix) and name.endswith((".tflite", ".json")) and name not in kept:
             _remove_quietly(os.path.join(folder, name))
     return path
 

@@ -30,10 +30,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from keras_lightnets.errors import LightnetsError
+from keras_lightnets.files import list_images, open_regular
 from keras_lightnets.preprocessing import tf_preprocess
 from keras_lightnets.preprocessing.image import ImageError, read_image, transform_for
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IGNORE_LABEL = 255
 # DeepLab's training recipe: random scale in [0.5, 2], pad, random crop, flip.
 SCALE_RANGE = (0.5, 2.0)
@@ -56,22 +56,6 @@ class Dataset:
     train: Split
     val: Split | None
     class_names: list | None = None  # classification: folder names, sorted
-
-
-def is_image_file(name):
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
-
-
-def list_images(folder, recursive=True):
-    """Sorted paths of the image files under `folder`."""
-    found = []
-    if recursive:
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found += [os.path.join(root, f) for f in files if is_image_file(f)]
-    else:
-        found = [os.path.join(folder, f) for f in os.listdir(folder) if is_image_file(f)]
-    return sorted(found)
 
 
 def _classification_split(folder, class_names=None):
@@ -112,8 +96,11 @@ def voc_split(root, split):
     listing = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
     if not os.path.isfile(listing):
         return None
-    with open(listing, encoding="utf8") as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+    try:
+        with open_regular(listing) as f:
+            ids = [line.split()[0] for line in f.read().decode("utf8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{listing}: cannot be read ({err})") from None
     if not ids:
         raise DataError(f"{listing}: no images")
     images, masks = [], []
@@ -156,7 +143,7 @@ def find_dataset(folder):
 def read_mask(path):
     """Reads a class-id mask (palette or greyscale PNG) as a uint8 `(h, w)` array."""
     try:
-        with Image.open(path, formats=("PNG",)) as img:
+        with open_regular(path) as f, Image.open(f, formats=("PNG",)) as img:
             img.load()
             if img.mode not in ("P", "L"):
                 raise DataError(f"{path}: a mask must be a palette or greyscale PNG of class ids, not mode {img.mode}")

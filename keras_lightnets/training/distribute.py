@@ -55,7 +55,7 @@ def tf_config():
         return None
     try:
         config = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         config = None
     if not isinstance(config, dict) or "cluster" not in config or "type" not in config.get("task", {}):
         raise UsageError("TF_CONFIG is not a JSON object with 'cluster' and 'task'")

@@ -58,28 +58,15 @@ def read_h5_weights(path):
 
 def load_keeping_head(model, path, head_layers):
     """Loads `path` into `model` by layer name; a classifier of another shape
-    keeps its fresh initialisation. Returns the names of the replaced layers."""
-    from keras_lightnets.weights.h5 import layer_variables
+    keeps its fresh initialisation (its old weights are not even read).
+    Returns the names of the replaced layers."""
+    from keras_lightnets.weights.h5 import WeightsMismatchError
+    from keras_lightnets.weights.loading import load_by_name
 
-    saved = read_h5_weights(path)
-    replaced = []
-    for layer in model.layers:
-        variables = layer_variables(layer)
-        if not variables:
-            continue
-        arrays = saved.get(layer.name)
-        shapes = [tuple(v.shape) for v in variables]
-        if arrays is not None and [a.shape for a in arrays] == shapes:
-            for variable, array in zip(variables, arrays):
-                variable.assign(array)
-        elif layer.name in head_layers:
-            replaced.append(layer.name)
-        elif arrays is None:
-            raise FinetuneError(f"{path} has no weights for layer '{layer.name}'")
-        else:
-            found = ", ".join(str(a.shape) for a in arrays)
-            raise FinetuneError(f"{path}: layer '{layer.name}' has shapes {found}, the model {shapes}")
-    return replaced
+    try:
+        return load_by_name(model, path, replaceable=head_layers)
+    except (WeightsMismatchError, FileNotFoundError) as err:
+        raise FinetuneError(str(err)) from None
 
 
 def read_weights_record(path):
@@ -98,19 +85,19 @@ def build_model(weights, classes=None, image_size=None):
 
     Returns `(model, record, replaced head layers, backbone layer names)`.
     """
-    import keras_lightnets as kl
+    from keras_lightnets.catalog import record_builder
 
     record = read_weights_record(weights)
-    builder = kl.MODELS.get(record.get("builder"))
-    if builder is None:
-        raise FinetuneError(f"{weights} is for an unknown model {record.get('builder')!r}")
+    builder = record_builder(weights, record)
     kwargs = dict(record["builder_kwargs"])
     if classes is not None:
         kwargs["classes"] = classes
     kwargs["input_shape"] = (*image_size, 3)
     kwargs["classifier_activation"] = None
-    kwargs.pop("weights", None)
-    model = builder(**kwargs)
+    try:
+        model = builder(**kwargs)
+    except (ValueError, TypeError) as err:  # arguments the record's schema allows but the builder refuses
+        raise FinetuneError(f"{weights}: {record['builder']} refuses its arguments ({err})") from None
     head_layers = registry.spec_of(record).head_layers
     replaced = load_keeping_head(model, weights, head_layers)
     pyramid = getattr(model, "pyramid_outputs", None)

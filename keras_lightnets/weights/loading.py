@@ -1,15 +1,15 @@
-"""Loading weights files into models, checked layer by layer.
+"""Loading weights files into models, checked layer by layer before anything is read.
 
-Loading checks a file layer by layer before assigning anything, so a file for
+Loading compares the file's structure (names, shapes, dtypes: `WeightsFile`)
+with the model's variables before reading a single weight, so a file for
 another architecture or width fails with an error naming the first
-mismatching layer and both shapes.
+mismatching layer and both shapes, and only the weights the model uses are read.
 """
 
 from keras_lightnets.weights.h5 import (  # noqa: F401  (WeightsMismatchError is part of this module's API)
     WeightsMismatchError,
-    check_weights_file,
     layer_variables,
-    read_layer_weights,
+    open_weights,
 )
 
 
@@ -28,17 +28,15 @@ def _model_layers(model):
 
 
 def check_fits(model, saved, source="weights file"):
-    """Raises WeightsMismatchError naming the first layer that does not fit."""
+    """Raises WeightsMismatchError naming the first layer that does not fit.
+
+    `saved` is `[(layer name, [weights])]`, each weight anything with a
+    `shape` (arrays, or `DatasetInfo` before the data is read).
+    """
     ours = _model_layers(model)
     for (layer, variables), (saved_name, arrays) in zip(ours, saved):
-        expected = [tuple(v.shape) for v in variables]
-        found = [tuple(a.shape) for a in arrays]
-        if expected != found:
-            raise WeightsMismatchError(
-                f"{source} does not fit model '{model.name}': layer '{layer.name}' "
-                f"expects {_shapes(variables)}, the file's layer '{saved_name}' has "
-                f"{_shapes(arrays)}"
-            )
+        if [tuple(v.shape) for v in variables] != [tuple(a.shape) for a in arrays]:
+            raise _mismatch(model, layer, variables, saved_name, arrays, source)
     if len(ours) != len(saved):
         if len(ours) > len(saved):
             detail = f"the model's layer '{ours[len(saved)][0].name}' has no weights in the file"
@@ -50,16 +48,44 @@ def check_fits(model, saved, source="weights file"):
         )
 
 
-def _by_name(model, saved, source):
-    """Pairs each model layer with the file's layer of the same name."""
-    saved = dict(saved)
-    ours = _model_layers(model)
-    missing = [layer.name for layer, _ in ours if layer.name not in saved]
-    if missing:
-        raise WeightsMismatchError(
-            f"{source} does not fit model '{model.name}': no weights for layer '{missing[0]}'"
-        )
-    return [(layer.name, saved[layer.name]) for layer, _ in ours]
+def _mismatch(model, layer, variables, saved_name, weights, source):
+    return WeightsMismatchError(
+        f"{source} does not fit model '{model.name}': layer '{layer.name}' "
+        f"expects {_shapes(variables)}, the file's layer '{saved_name}' has {_shapes(weights)}"
+    )
+
+
+def load_by_name(model, path, replaceable=()):
+    """Loads the file's layers into the model's layers of the same name; file
+    layers the model lacks are ignored, and not read. A layer named in
+    `replaceable` (a classifier of another class count) that the file cannot
+    fill keeps its own initialisation. Returns the names of those layers.
+
+    Every layer is checked against the file's structure before any weight is read.
+    """
+    with open_weights(path) as file:
+        return _load_by_name(model, file, replaceable)
+
+
+def _load_by_name(model, file, replaceable=()):
+    saved = dict(file.layers or [])
+    fitting, replaced = [], []
+    for layer, variables in _model_layers(model):
+        found = saved.get(layer.name)
+        if found is not None and [tuple(w.shape) for w in found] == [tuple(v.shape) for v in variables]:
+            fitting.append((layer, variables))
+        elif layer.name in replaceable:
+            replaced.append(layer.name)
+        elif found is None:
+            raise WeightsMismatchError(
+                f"{file.label} does not fit model '{model.name}': no weights for layer '{layer.name}'"
+            )
+        else:
+            raise _mismatch(model, layer, variables, layer.name, found, file.label)
+    for layer, variables in fitting:
+        for variable, array in zip(variables, file.arrays(layer.name)):
+            variable.assign(array)
+    return replaced
 
 
 def load_weights(model, weights, by_name=False, pretrained=None):
@@ -69,14 +95,16 @@ def load_weights(model, weights, by_name=False, pretrained=None):
         weights: `None` (nothing to do), a path of a weights file, or
             `"imagenet"` with `pretrained` set.
         by_name: match layers by name rather than by order; file layers the
-            model lacks (e.g. the classifier of a no-top model) are ignored.
+            model lacks (e.g. the classifier of a no-top model) are ignored,
+            and not read.
         pretrained: a zero-argument callable that returns the path of the
             pretrained file `"imagenet"` stands for (see
             `keras_lightnets.weights.pretrained`); None when the model has none.
 
     Legacy Keras .h5 files (keras.applications' official files and the
-    converter's output) are checked before anything is assigned. Other files
-    (Keras 3 `.weights.h5`) go to `model.load_weights`.
+    converter's output) are checked against the model before anything is
+    read or assigned. Other HDF5 files (Keras 3 `.weights.h5`) go to
+    `model.load_weights` once every dataset in them has passed the same checks.
     """
     if weights is None:
         return model
@@ -87,15 +115,16 @@ def load_weights(model, weights, by_name=False, pretrained=None):
             )
         path, by_name = pretrained()
         return load_weights(model, path, by_name=by_name)
-    path = check_weights_file(weights)
-    saved = read_layer_weights(path)
-    if saved is None:
-        model.load_weights(path)
-        return model
-    if by_name:
-        saved = _by_name(model, saved, path)
-    check_fits(model, saved, source=path)
-    for (_, variables), (_, arrays) in zip(_model_layers(model), saved):
-        for variable, array in zip(variables, arrays):
-            variable.assign(array)
+    with open_weights(weights) as file:
+        if file.layers is None:
+            file.check_all_datasets()
+            model.load_weights(file.path)
+            return model
+        if by_name:
+            _load_by_name(model, file)
+            return model
+        check_fits(model, file.layers, source=file.label)
+        for (_, variables), (name, _) in zip(_model_layers(model), file.layers):
+            for variable, array in zip(variables, file.arrays(name)):
+                variable.assign(array)
     return model
