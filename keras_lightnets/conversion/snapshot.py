@@ -21,7 +21,7 @@ import stat
 from keras_lightnets.conversion import detect
 from keras_lightnets.conversion.errors import ConversionError
 from keras_lightnets.conversion.reader import read_checkpoint
-from keras_lightnets.files import safe_text
+from keras_lightnets.files import NotRegularFileError, open_regular, safe_text
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order of preference
@@ -206,13 +206,11 @@ def _cache_blob(folder, link):
 
 def _load_config(path, label):
     where = f"{label}/{CONFIG_FILE}"
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        descriptor = os.open(path, flags)
-        with os.fdopen(descriptor, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise ConversionError(f"{where} is not a regular file")
+        with open_regular(path) as file:  # a FIFO swapped in since `_member` looked cannot hang it
             data = file.read(CONFIG_LIMIT + 1)
+    except NotRegularFileError:
+        raise ConversionError(f"{where} is not a regular file") from None
     except OSError as err:
         raise ConversionError(f"{where}: cannot read ({safe_text(err.strerror or err, 100)})") from None
     if len(data) > CONFIG_LIMIT:
