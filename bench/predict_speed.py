@@ -61,7 +61,7 @@ def bench_predict(work, count, batch_size, rounds=5):
 
     import keras_lightnets as kl
     from keras_lightnets.files import list_images
-    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.runtime.predictor import Predictor
     from keras_lightnets.training.data import prediction_batches
 
     folder = os.path.join(work, "photos")

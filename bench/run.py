@@ -4,12 +4,17 @@
     python bench/run.py [--quick] [--rounds N]
 
 Everything runs in this one process, interleaved (round r times every mode
-once, in turn), and each figure is the median of the rounds after warm-up.
+once, in a seeded random order, so that no mode always follows the same
+one), and each figure is the median of the rounds after warm-up.
 Prints a table (ms, images/s, % of the measured fp32 matmul peak), then the
 ratios the project tracks, with their targets:
 
 - `Predictor` (BatchNorm folded) / keras.applications under `tf.function`,
   same weights: MobileNet and MobileNetV2 1.0 224, batch 1 and 8;
+- `Predictor` / the bare TFLite interpreter on the same flatbuffer
+  (`set_tensor`, `invoke`, `get_tensor`): its per-call overhead;
+- `Predictor(quantize="int8")` / the fp32 `Predictor`, MobileNetV2 (random
+  weights here; agreement on real weights: bench/int8.py);
 - DeepLabV3+ MobileNetV2 OS16 512: `Predictor` / PyTorch eager (VainF's
   network, the converter's shipped reference), TFLite 2 threads / ONNX Runtime;
 - the demo's cold start with cached weights and a compiled flatbuffer
@@ -51,16 +56,23 @@ import torch  # noqa: E402
 import keras_lightnets as kl  # noqa: E402
 from keras_lightnets.conversion.references import vainf  # noqa: E402
 from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import MobileNetV2  # noqa: E402
-from keras_lightnets.runtime.folding import Predictor, fold_batchnorm  # noqa: E402
-from keras_lightnets.runtime.tflite import Runner, tflite_bytes  # noqa: E402
+from keras_lightnets.runtime.calibration import calibration_inputs  # noqa: E402
+from keras_lightnets.runtime.folding import fold_batchnorm  # noqa: E402
+from keras_lightnets.runtime.predictor import Predictor  # noqa: E402
+from keras_lightnets.runtime.tflite import Runner, load_interpreter, tflite_bytes  # noqa: E402
 
 # (numerator mode, denominator mode, target) per network
+OVERHEAD = ("ours Predictor", "ours bare TFLite interpreter", 1.05)
 TARGETS = {
-    "MobileNet 1.0 224": [("ours Predictor", "keras.applications tf.function", 0.6)],
-    "MobileNetV2 1.0 224": [("ours Predictor", "keras.applications tf.function", 0.6)],
+    "MobileNet 1.0 224": [("ours Predictor", "keras.applications tf.function", 0.6), OVERHEAD],
+    "MobileNetV2 1.0 224": [
+        ("ours Predictor", "keras.applications tf.function", 0.6), OVERHEAD,
+        ("ours Predictor int8", "ours Predictor", round(1 / 1.8, 3)),
+    ],
     "DeepLabV3+ MobileNetV2 OS16 512": [
         ("ours Predictor", "PyTorch eager", 0.7),
         ("ours TFLite 2 threads", "ONNX Runtime", 1.0),
+        OVERHEAD,
     ],
 }
 COLD_START_TARGET = 4.0
@@ -105,7 +117,23 @@ def tflite_runner(model, x, threads):
     return lambda: runner(x)
 
 
-def keras_modes(model, batch, prefix, tflite=False, notes=None):
+def bare_interpreter(content, x, threads):
+    """The TFLite interpreter alone on `content`, input resized to `x`'s shape."""
+    interpreter = load_interpreter(content, threads)
+    source = interpreter.get_input_details()[0]["index"]
+    target = interpreter.get_output_details()[0]["index"]
+    interpreter.resize_tensor_input(source, list(x.shape), strict=True)
+    interpreter.allocate_tensors()
+
+    def run():
+        interpreter.set_tensor(source, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(target)
+
+    return run
+
+
+def keras_modes(model, batch, prefix, tflite=False, notes=None, int8=False):
     """`{mode: zero-argument callable}` for a Keras model."""
     x = np.random.default_rng(0).uniform(-1, 1, (batch,) + tuple(model.input_shape[1:])).astype("float32")
     graph = graph_function(model)
@@ -118,6 +146,16 @@ def keras_modes(model, batch, prefix, tflite=False, notes=None):
             notes.append(f"`Predictor` runtime {predictor.runtime!r}, built (fold + conversion) in "
                          f"{time.perf_counter() - start:.1f} s")
         modes["ours Predictor"] = lambda: predictor(x)
+        if predictor.flatbuffer is not None:
+            modes["ours bare TFLite interpreter"] = bare_interpreter(predictor.flatbuffer, x, THREADS)
+        if int8:
+            start = time.perf_counter()
+            photos = calibration_inputs({"mode": "tf", "size": model.input_shape[1]})
+            quantized = Predictor(model, threads=THREADS, quantize="int8", calibration=photos)
+            if notes is not None:
+                notes.append(f"int8 `Predictor` built (photos, calibration, conversion) in "
+                             f"{time.perf_counter() - start:.0f} s")
+            modes["ours Predictor int8"] = lambda: quantized(x)
         on_tf = Predictor(model, runtime="tf")
         modes["ours Predictor runtime='tf'"] = lambda: on_tf(x)
     if tflite:
@@ -149,17 +187,28 @@ def torch_modes(module, batch, size):
 
 
 def interleaved(modes, rounds, warmup=3):
-    """Median seconds per mode, timing every mode once per round."""
+    """`{mode: [seconds of each round]}`, timing every mode once per round,
+    in a seeded random order (a mode that always ran after the same other
+    one would inherit its cache state and its threads' spinning)."""
     for _ in range(warmup):
         for run in modes.values():
             run()
     times = {name: [] for name in modes}
+    rng = np.random.default_rng(0)
     for _ in range(rounds):
-        for name, run in modes.items():
+        for name in rng.permutation(list(modes)):
+            run = modes[name]
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def paired_ratio(times, numerator, denominator):
+    """The median over rounds of `numerator`'s time over `denominator`'s in
+    the same round: the machine's load, which drifts between rounds, mostly
+    cancels (the ratio of the medians does not)."""
+    return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
 
 
 def networks(batches):
@@ -183,20 +232,21 @@ def bench_network(name, batch, ours_builder, keras_builder, torch_builder, round
     ours = ours_builder()
     macs = count_macs(ours)
     notes = []
-    modes = keras_modes(ours, batch, "ours", tflite=True, notes=notes)
+    modes = keras_modes(ours, batch, "ours", tflite=True, notes=notes, int8=name.startswith("MobileNetV2"))
     if keras_builder is not None:
         reference = keras_builder()
         reference.set_weights(ours.get_weights())
         modes.update(keras_modes(reference, batch, "keras.applications"))
     if torch_builder is not None:
         modes.update(torch_modes(torch_builder(), batch, ours.input_shape[1]))
-    seconds = interleaved(modes, rounds)
+    times = interleaved(modes, rounds)
+    seconds = {mode: statistics.median(t) for mode, t in times.items()}
     rows = []
     for mode, s in seconds.items():
         gflops = 2 * macs * batch / s / 1e9
         rows.append((name, batch, mode, s * 1e3, batch / s, 100 * gflops / peak))
     ratios = [
-        (name, batch, f"{num} / {den}", seconds[num] / seconds[den], target)
+        (name, batch, f"{num} / {den}", paired_ratio(times, num, den), target)
         for num, den, target in TARGETS.get(name, [])
     ]
     return rows, ratios, [f"{name}, batch {batch}: {note}." for note in notes]
@@ -298,7 +348,9 @@ def main():
         "`Predictor` runs the folded graph (BatchNorm merged into the convolutions) on its `runtime=\"auto\"`",
         "choice (TFLite with XNNPACK on every usable core when it can, see the notes below), and with",
         "`runtime='tf'` as a `tf.function`; `tf.function` the Keras model as built; TFLite 2 threads is the",
-        "flatbuffer of the folded graph on 2 threads.",
+        "flatbuffer of the folded graph on 2 threads; bare TFLite interpreter is `Predictor`'s own flatbuffer through",
+        "`set_tensor`/`invoke`/`get_tensor` alone; `Predictor int8` is `Predictor(model, quantize=\"int8\")` calibrated",
+        "on the shipped photos (random weights: speed only; agreement on real weights in bench/INT8_RESULTS.md).",
         "",
         "| network | batch | mode | ms | images/s | % of peak |",
         "|---|---|---|---|---|---|",
@@ -318,7 +370,7 @@ def main():
         "",
         "## Ratios and targets",
         "",
-        "| network | batch | ratio of | measured | target | |",
+        "| network | batch | ratio of (median of the rounds' ratios) | measured | target | |",
         "|---|---|---|---|---|---|",
         *[ratio_line(*r) for r in all_ratios],
         f"| demo cold start (s) | 1 | `python demo.py examples/coffee.jpg`, cached weights | {total:.2f} | ≤ {COLD_START_TARGET} | "

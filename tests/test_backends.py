@@ -17,7 +17,7 @@ from tests.helpers import REPO, randomize_keras_weights
 SCRIPT = """
 import json, sys, numpy as np
 import keras, keras_lightnets as kl
-from keras_lightnets.runtime.folding import Predictor
+from keras_lightnets.runtime.predictor import Predictor
 assert keras.backend.backend() == "torch"
 for case in json.loads(sys.argv[1]):
     x = np.load(case["inputs"])

@@ -195,7 +195,7 @@ def test_demo_top1_equals_torchvision_pipeline_on_real_photos(tmp_path):
     from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import (
         MobileNetV2,
     )
-    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.runtime.predictor import Predictor
     from keras_lightnets.weights import fetch, sources
     from tests import torchvision_transforms as tv
 

@@ -13,7 +13,8 @@ import pytest
 from keras import layers
 
 import keras_lightnets as kl
-from keras_lightnets.runtime.folding import InferenceGraph, Predictor, fold_batchnorm
+from keras_lightnets.runtime.folding import InferenceGraph, fold_batchnorm
+from keras_lightnets.runtime.predictor import Predictor
 
 # Float32 rounding of a folded kernel vs. BN applied after the conv, relative
 # to the outputs' scale (random weights give logits of order 1-10).

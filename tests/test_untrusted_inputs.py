@@ -329,7 +329,7 @@ def test_predict_skips_a_fifo_and_keeps_a_complete_last_line(work, tmp_path):
 def test_folder_walks_skip_fifos_and_never_follow_a_link_loop(tmp_path, capsys):
     """Point 6 for the data sets of finetune and the calibration photos of export."""
     from keras_lightnets.files import list_images
-    from keras_lightnets.runtime.export import calibration_images
+    from keras_lightnets.runtime.calibration import folder_photos
     from keras_lightnets.training.data import find_dataset
 
     data = tmp_path / "data"
@@ -339,7 +339,7 @@ def test_folder_walks_skip_fifos_and_never_follow_a_link_loop(tmp_path, capsys):
     os.symlink(".", data / "val" / "astronaut" / "self")
     with within(60):
         dataset = find_dataset(data)
-        images = calibration_images(str(data / "train" / "coffee"), 32, {"mode": "torch"})
+        images = folder_photos(str(data / "train" / "coffee"))
     assert len(dataset.train.images) == 6 and len(dataset.val.images) == 3
     assert not any("pipe" in path for path in dataset.train.images) and len(images) == 2
     err = capsys.readouterr().err

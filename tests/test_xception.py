@@ -214,7 +214,7 @@ def detect_image_class_map(reference, path, size=512):
 def test_demo_follows_detect_image(tmp_path, capsys):
     from keras_lightnets.cli import demo
     from keras_lightnets.preprocessing.image import read_image
-    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.runtime.predictor import Predictor
     from keras_lightnets.runtime.segmentation import segment
 
     reference, _ = make_reference("bubbliiiing", "mobilenetv2", 16, 129, 97, seed=3)

@@ -169,7 +169,7 @@ def run_segmentation(args, model, record):
 
     from keras_lightnets.labels import labels_for
     from keras_lightnets.preprocessing.image import read_image
-    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.runtime.predictor import Predictor
     from keras_lightnets.runtime.segmentation import segment
 
     out = overlay_path(args)
@@ -200,7 +200,7 @@ def top_classes(probabilities, top, record):
 
 
 def classify(image_path, model, record, top):
-    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.runtime.predictor import Predictor
 
     return top_classes(Predictor(model)(image_batch(image_path, record["preprocessing"])), top, record)
 
@@ -222,7 +222,7 @@ def classify_compiled(image_path, weights, record, top):
         return top_classes(runner(batch), top, record)
     import_tensorflow_quietly()
     import keras_lightnets
-    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.runtime.predictor import Predictor
 
     predictor = Predictor(keras_lightnets.from_h5(weights))
     probabilities = predictor(batch)

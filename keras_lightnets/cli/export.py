@@ -36,7 +36,7 @@ def check(args):
     from keras_lightnets.catalog import pretrained_source, weights_info
     from keras_lightnets.runtime.export import ExportError, check_request
 
-    check_request(args.out, args.format, args.quantize, bool(args.calibration), args.force, args.diff_layers)
+    check_request(args.out, args.format, args.quantize, args.force, args.diff_layers)
     if args.calibration and not os.path.isdir(args.calibration):
         raise ExportError(f"--calibration {args.calibration}: not a directory")
     if args.model is not None:
@@ -47,11 +47,7 @@ def check(args):
 def run(args, checked):
     from keras_lightnets.catalog import from_h5, pretrained_file, weights_info
     from keras_lightnets.quiet import import_tensorflow_quietly
-    from keras_lightnets.runtime.export import (
-        ExportCheckError,
-        calibration_images,
-        export,
-    )
+    from keras_lightnets.runtime.export import ExportCheckError, export, photo_sets
     from keras_lightnets.runtime.tflite import tflite_bytes
 
     source, info = checked
@@ -62,13 +58,11 @@ def run(args, checked):
         info = weights_info(weights)
     model = from_h5(weights, classifier_activation=None)
     preprocessing = info["preprocessing"]
-    calibration = None
-    if args.calibration:
-        calibration = calibration_images(args.calibration, model.input_shape[1], preprocessing)
+    calibration, evaluation = photo_sets(args.calibration, args.quantize, preprocessing, model.input_shape[1:3])
     try:
         figures = export(
             model, args.out, args.format, args.quantize, calibration, args.input_dtype, args.force, preprocessing,
-            diff_layers=args.diff_layers,
+            evaluation=evaluation, diff_layers=args.diff_layers,
         )
     except ExportCheckError as err:
         for detail in err.details:  # where the export parts from Keras, before the error line
@@ -80,6 +74,8 @@ def run(args, checked):
     )
     if "top1_agreement" in figures:
         line += f", top-1 agreement {figures['top1_agreement']:.1%}"
+    if "float_ops" in figures:
+        line += f", float ops: {', '.join(sorted(set(figures['float_ops']))) or 'none'}"
     if args.quantize != "none":
         from keras_lightnets.runtime.folding import fold_batchnorm
 

@@ -276,7 +276,7 @@ def predictors(model, runtimes, calibration=None):
 
     `calibration`: preprocessed photos for the int8 model (int8 only).
     """
-    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.runtime.predictor import Predictor
     from keras_lightnets.runtime.tflite import Runner, tflite_bytes
 
     found = {}

@@ -1,9 +1,9 @@
 """Export to SavedModel and TFLite, each checked against the Keras model.
 
-    python -m keras_lightnets.runtime.export --model efficientnet_lite0 --format tflite lite0.tflite
-    python -m keras_lightnets.runtime.export --weights mobilenet_v2.h5 --format tflite \\
-        --quantize int8 --calibration photos/ --input-dtype uint8 mobilenet_v2_int8.tflite
-    python -m keras_lightnets.runtime.export --weights model.h5 --format savedmodel exported/
+    lightnets export --model efficientnet_lite0 --format tflite lite0.tflite
+    lightnets export --weights mobilenet_v2.h5 --format tflite \\
+        --quantize int8 [--calibration photos/] --input-dtype uint8 mobilenet_v2_int8.tflite
+    lightnets export --weights model.h5 --format savedmodel exported/
 
 Input of the exported model: with `--input-dtype float32` (default) the same
 preprocessed float tensor as the Keras model; with `uint8`, RGB pixels 0-255
@@ -13,22 +13,30 @@ is built into the model. The spatial size is fixed to the weights' size.
 Both exports hold the inference graph of `Predictor` (BatchNorm folded into
 the convolutions, `keras_lightnets.runtime.folding.fold_batchnorm`). fp32 exports
 must reproduce the Keras model (max |Δ| ≤ 1e-4 on random and
-calibration inputs) or the output is deleted and the command fails;
-quantized exports print their top-1 agreement with the Keras model on the
-calibration images and the size ratio to fp32.
+photo inputs) or the output is deleted and the command fails.
+
+int8 (as `Predictor(model, quantize="int8")`): weights per output channel,
+activation ranges calibrated on real photos through the weights' own
+preprocessing (`keras_lightnets.runtime.calibration`): the photos of
+`--calibration DIR`, or without it the shipped ones (the checkout's
+examples/, scikit-image's and matplotlib's sample photos), each once and
+then seeded crops of them. Quantized exports print their top-1 agreement
+with the Keras model on other crops of the same photos (not used for
+calibration), the ops that compute in float, and the size ratio to fp32.
 """
 
 import os
 import shutil
-import sys
 
 import numpy as np
 
 from keras_lightnets.errors import LightnetsError
 from keras_lightnets.files import check_output_path, write_atomically
-from keras_lightnets.runtime.tflite import Runner, tflite_bytes
+from keras_lightnets.runtime.tflite import Runner, float_operators, tflite_bytes
 
 FP32_ATOL = 1e-4
+# photos (crops not used for calibration) the CLI checks an export on
+EVALUATED = 32
 
 
 class ExportError(LightnetsError, RuntimeError):
@@ -57,34 +65,13 @@ def with_uint8_input(model, mode):
     return keras.Model(inputs, model(x), name=f"{model.name}_uint8")
 
 
-def calibration_images(folder, size, preprocessing, limit=200):
-    """Loads up to `limit` photos of `folder` as float32 0-255 arrays."""
-    from keras_lightnets.files import list_images
-    from keras_lightnets.preprocessing.image import ImageError, load_for
-
-    if not os.path.isdir(folder):
-        raise ExportError(f"--calibration {folder}: not a directory")
-    paths = list_images(folder, recursive=False)[:limit]  # FIFOs and devices: skipped, one line each
-    images = []
-    for i, path in enumerate(paths, start=1):
-        try:
-            images.append(load_for(path, {**preprocessing, "size": size}))
-        except ImageError as err:
-            print(f"\nskipped: {err}", file=sys.stderr)
-        print(f"\rloading calibration images {i}/{len(paths)}", end="", file=sys.stderr)
-    print(file=sys.stderr)
-    if not images:
-        raise ExportError(f"--calibration {folder}: no readable images")
-    return np.stack(images)
-
-
 def run_tflite(content, batch):
     """Runs a TFLite model on each image of `batch`; returns the stacked (dequantized) outputs."""
     runner = Runner(content)
     return np.concatenate([runner(image[None]) for image in batch])
 
 
-def check_request(out, fmt, quantize, has_calibration, force=False, diff_layers=False):
+def check_request(out, fmt, quantize, force=False, diff_layers=False):
     """Raises `ExportError` for a request that cannot be exported, before any work."""
     if diff_layers and fmt != "tflite":
         raise ExportError("--diff-layers compares TFLite tensors: use it with --format tflite")
@@ -93,12 +80,10 @@ def check_request(out, fmt, quantize, has_calibration, force=False, diff_layers=
         raise ExportError(f"unknown format {fmt!r}")
     if fmt == "savedmodel" and quantize != "none":
         raise ExportError("--quantize applies to --format tflite")
-    if quantize == "int8" and not has_calibration:
-        raise ExportError("--quantize int8 needs --calibration DIR (a folder of photos)")
 
 
 def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dtype="float32", force=False,
-           preprocessing=None, seed=0, diff_layers=False):
+           preprocessing=None, seed=0, evaluation=None, diff_layers=False):
     """Exports `model` to `out` and checks it; returns a dict of figures.
 
     Args:
@@ -106,29 +91,39 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
         out: output file (TFLite) or folder (SavedModel); must not exist.
         fmt: "savedmodel" or "tflite".
         quantize: "none", "dynamic" or "int8" (TFLite only).
-        calibration: float32 array (n, h, w, 3) of 0-255 photos, for int8
-            calibration and for the checks.
+        calibration: array (n, h, w, 3) of 0-255 photos, for int8
+            calibration (`keras_lightnets.runtime.calibration.photo_pixels`).
         input_dtype: "float32" (preprocessed input) or "uint8" (pixels; the
             preprocessing `preprocessing["mode"]` is built in).
         preprocessing: the weights' preprocessing record (`weights_info`).
+        evaluation: array of 0-255 photos the checks run on besides two
+            random images (default: the first 16 of `calibration`); the
+            top-1 agreement is measured on them: give photos other than
+            the calibration's.
         diff_layers: TFLite only: also compare the export with the Keras
             model tensor by tensor (`figures["layer_diff"]`, report lines;
             on a failed check, the ExportCheckError's `details`).
+
+    Returns:
+        `{"max_abs_diff", "samples", "bytes"}`, `"top1_agreement"` for
+        classifiers, and for quantized exports `"float_ops"`: the ops that
+        compute in float besides the input's quantization and the output's
+        dequantization.
 
     Raises:
         ExportError: bad request; ExportCheckError: an fp32 export that does
             not reproduce the Keras model (nothing is written).
     """
-    check_request(out, fmt, quantize, calibration is not None, force, diff_layers)
+    check_request(out, fmt, quantize, force, diff_layers)
+    if quantize == "int8" and calibration is None:
+        raise ExportError("int8 needs calibration photos")
     from keras_lightnets.preprocessing import preprocess_input
     from keras_lightnets.runtime.folding import fold_batchnorm
 
     mode = preprocessing or "tf"
-    # The inference graph (BatchNorm folded), checked below against `model`.
-    # Quantized TFLite starts from the model itself: the converter folds
-    # BatchNorm on its own, and calibrates better on the plain graph (EfficientNet-
-    # Lite0 int8: 15 of 16 top-1 agreements vs 14 on our rewritten graph).
-    exported = model if quantize != "none" else fold_batchnorm(model)
+    # The inference graph of `Predictor` (BatchNorm folded), fp32 and int8
+    # alike, checked below against `model`.
+    exported = fold_batchnorm(model)
     if input_dtype == "uint8":
         exported = with_uint8_input(exported, mode)
 
@@ -137,23 +132,27 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
 
     # whole pixel values, so that the uint8 and float paths see the same image
     pixels = np.random.default_rng(seed).integers(0, 256, (2,) + tuple(model.input_shape[1:]))
-    if calibration is not None:
-        calibration = np.round(calibration)
-        pixels = np.concatenate([pixels, calibration[:16]])
+    if evaluation is None and calibration is not None:
+        evaluation = calibration[:16]
+    if evaluation is not None:
+        pixels = np.concatenate([pixels, np.round(evaluation)])
     pixels = pixels.astype("float32")
     expected = np.asarray(model.predict(preprocess_input(pixels, mode), verbose=0, batch_size=8))
     try:
+        figures = {}
         if fmt == "savedmodel":
             exported.export(out, format="tf_saved_model", verbose=False)
             got = _run_savedmodel(out, exported_input(pixels))
         else:
-            representative = None if calibration is None else exported_input(calibration)
-            content = tflite_bytes(exported, quantize, representative)
+            representative = None if calibration is None else exported_input(np.round(calibration))
+            content = tflite_bytes(exported, quantize, representative, progress=True)
             got = run_tflite(content, exported_input(pixels))
-        figures = {"max_abs_diff": float(np.abs(got - expected).max()), "samples": len(pixels)}
+            if quantize != "none":
+                figures["float_ops"] = [op["op"] for op in float_operators(content)]
+        figures.update({"max_abs_diff": float(np.abs(got - expected).max()), "samples": len(pixels)})
         if expected.ndim == 2:
             agree = got.argmax(-1) == expected.argmax(-1)
-            figures["top1_agreement"] = float(agree[2:].mean() if calibration is not None else agree.mean())
+            figures["top1_agreement"] = float(agree[2:].mean() if evaluation is not None else agree.mean())
         if diff_layers:
             from keras_lightnets.runtime.tflite_diff import folded_pairs, tflite_report
 
@@ -204,3 +203,21 @@ def _size(path):
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
     return os.path.getsize(path)
+
+
+def photo_sets(folder, quantize, preprocessing, size):
+    """`(calibration, evaluation)` 0-255 photo arrays for the CLI: int8
+    calibration (`calibration.DEFAULT_COUNT` images: the photos of `folder`,
+    or the shipped ones, then seeded crops), and `EVALUATED` other crops for
+    the checks; `(None, None)` for an fp32 export without `folder`."""
+    from keras_lightnets.runtime import calibration as photos
+
+    if folder is None and quantize != "int8":
+        return None, None
+    found = photos.folder_photos(folder) if folder is not None else photos.shipped_photos()
+    if not found:
+        raise ExportError("--quantize int8: no shipped photos here (examples/, scikit-image, matplotlib); "
+                          "give --calibration DIR")
+    calibration = photos.photo_pixels(found, preprocessing, photos.DEFAULT_COUNT, seed=0, size=size)
+    evaluation = photos.photo_pixels(found, preprocessing, EVALUATED, seed=1, originals=False, size=size)
+    return (calibration if quantize == "int8" else None), evaluation

@@ -153,7 +153,7 @@ def predict_folder(folder, weights, out, batch_size=32, top=5, progress=True, er
     import keras
 
     from keras_lightnets.labels import labels_for
-    from keras_lightnets.runtime.folding import Predictor
+    from keras_lightnets.runtime.predictor import Predictor
 
     model = kl.from_h5(weights)
     predictor = Predictor(model)

@@ -1,20 +1,11 @@
-"""Fast inference: BatchNorm folded away, the forward pass compiled once.
+"""BatchNorm folding: a model's inference graph with exact rewrites.
 
-`model.predict(x)` on one image spends most of its time outside the network
-(data adapters, callbacks); eager `model(x)` runs op by op; and under
-`tf.function` every inference-mode BatchNormalization is still a chain of
-elementwise ops over the whole feature map. `Predictor` runs
-`fold_batchnorm(model)`, the model's inference graph in which each
-BatchNormalization that directly follows a convolution or Dense layer is
-merged into that layer's kernel and bias (plus other exact rewrites, see
-`fold_batchnorm`), and runs it on the fastest exact CPU runtime it has:
-a TFLite flatbuffer under XNNPACK (`keras_lightnets.runtime.tflite`), or a
-`tf.function` compiled once (spatial size fixed, batch size free). The
-SavedModel and TFLite exports use the same graph (bench/run.py measures
-the difference).
+`fold_batchnorm(model)` is the model's forward pass at inference in which
+each BatchNormalization that directly follows a convolution or Dense layer
+is merged into that layer's kernel and bias, plus other exact rewrites
+(see `fold_batchnorm`). `Predictor` (`keras_lightnets.runtime.predictor`)
+runs it, and the SavedModel and TFLite exports hold it.
 """
-
-import collections
 
 import keras
 import numpy as np
@@ -22,7 +13,6 @@ from keras import layers, ops
 
 from keras_lightnets import keras_internals as internals
 from keras_lightnets.layers.resize import BilinearResize, interpolation_matrix
-from keras_lightnets.runtime import tflite
 
 # Layers whose output channels are the last axis of the output and whose
 # kernel's last axis (Dense, Conv) or (input channel, multiplier) axes
@@ -42,8 +32,6 @@ _IDENTITY_AT_INFERENCE = (
     layers.AlphaDropout,
     layers.Identity,
 )
-# Input sizes a Predictor keeps a TFLite flatbuffer for (models with free input sides).
-_INPUT_SIZES_KEPT = 4
 
 
 def _is_functional(model):
@@ -145,23 +133,97 @@ def _is_affine(layer):
     )
 
 
-class _Affine:
-    """A conv/Dense layer's computation with constant (folded) weights."""
+def _reading_taps(kernel_size, dilation, size):
+    """The taps of a stride-1 "same" convolution along one axis that read
+    data: tap `j` (offset `j - k // 2`) reads inputs `i + (j - k // 2) * d`,
+    all outside a map of `size` when `|j - k // 2| * d >= size` (padding
+    only, zeros). `range(k)` when the size is unknown or the kernel even."""
+    if size is None or kernel_size % 2 == 0:
+        return range(kernel_size)
+    reach = (size - 1) // dilation  # the farthest offset that still reads data
+    centre = kernel_size // 2
+    return range(max(0, centre - reach), min(kernel_size, centre + reach + 1))
 
-    def __init__(self, layer, bn=None):
+
+def _trimmed_kernel(layer, kernel, input_shape):
+    """`(kernel, dilation)` of a dilated stride-1 "same" Conv2D or
+    DepthwiseConv2D on a map of `input_shape`, without the taps that read
+    only padding (`_reading_taps`): the same convolution, with its "same"
+    padding shrunk to the taps kept; an axis left with one tap needs no
+    dilation. `(kernel, dilation)` unchanged for any other layer."""
+    dilation = tuple(getattr(layer, "dilation_rate", ()))
+    if (
+        not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)) or len(dilation) != 2
+        or dilation == (1, 1) or layer.padding != "same" or tuple(layer.strides) != (1, 1)
+        or len(input_shape) != 4
+    ):
+        return kernel, dilation
+    rows, cols = (
+        _reading_taps(k, d, size) for k, d, size in zip(kernel.shape[:2], dilation, input_shape[1:3])
+    )
+    kernel = kernel[rows.start:rows.stop, cols.start:cols.stop]
+    return kernel, tuple(d if len(taps) > 1 else 1 for d, taps in zip(dilation, (rows, cols)))
+
+
+def _native_dilated(x, kernel, depthwise, dilation, padding):
+    """TensorFlow's own dilated Conv2D / DepthwiseConv2dNative kernels:
+    `tf.nn.convolution` and `tf.nn.depthwise_conv2d` compute a dilated
+    convolution as SpaceToBatch -> convolution -> BatchToSpace (a pass over
+    a padded copy of the map, most of it padding on small maps); the ops'
+    `dilations` attribute runs the dilated taps directly, on CPU and in the
+    TFLite conversion (CONV_2D / DEPTHWISE_CONV_2D dilation factors)."""
+    import tensorflow as tf
+
+    arguments = {"strides": [1, 1, 1, 1], "padding": padding.upper(), "dilations": [1, *dilation, 1]}
+    if depthwise:
+        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, **arguments)
+    return tf.raw_ops.Conv2D(input=x, filter=kernel, **arguments)
+
+
+class _Affine:
+    """A conv/Dense layer's computation with constant (folded) weights.
+
+    A dilated stride-1 Conv2D or DepthwiseConv2D loses the taps that read
+    only padding on a map of `input_shape` (`_trimmed_kernel`: DeepLab's ASPP
+    at rates 12 and 18 on the 8x8 map of a 129 px input is a 1x1 conv), and
+    under TensorFlow one still dilated runs the native dilated kernel
+    (`_native_dilated`).
+    """
+
+    def __init__(self, layer, bn=None, input_shape=(), dilated=True):
         self.layer = layer
         self.kernels, self.bias = _affine_weights(layer, bn)
+        self.dilation = tuple(getattr(layer, "dilation_rate", ()))
+        kernel = self.kernels[0]
+        if dilated and len(self.kernels) == 1:
+            self.kernels[0], self.dilation = _trimmed_kernel(layer, kernel, input_shape)
+        self.trimmed = self.kernels[0].shape != kernel.shape  # taps dropped
+        # Backend tensors made once: a traced function captures them by
+        # reference instead of embedding a copy of each as a graph constant
+        # (ResNet-50 DeepLabV3+'s tf.function: 1.1 GB less at its peak).
+        self.kernels = [ops.convert_to_tensor(k) for k in self.kernels]
+        self.bias = None if self.bias is None else ops.convert_to_tensor(self.bias)
+        self.native = (  # the native dilated kernel
+            dilated and keras.backend.backend() == "tensorflow"
+            and isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)) and len(self.dilation) == 2
+            and self.dilation != (1, 1) and tuple(layer.strides) == (1, 1) and getattr(layer, "groups", 1) == 1
+        )
 
     def __call__(self, x, **kwargs):  # kwargs: `mask`, `training`, unused at inference
         layer = self.layer
-        if isinstance(layer, layers.Dense):
+        if self.native:
+            y = _native_dilated(x, self.kernels[0], isinstance(layer, _DEPTHWISE), self.dilation, layer.padding)
+        elif isinstance(layer, layers.Dense):
             y = ops.matmul(x, self.kernels[0])
         elif isinstance(layer, _DEPTHWISE):
             y = ops.depthwise_conv(x, self.kernels[0], strides=layer.strides, padding=layer.padding,
-                                   dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+                                   dilation_rate=self.dilation, data_format=layer.data_format)
         elif isinstance(layer, _SEPARABLE):
             y = ops.separable_conv(x, *self.kernels, strides=layer.strides, padding=layer.padding,
                                    dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        elif self.trimmed:
+            y = ops.conv(x, self.kernels[0], strides=layer.strides, padding=layer.padding,
+                         dilation_rate=self.dilation, data_format=layer.data_format)
         else:
             y = layer.convolution_op(x, self.kernels[0])
         if self.bias is not None:
@@ -176,8 +238,8 @@ class _Scale:
         scale, shift = _bn_scale_shift(bn)
         shape = [1] * rank
         shape[bn.axis] = -1
-        self.scale = scale.astype("float32").reshape(shape)
-        self.shift = shift.astype("float32").reshape(shape)
+        self.scale = ops.convert_to_tensor(scale.astype("float32").reshape(shape))
+        self.shift = ops.convert_to_tensor(shift.astype("float32").reshape(shape))
 
     def __call__(self, x, **kwargs):
         return ops.add(ops.multiply(x, self.scale), self.shift)
@@ -224,13 +286,15 @@ class _ConvOfConcat:
             weights = kernel[:, :, start:start + channels, :]
             start += channels
             if resize is None:
-                self.parts.append((weights, None))
+                self.parts.append((ops.convert_to_tensor(weights), None))
                 continue
             (h, w), (height, width), align_corners = resize
             rows = _shifted_stack(interpolation_matrix(h, height, align_corners), k)
             cols = _shifted_stack(interpolation_matrix(w, width, align_corners), k)
             mixing = weights.transpose(2, 0, 1, 3).reshape(channels, k * k * filters)
-            self.parts.append((mixing, (rows, cols, h, w, k, filters)))
+            rows, cols = ops.convert_to_tensor(rows), ops.convert_to_tensor(cols)
+            self.parts.append((ops.convert_to_tensor(mixing), (rows, cols, h, w, k, filters)))
+        self.bias = None if self.bias is None else ops.convert_to_tensor(self.bias)
 
     def __call__(self, *parts):
         total = self.bias
@@ -304,7 +368,7 @@ class _Forward:
     Calling the plan on tensors never adds nodes to the model's layers.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, dilated=True):
         pairs = _fold_pairs(model)
         folded_bns = {id(bn) for bn, _ in pairs}
         bn_of = {id(layer): bn for bn, layer in pairs}
@@ -316,6 +380,8 @@ class _Forward:
         rewritten = _upsampled_concat_convs(model, _consumers(model))
         skipped = {id(layer) for *_, removed in rewritten.values() for layer in removed}
         self.rewritten = [layer.name for layer, *_ in rewritten.values()]
+        self.trimmed = []  # dilated convs without the taps that read only padding (`_Affine`)
+        self.native_dilated = []  # dilated convs on TensorFlow's native dilated kernels
         for depth in sorted(internals.nodes_by_depth(model), reverse=True):
             for node in internals.nodes_by_depth(model)[depth]:
                 layer = node.operation
@@ -329,14 +395,18 @@ class _Forward:
                 if id(layer) in folded_bns or isinstance(layer, _IDENTITY_AT_INFERENCE):
                     fn = _identity
                 elif _is_affine(layer):
-                    fn = _Affine(layer, bn_of.get(id(layer)))
+                    fn = _Affine(layer, bn_of.get(id(layer)), tuple(node.input_tensors[0].shape), dilated)
+                    self.trimmed += [layer.name] if fn.trimmed else []
+                    self.native_dilated += [layer.name] if fn.native else []
                 elif isinstance(layer, layers.BatchNormalization) and layer.axis in range(-1, 4):
                     fn = _Scale(layer, len(node.input_tensors[0].shape))
                 elif _is_functional(layer):
-                    fn = _Forward(layer)
+                    fn = _Forward(layer, dilated)
                     self.opaque += fn.opaque
                     self.folded += fn.folded
                     self.rewritten += fn.rewritten
+                    self.trimmed += fn.trimmed
+                    self.native_dilated += fn.native_dilated
                 else:
                     fn = layer
                     if getattr(layer, "weights", None):  # ops such as keras.ops.cast have none
@@ -359,14 +429,18 @@ class InferenceGraph(keras.layers.Layer):
     """A Functional model's forward pass at inference with BatchNorm folded,
     as one layer (see `fold_batchnorm`). Not serialisable: rebuild it."""
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, dilated=True, **kwargs):
         super().__init__(name=kwargs.pop("name", f"{model.name}_folded"), **kwargs)
-        self._forward = _Forward(model)
+        self._forward = _Forward(model, dilated)
         self._output_shapes = [tuple(x.shape) for x in model.outputs]
         # (layer name, BatchNormalization name) of every folded pair
         self.folded = list(self._forward.folded)
         # Conv2D layers computed before the upsampling of their input (`_ConvOfConcat`)
         self.rewritten = list(self._forward.rewritten)
+        # dilated Conv2D/DepthwiseConv2D layers without the taps that read only
+        # padding, and those run on TensorFlow's native dilated kernels (`_Affine`)
+        self.trimmed = list(self._forward.trimmed)
+        self.native_dilated = list(self._forward.native_dilated)
         # tracked, so that exports save the variables of layers run unfolded
         self.opaque_layers = list(self._forward.opaque)
         self.built = True
@@ -379,7 +453,7 @@ class InferenceGraph(keras.layers.Layer):
         return shapes[0] if len(shapes) == 1 else shapes
 
 
-def fold_batchnorm(model):
+def fold_batchnorm(model, dilated=True):
     """A model for inference computing `model`'s output with BatchNorm folded.
 
     Every BatchNormalization whose input is the output of a Conv1D/2D/3D,
@@ -391,12 +465,19 @@ def fold_batchnorm(model):
     "same") whose input concatenates bilinear upsamplings (`BilinearResize`,
     static sizes) mixes their channels before interpolating them: the same
     linear map, a fraction of the multiply-adds (DeepLabV3+'s decoder and
-    ASPP projection). Conv/Dense weights and BatchNorm statistics are read
-    now and held as constants: later changes to `model` do not reach the
-    result, and `model` is not modified.
+    ASPP projection). A dilated stride-1 "same" Conv2D or DepthwiseConv2D
+    drops the kernel taps that read only padding on its (static) map size,
+    and under TensorFlow runs the native dilated kernel instead of
+    SpaceToBatch -> conv -> BatchToSpace (DeepLab's atrous convs on small
+    maps: the ASPP at rates 12 and 18 on 8x8 features is a 1x1 conv).
+    Conv/Dense weights and BatchNorm statistics are read now and held as
+    constants: later changes to `model` do not reach the result, and
+    `model` is not modified.
 
     Args:
         model: a Functional (or built Sequential) Keras model.
+        dilated: whether to rewrite dilated convolutions (False: as Keras
+            computes them; bench/dilated.py measures the difference).
 
     Returns:
         A `keras.Model` with inputs like `model`'s and the same outputs at
@@ -407,130 +488,5 @@ def fold_batchnorm(model):
     if not _is_functional(model):
         raise ValueError(f"fold_batchnorm needs a Functional model, got {type(model).__name__}")
     inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs]
-    outputs = InferenceGraph(model)(inputs[0] if len(inputs) == 1 else inputs)
+    outputs = InferenceGraph(model, dilated)(inputs[0] if len(inputs) == 1 else inputs)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
-
-
-RUNTIMES = ("auto", "tflite", "tf")
-
-
-def _static_input_shape(model):
-    """The input shape without the batch axis if `model` has one input of
-    fixed size, else None."""
-    inputs = getattr(model, "inputs", None) or []
-    if len(inputs) != 1:
-        return None
-    shape = tuple(inputs[0].shape[1:])
-    return shape if None not in shape else None
-
-
-def _tensorflow_sees_a_gpu():
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-class Predictor:
-    """Calls `model` in inference mode on the fastest exact CPU runtime.
-
-    The model is folded (`fold_batchnorm`) when the `Predictor` is built:
-    its weights at that moment are the ones used; `model` itself is not
-    changed. Models that are not Functional run unfolded.
-
-    Runtimes: `"tflite"` converts the folded graph to a TFLite flatbuffer in
-    memory (`keras_lightnets.runtime.tflite`) and runs it with XNNPACK on every
-    usable core, one interpreter per batch size (the last few kept); `"tf"`
-    runs it as a `tf.function` (under JAX or torch, the backend's
-    `predict_on_batch`). `"auto"` picks `"tflite"` when the backend is
-    TensorFlow, TensorFlow sees no GPU, the model has one input and one
-    output, its input size is fixed except the batch axis and the
-    conversion gives builtin ops only; otherwise `"tf"`. `runtime="tflite"`
-    on a model with free input sides converts once per input size.
-
-    Args:
-        model: a Keras model.
-        fold: whether to fold BatchNormalization (default True).
-        runtime: `"auto"` (default), `"tflite"` or `"tf"`.
-        threads: TFLite threads (default: `TF_NUM_INTRAOP_THREADS` if set,
-            else every usable core).
-
-    Attributes:
-        runtime: the runtime that runs, `"tflite"` or `"tf"`.
-        flatbuffer: the TFLite flatbuffer (bytes) of a fixed-size model
-            run by TFLite, else None.
-
-    Example:
-        predict = Predictor(model)
-        probabilities = predict(batch)  # numpy in, numpy out
-    """
-
-    def __init__(self, model, fold=True, runtime="auto", threads=None):
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        self.model = model
-        foldable = isinstance(model, keras.Sequential) or _is_functional(model)
-        self.inference_model = fold_batchnorm(model) if fold and foldable else model
-        self.threads = threads
-        self.flatbuffer = None
-        self._function = None
-        self._runners = collections.OrderedDict()  # input shape without the batch axis -> tflite.Runner
-        self.runtime = self._pick(runtime)
-
-    def _pick(self, runtime):
-        """The runtime to use; converts a fixed-size model for TFLite."""
-        if runtime == "tf":
-            return "tf"
-        model = self.inference_model
-        tensorflow = keras.backend.backend() == "tensorflow"
-        single = len(getattr(model, "inputs", None) or ()) == 1 and len(getattr(model, "outputs", None) or ()) == 1
-        if runtime == "tflite" and not (tensorflow and single):
-            raise ValueError(
-                "runtime='tflite' needs the TensorFlow backend and a model with one input and one output"
-            )
-        shape = _static_input_shape(model)
-        if runtime == "auto" and not (tensorflow and single and shape is not None and not _tensorflow_sees_a_gpu()):
-            return "tf"
-        if shape is None:
-            return "tflite"  # converted per input size on use
-        try:
-            self._runner(shape)
-        except (tflite.ConversionError, ValueError, RuntimeError):  # not convertible, or not loadable by LiteRT
-            if runtime == "tflite":
-                raise
-            return "tf"
-        return "tflite"
-
-    def _runner(self, shape):
-        """The TFLite runner of input `shape` (no batch axis), converted on first use."""
-        if shape not in self._runners:
-            content = tflite.tflite_bytes(self.inference_model, input_shape=shape)
-            self._runners[shape] = tflite.Runner(content, self.threads)
-            if shape == _static_input_shape(self.inference_model):
-                self.flatbuffer = content
-            while len(self._runners) > _INPUT_SIZES_KEPT:
-                self._runners.popitem(last=False)
-        self._runners.move_to_end(shape)
-        return self._runners[shape]
-
-    def _compile(self):
-        model = self.inference_model
-        if keras.backend.backend() != "tensorflow":
-            return model.predict_on_batch
-        import tensorflow as tf
-
-        inputs = getattr(model, "inputs", None)
-        if not inputs or len(inputs) != 1:  # subclassed models: traced per input signature seen
-            return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        spec = tf.TensorSpec((None,) + tuple(inputs[0].shape[1:]), inputs[0].dtype)
-        return tf.function(lambda x: model(x, training=False), input_signature=[spec])
-
-    def __call__(self, batch):
-        inputs = getattr(self.inference_model, "inputs", None)
-        dtype = inputs[0].dtype if inputs else getattr(self.inference_model, "input_dtype", None)
-        batch = np.asarray(batch, dtype=dtype or "float32")
-        if self.runtime == "tflite":
-            shape = _static_input_shape(self.inference_model) or batch.shape[1:]
-            return self._runner(shape)(batch)
-        if self._function is None:
-            self._function = self._compile()
-        return keras.ops.convert_to_numpy(self._function(batch))

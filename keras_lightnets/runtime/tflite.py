@@ -72,20 +72,72 @@ def load_interpreter(content, threads=None):
     return interpreter
 
 
-def tflite_bytes(model, quantize="none", representative=None, input_shape=None):
+def operators(content):
+    """`[{"op": builtin name, "types": operand and result dtypes, "xnnpack":
+    whether XNNPACK runs it}]` of a flatbuffer, in graph order.
+
+    An op is XNNPACK's when it lies inside one of the delegate's partitions
+    (the interpreter's DELEGATE nodes): its output is a partition's output,
+    or feeds only ops inside partitions without being a partition's input.
+    """
+    details = load_interpreter(content, 1)._get_ops_details()
+    delegates = [d for d in details if d["op_name"] == "DELEGATE"]
+    ops = [d for d in details if d["op_name"] != "DELEGATE"]
+    partition_inputs = {int(t) for d in delegates for t in d["inputs"]}
+    partition_outputs = {int(t) for d in delegates for t in d["outputs"]}
+    consumers = {}
+    for index, op in enumerate(ops):
+        for tensor in op["inputs"]:
+            consumers.setdefault(int(tensor), []).append(index)
+    inside = [False] * len(ops)
+    for index in reversed(range(len(ops))):  # consumers come later in graph order
+        outputs = [int(t) for t in ops[index]["outputs"]]
+        inside[index] = bool(delegates) and (
+            any(t in partition_outputs for t in outputs)
+            or all(t not in partition_inputs and consumers.get(t) and all(inside[c] for c in consumers[t])
+                   for t in outputs)
+        )
+    return [
+        {
+            "op": op["op_name"],
+            "types": [np.dtype(t).name for t in (*op["operand_types"], *op["result_types"])],
+            "xnnpack": inside[index],
+        }
+        for index, op in enumerate(ops)
+    ]
+
+
+def tflite_bytes(model, quantize="none", representative=None, input_shape=None, float_fallback=False,
+                 options=None, progress=False, ranges="percentile"):
     """Converts `model` to a TFLite flatbuffer (bytes), without checking it.
 
     The model's forward pass at inference is traced with the batch size
     free and its variables frozen into constants, in memory. fp32 and
-    dynamic-range flatbuffers hold TFLite builtin ops only.
+    dynamic-range flatbuffers hold TFLite builtin ops only. int8: weights
+    int8 per output channel, activations int8 with the ranges they take on
+    `representative` (`ranges`), float32 input and output (quantized and
+    dequantized inside the graph); every op int8 (XNNPACK's QS8 kernels),
+    or the conversion fails unless `float_fallback`.
 
     Args:
         model: a single-input Keras model (TensorFlow backend); fold it
             first (`fold_batchnorm`) for the inference graph `Predictor` runs.
         quantize: "none", "dynamic" or "int8".
-        representative: for int8, the model inputs to calibrate on.
+        representative: for int8, the model inputs to calibrate on (an
+            array, one image per row).
         input_shape: the input shape without the batch axis, for models
             whose own input shape has `None` sides (default: the model's).
+        float_fallback: int8 only: ops without an int8 kernel stay float
+            (`operators` lists them) instead of failing the conversion.
+        options: converter attributes to set (e.g.
+            `{"_experimental_disable_per_channel": True}`; bench/int8.py
+            measures them).
+        progress: print the calibration's progress on stderr.
+        ranges: int8 activation ranges: `"percentile"` (default) clips each
+            at the `RANGE_QUANTILE` quantiles of its values on
+            `representative` (`percentile_ranges`); `"minmax"` is the
+            converter's own, the minimum and maximum (a few outliers widen
+            the step of every value; bench/int8.py compares them).
 
     Raises:
         ConversionError: the converter failed, e.g. on an op TFLite has no builtin for.
@@ -94,6 +146,8 @@ def tflite_bytes(model, quantize="none", representative=None, input_shape=None):
 
     from keras_lightnets.quiet import stderr_silenced
 
+    if ranges not in ("percentile", "minmax"):
+        raise ValueError(f"ranges must be 'percentile' or 'minmax', got {ranges!r}")
     if len(model.inputs) != 1:
         raise ConversionError(f"{model.name} has {len(model.inputs)} inputs; one is supported")
     spec = tf.TensorSpec((None,) + tuple(input_shape or model.input_shape[1:]), model.input.dtype)
@@ -111,26 +165,109 @@ def tflite_bytes(model, quantize="none", representative=None, input_shape=None):
 
         def representative_dataset():
             for i, image in enumerate(representative, start=1):
-                print(f"\rcalibrating {i}/{len(representative)}", end="", file=sys.stderr)
+                if progress:
+                    print(f"\rcalibrating {i}/{len(representative)}", end="", file=sys.stderr)
                 yield [image[None]]
-            print(file=sys.stderr)
+            if progress:
+                print(file=sys.stderr)
 
         converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+            [tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else []
+        )
+        if ranges == "percentile":
+            converter._experimental_calibrate_only = True  # the float graph and its calibrated min/max
+    for name, value in (options or {}).items():
+        setattr(converter, name, value)
     try:
         with stderr_silenced(), warnings.catch_warnings():  # MLIR notices; errors are in the exception
             # int8 from a frozen graph: the representative dataset calibrates the input, as from a SavedModel
             warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-            return converter.convert()
+            content = converter.convert()
+            if quantize == "int8" and ranges == "percentile":
+                content = percentile_ranges(content, representative)
     except Exception as err:  # noqa: BLE001 (ConverterError, ValueError, ... depending on the stage)
         raise ConversionError(f"TFLite conversion of {model.name} failed: {' '.join(str(err).split())[:500]}") from None
+    if quantize == "int8" and not float_fallback:
+        floats = sorted({op["op"] for op in float_operators(content)})
+        if floats:
+            raise ConversionError(f"TFLite int8 conversion of {model.name} left ops in float: {', '.join(floats)}")
+    return content
+
+
+def float_operators(content):
+    """The ops of a quantized flatbuffer that compute in float (`operators`),
+    type conversions aside (the quantization of a float input, the cast of
+    a uint8 one, the dequantization of a float output)."""
+    return [
+        op for op in operators(content)
+        if "float32" in op["types"] and op["op"] not in ("QUANTIZE", "DEQUANTIZE", "CAST")
+    ]
+
+
+# int8 activation ranges: these quantiles of each activation's values on the
+# calibration set (bench/int8.py: 99.99 % agrees best with fp32 of 99.9,
+# 99.99, 99.999 % and the converter's min/max)
+RANGE_QUANTILE = 0.9999
+_HISTOGRAM_BINS = 4096
+
+
+def percentile_ranges(calibrated, representative, quantile=RANGE_QUANTILE):
+    """The int8 flatbuffer of `calibrated` (a float flatbuffer holding each
+    activation's calibrated min/max, from the converter's calibrate-only
+    mode) with every activation range except the input's and output's
+    narrowed to the `quantile` quantiles of its values on `representative`
+    (histograms of `_HISTOGRAM_BINS` bins over the min-max range), zero
+    kept inside. Uses the converter's own quantization pass
+    (`tensorflow.lite.python.convert.mlir_quantize`, not public API)."""
+    from tensorflow.lite.python import convert
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    graph = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    tensors = graph.subgraphs[0].tensors
+    resolver = sys.modules[interpreter_class().__module__].OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "for debugging purposes only": every intermediate tensor kept
+        interpreter = interpreter_class()(model_content=bytes(calibrated), experimental_preserve_all_tensors=True,
+                                          experimental_op_resolver_type=resolver)
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(source["index"], [1, *representative.shape[1:]], strict=False)
+    interpreter.allocate_tensors()
+    ranged = {}
+    for index, tensor in enumerate(tensors):
+        statistics = tensor.quantization
+        if index in (source["index"], target["index"]) or statistics is None or statistics.min is None:
+            continue
+        if len(statistics.min) == 1 and statistics.max[0] > statistics.min[0]:
+            ranged[index] = (float(statistics.min[0]), float(statistics.max[0]))
+    counts = {index: np.zeros(_HISTOGRAM_BINS, "int64") for index in ranged}
+    for image in representative:
+        interpreter.set_tensor(source["index"], image[None])
+        interpreter.invoke()
+        for index, (low, high) in ranged.items():
+            bins = (interpreter.get_tensor(index).ravel() - low) * ((_HISTOGRAM_BINS - 1) / (high - low))
+            bins = np.clip(bins.astype("int64"), 0, _HISTOGRAM_BINS - 1)
+            counts[index] += np.bincount(bins, minlength=_HISTOGRAM_BINS)
+    for index, (low, high) in ranged.items():
+        cumulative = np.cumsum(counts[index]) / counts[index].sum()
+        width = (high - low) / (_HISTOGRAM_BINS - 1)
+        first, last = np.searchsorted(cumulative, [1 - quantile, quantile])
+        statistics = tensors[index].quantization
+        statistics.min = np.array([min(low + first * width, 0.0)], "float32")
+        statistics.max = np.array([max(min(low + (last + 1) * width, high), 0.0)], "float32")
+    narrowed = bytes(flatbuffer_utils.convert_object_to_bytearray(graph))
+    return convert.mlir_quantize(narrowed)  # as the converter calls it: float input and output
 
 
 class Runner:
     """Runs a single-input, single-output TFLite flatbuffer on numpy batches.
 
     One interpreter per input shape seen (the flatbuffer's free batch axis
-    resized), the `cache_size` most recent kept. Quantized outputs are
+    resized), the `cache_size` most recent kept. A batch is checked against
+    the flatbuffer's input shape, then cast into the interpreter's input
+    tensor in one pass (no intermediate copy); the output is a copy, never
+    a view of the interpreter's memory. Float batches for a quantized input
+    are quantized with its scale and zero point; quantized outputs are
     dequantized to float32.
 
     Args:
@@ -149,12 +286,17 @@ class Runner:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"one input and one output needed, the flatbuffer has {len(inputs)} and {len(outputs)}")
         (self.input_details,), (self.output_details,) = inputs, outputs
+        self.input_shape = tuple(None if side < 0 else int(side) for side in self.input_details["shape_signature"])
+        scale, zero = self.output_details["quantization"]
+        quantized = scale and self.output_details["dtype"] != np.float32
+        self._dequantize = (np.float32(scale), np.float32(zero)) if quantized else None
+        scale, zero = self.input_details["quantization"]
+        quantized = scale and self.input_details["dtype"] != np.float32
+        self._quantize = None
+        if quantized:
+            self._quantize = (np.float32(scale), np.float32(zero), np.iinfo(self.input_details["dtype"]))
+        self._last = None  # (input shape, interpreter, input index, output index) of the last call
         self._keep(tuple(int(side) for side in self.input_details["shape"]), interpreter)
-
-    @property
-    def input_shape(self):
-        """The input shape, `None` for free sides (the batch axis at least)."""
-        return tuple(None if side < 0 else int(side) for side in self.input_details["shape_signature"])
 
     def _keep(self, shape, interpreter):
         self._interpreters[shape] = (interpreter, self.input_details["index"], self.output_details["index"])
@@ -162,26 +304,35 @@ class Runner:
             self._interpreters.popitem(last=False)
 
     def _interpreter_for(self, shape):
+        """`(shape, interpreter, input index, output index)` for a batch of `shape`, checked."""
+        expected = self.input_shape
+        if len(shape) != len(expected) or any(side not in (None, got) for side, got in zip(expected, shape)):
+            raise ValueError(f"input of shape {shape}; the flatbuffer takes {expected} (None: any size)")
         if shape in self._interpreters:
             self._interpreters.move_to_end(shape)
-            return self._interpreters[shape]
-        interpreter = load_interpreter(self.content, self.threads)
-        interpreter.resize_tensor_input(self.input_details["index"], list(shape), strict=True)
-        interpreter.allocate_tensors()
-        self._keep(shape, interpreter)
-        return self._interpreters[shape]
+        else:
+            interpreter = load_interpreter(self.content, self.threads)
+            interpreter.resize_tensor_input(self.input_details["index"], list(shape), strict=True)
+            interpreter.allocate_tensors()
+            self._keep(shape, interpreter)
+        return (shape, *self._interpreters[shape])
 
     def __call__(self, batch):
-        batch = np.ascontiguousarray(batch, dtype=self.input_details["dtype"])
-        expected = self.input_shape
-        if batch.ndim != len(expected) or any(side not in (None, got) for side, got in zip(expected, batch.shape)):
-            raise ValueError(f"input of shape {batch.shape}; the flatbuffer takes {expected} (None: any size)")
-        interpreter, source, target = self._interpreter_for(batch.shape)
-        interpreter.set_tensor(source, batch)
+        batch = np.asarray(batch)
+        last = self._last
+        if last is None or batch.shape != last[0]:  # the last shape is the most recent: never evicted
+            last = self._last = self._interpreter_for(batch.shape)
+        _, interpreter, source, target = last
+        if self._quantize is not None and batch.dtype.kind == "f":  # float values into an int8/uint8 input
+            scale, zero, limits = self._quantize
+            batch = np.clip(np.round(batch / scale + zero), limits.min, limits.max)
+        # A cast copy into the input tensor; the view is dropped before invoke()
+        # (LiteRT refuses to run while one is held).
+        interpreter.tensor(source)()[...] = batch
         interpreter.invoke()
         out = interpreter.get_tensor(target)
-        scale, zero = self.output_details["quantization"]
-        if out.dtype != np.float32 and scale:
+        if self._dequantize is not None:
+            scale, zero = self._dequantize
             out = (out.astype("float32") - zero) * scale
         return out
 
