@@ -100,15 +100,16 @@ def pretrained_file(name):
     return pretrained.pretrained_weights(source_name, get_builder(sources.SOURCES[source_name].arch))
 
 
-def convert_checkpoint(path, out, arch, **options):
-    """Converts a PyTorch checkpoint into a Keras weights file with `arch`'s builder.
+def convert_checkpoint(path, out, arch="auto", **options):
+    """Converts a PyTorch checkpoint (or a snapshot folder) into a Keras weights
+    file with `arch`'s builder (`"auto"`: the arch the checkpoint is).
 
         from keras_lightnets import convert_checkpoint
-        print(convert_checkpoint("mobilenet_v2.pth", "mobilenet_v2.h5", "mobilenet_v2"))
+        print(convert_checkpoint("mobilenet_v2.pth", "mobilenet_v2.h5"))
 
     See `keras_lightnets.conversion.pipeline.convert_checkpoint` for the options.
     """
     from keras_lightnets.conversion.pipeline import convert_checkpoint as convert
 
-    options.setdefault("build", get_builder(arch) if arch in registry.SPECS else None)
+    options.setdefault("builder_for", get_builder)
     return convert(path, out, arch, **options)

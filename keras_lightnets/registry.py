@@ -192,9 +192,9 @@ _SPECS = (
         )
         for head, builder in (("lraspp", "LRASPPMobileNetV3Large"), ("deeplabv3", "DeepLabV3MobileNetV3Large"))
     ),
-    _deeplab("mobilenetv2", ("vainf", "vainf_separable", "jfzhang95", "bubbliiiing", "mobilenet_v2/tonylins")),
-    _deeplab("resnet50", ("vainf", "vainf_separable", "jfzhang95", "jfzhang95_legacy")),
-    _deeplab("resnet101", ("vainf", "vainf_separable", "jfzhang95", "jfzhang95_legacy")),
+    _deeplab("mobilenetv2", ("vainf", "vainf_separable", "jfzhang95", "bubbliiiing", "smp", "mobilenet_v2/tonylins")),
+    _deeplab("resnet50", ("vainf", "vainf_separable", "jfzhang95", "jfzhang95_legacy", "smp")),
+    _deeplab("resnet101", ("vainf", "vainf_separable", "jfzhang95", "jfzhang95_legacy", "smp")),
     _deeplab("xception", ("bubbliiiing", "jfzhang95")),
 )
 

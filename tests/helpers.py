@@ -149,6 +149,25 @@ def reference_images(size=224, seed=0):
     return kl.preprocess_input(images, "torch")
 
 
+def write_safetensors(path, state_dict):
+    """`state_dict` (torch tensors) as a .safetensors file, float32, as `safetensors.torch.save_file` lays it out."""
+    import json
+    import struct
+
+    header, blobs, offset = {}, [], 0
+    for name, tensor in state_dict.items():
+        data = tensor.detach().numpy().astype("<f4" if tensor.is_floating_point() else "<i8").tobytes()
+        dtype = "F32" if tensor.is_floating_point() else "I64"
+        header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
+    return path
+
+
 def run_cli(capsys, *args):
     status = convert_main([str(a) for a in args])
     captured = capsys.readouterr()

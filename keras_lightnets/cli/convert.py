@@ -1,4 +1,4 @@
-"""`lightnets convert CHECKPOINT OUT.h5 --arch NAME`: a PyTorch checkpoint into Keras weights."""
+"""`lightnets convert CHECKPOINT OUT.h5 [--arch NAME]`: a PyTorch checkpoint into Keras weights."""
 
 import sys
 
@@ -16,10 +16,12 @@ def add_arguments(parser):
     from keras_lightnets.conversion.namings import NAMINGS, source_name
     from keras_lightnets.registry import SPECS
 
-    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth/.pt zip or legacy, .safetensors, .npz)")
+    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth/.pt zip or legacy, .safetensors, .npz), "
+                        "or a Hugging Face snapshot folder (model.safetensors or pytorch_model.bin + config.json)")
     parser.add_argument("out", help="Keras weights file to write (.h5)")
-    parser.add_argument("--arch", required=True, choices=sorted(SPECS), metavar="NAME",
-                        help="architecture: " + ", ".join(SPECS))
+    parser.add_argument("--arch", default="auto", choices=["auto", *sorted(SPECS)], metavar="NAME",
+                        help="architecture, or auto (the default): inferred from the checkpoint's keys and "
+                        "shapes, the report says how; one of " + ", ".join(SPECS))
     sources = sorted({source_name(name) for name in NAMINGS})
     parser.add_argument("--source", choices=sources, metavar="NAMING",
                         help="checkpoint naming, detected from the keys by default: " + ", ".join(sources))
@@ -53,7 +55,7 @@ def run(args, checked):
             args.checkpoint,
             args.out,
             args.arch,
-            lambda **kwargs: get_builder(args.arch)(**kwargs),  # TensorFlow starts after the checks
+            None,
             source=args.source,
             num_classes=args.num_classes,
             output_stride=args.output_stride,
@@ -63,6 +65,7 @@ def run(args, checked):
             reference=args.reference,
             before_build=import_tensorflow_quietly,
             diff_layers=args.diff_layers,
+            builder_for=get_builder,  # called once the arch is known; TensorFlow starts after the checks
         )
     except ParityError as err:
         if err.details:  # --diff-layers: where the two models part, before the error line

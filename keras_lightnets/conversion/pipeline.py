@@ -2,7 +2,8 @@
 
 Each step is a small function; `convert_checkpoint` runs them in order. The
 pipeline builds the Keras model with the `build` callable it is given (the
-arch's builder), so it never imports the model modules.
+arch's builder, or `builder_for(arch)` once `--arch auto` has found it), so
+it never imports the model modules.
 """
 
 import dataclasses
@@ -14,11 +15,8 @@ import time
 
 import numpy as np
 
-from keras_lightnets import registry
-from keras_lightnets.conversion import layouts
-from keras_lightnets.conversion.namings import NAMINGS, source_name
-from keras_lightnets.conversion.reader import read_checkpoint
-from keras_lightnets.errors import LightnetsError
+from keras_lightnets.conversion import detect, layouts, snapshot
+from keras_lightnets.conversion.errors import ConversionError
 from keras_lightnets.files import check_output_path
 from keras_lightnets.weights import h5 as h5format
 from keras_lightnets.weights.h5 import create_from_arrays, layer_variables
@@ -32,10 +30,6 @@ SEGMENTATION_ARGMAX_AGREEMENT = 0.9999
 # exceeds 1): closer ones are float rounding's to swap.
 SEGMENTATION_TIE_MARGIN = 1e-4
 NOT_MEASURED = "not measured"
-
-
-class ConversionError(LightnetsError, ValueError):
-    """The checkpoint cannot become the requested Keras weights; one-line message."""
 
 
 class ParityError(ConversionError):
@@ -72,6 +66,7 @@ class Report:
     by_design: list = dataclasses.field(default_factory=list)  # unused tensors the naming leaves out on purpose
     by_design_note: str = ""
     layer_diff: list = dataclasses.field(default_factory=list)
+    inferred: str | None = None  # --arch auto or a snapshot's config.json: what told the arch
 
     def __str__(self):
         def listing(items):
@@ -87,6 +82,7 @@ class Report:
                 f"checkpoint      {self.checkpoint} ({self.file_format}{wrapper}{prefix})",
                 f"naming          {self.naming}",
                 f"arch            {self.arch}: {kwargs}",
+                *([f"inferred        {self.inferred}"] if self.inferred else []),
                 f"tensors mapped  {self.tensors_mapped} into {self.parameters:,} Keras parameters",
                 f"unused tensors  {listing(self.unused)}"
                 + (f"; {len(self.by_design)} left out by design: {self.by_design_note}" if self.by_design else ""),
@@ -115,45 +111,6 @@ def parity_summary(parity):
 
 
 # ---------------------------------------------------------------- steps
-
-
-def detect_naming(spec, keys, source=None, tensors=None):
-    """The naming module of `source` (a source name such as `"torchvision"`),
-    or the one of the arch's namings that recognises the keys. When several
-    do, those that can also read the arch's configuration from `tensors`
-    remain; more than one is an error that lists them."""
-    if source is not None:
-        chosen = [name for name in spec.namings if source_name(name) == source]
-        if not chosen:
-            choices = ", ".join(source_name(name) for name in spec.namings)
-            raise ConversionError(f"--source {source!r} does not apply to {spec.name}; choose from {choices}")
-        return NAMINGS[chosen[0]]
-    found = [name for name in spec.namings if NAMINGS[name].detect(keys)]
-    if len(found) > 1 and tensors is not None:
-        found = [name for name in found if _reads(NAMINGS[name], spec, tensors)] or found
-    if len(found) > 1:  # same keys, different networks (timm's efficientnet_lite0 and tf_efficientnet_lite0)
-        described = "; ".join(f"{source_name(name)}: {naming_summary(NAMINGS[name])}" for name in found)
-        raise ConversionError(f"the checkpoint fits several {spec.name} namings; choose one with --source: {described}")
-    if found:
-        return NAMINGS[found[0]]
-    sample = ", ".join(sorted(keys)[:4])
-    raise ConversionError(
-        f"the checkpoint's keys ({sample}, ...) match no {spec.name} naming "
-        f"({', '.join(source_name(name) for name in spec.namings)}); is --arch right?"
-    )
-
-
-def _reads(naming, spec, tensors):
-    try:
-        naming.builder_kwargs(spec, tensors)
-    except (KeyError, IndexError, ValueError):
-        return False
-    return True
-
-
-def naming_summary(naming):
-    """The first line of a naming's docstring: whose checkpoints it reads."""
-    return (naming.__doc__ or naming.NAME).strip().splitlines()[0].rstrip(".")
 
 
 def record_preprocessing(spec, kwargs, naming):
@@ -357,10 +314,13 @@ def describe_reference(torch_model, naming, given=None):
     return " ".join(part for part in (library, version, cls.__name__) if part)
 
 
-def parity_images(model, spec, count=2, seed=0):
-    """Random NHWC inputs of unit spread at the model's size (65x81 for any-size models)."""
+def parity_images(model, spec, count=2, seed=0, multiple=1):
+    """Random NHWC inputs of unit spread at the model's size (65x81 for any-size
+    models, rounded up to a `multiple`: the naming's `INPUT_MULTIPLE`, for
+    references that take only such sizes, as smp's)."""
     rows, cols = model.input_shape[1:3]
     rows, cols = rows or spec.input_size or 65, cols or spec.input_size or 81
+    rows, cols = -(-rows // multiple) * multiple, -(-cols // multiple) * multiple
     return np.random.default_rng(seed).uniform(-2, 2, (count, rows, cols, 3)).astype("float32")
 
 
@@ -385,7 +345,7 @@ def _softmax(logits):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def measure_parity(model, spec, torch_model, description):
+def measure_parity(model, spec, torch_model, description, multiple=1):
     """Compares the Keras model with the PyTorch reference on `parity_images`.
 
     Returns the measurements; raises ParityError (with them) when the Keras
@@ -396,7 +356,7 @@ def measure_parity(model, spec, torch_model, description):
     """
     import torch
 
-    images = parity_images(model, spec)
+    images = parity_images(model, spec, multiple=multiple)
     try:
         with torch.no_grad():
             expected = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
@@ -447,21 +407,26 @@ def check_parity(model, spec, kwargs, tensors, reference, naming=None, given=Non
     torch_model, description = build_reference(reference, spec, kwargs, tensors, naming, given)
     if torch_model is None:
         return None, description
-    return measure_parity(model, spec, torch_model, description), ""
+    return measure_parity(model, spec, torch_model, description, input_multiple(naming)), ""
 
 
-def layer_diff_lines(model, torch_model, rows, spec):
+def layer_diff_lines(model, torch_model, rows, spec, multiple=1):
     """The `--diff-layers` report: the Keras model and its reference run
     once on the first parity input, compared layer by layer."""
     from keras_lightnets.conversion import diff
 
-    images = parity_images(model, spec)[:1]
+    images = parity_images(model, spec, multiple=multiple)[:1]
     diffs = diff.torch_layer_diffs(model, torch_model, rows, images)
     header = (
         f"{len(diffs)} Keras layers ↔ PyTorch modules on one {images.shape[1]}x{images.shape[2]} input, "
         f"tolerance {diff.RTOL:g} × max(1, max |PyTorch output|)"
     )
     return [header, *diff.report_lines(diffs)]
+
+
+def input_multiple(naming):
+    """What the sides of the naming's reference's inputs must be a multiple of."""
+    return getattr(naming, "INPUT_MULTIPLE", 1)
 
 
 def make_record(spec, kwargs, naming, path, parity=None, preprocessing=None):
@@ -494,8 +459,8 @@ def make_record(spec, kwargs, naming, path, parity=None, preprocessing=None):
 def convert_checkpoint(
     path,
     out,
-    arch,
-    build,
+    arch="auto",
+    build=None,
     source=None,
     num_classes=None,
     output_stride=None,
@@ -506,6 +471,7 @@ def convert_checkpoint(
     before_build=None,
     preprocessing=None,
     diff_layers=False,
+    builder_for=None,
 ):
     """Converts a PyTorch checkpoint into a Keras weights file.
 
@@ -517,9 +483,11 @@ def convert_checkpoint(
     the file's record give the measurements, or say "not measured".
 
     Args:
-        path: the checkpoint (.pth/.pt/.bin zip or legacy, .safetensors, .npz).
+        path: the checkpoint (.pth/.pt/.bin zip or legacy, .safetensors, .npz),
+            or a Hugging Face-style snapshot folder (`conversion.snapshot`).
         out: the .h5 file to write.
-        arch: a `keras_lightnets.registry.SPECS` name.
+        arch: a `keras_lightnets.registry.SPECS` name, or `"auto"`: the arch
+            the keys and shapes say (`conversion.detect`; the report says why).
         build: the arch's Keras builder (`keras_lightnets.catalog.get_builder(arch)`).
         source: force a naming (`NAMINGS`) instead of detecting it.
         num_classes: the expected class count; an error if the checkpoint differs.
@@ -539,6 +507,8 @@ def convert_checkpoint(
             reported without waiting for it).
         preprocessing: the eval transform to record, when the checkpoint's
             own differs from its naming's or arch's (a pretrained source's).
+        builder_for: without `build`, called with the arch found to give its
+            builder (`get_builder` itself; the command line defers TensorFlow).
 
     Returns:
         A `Report`; `str(report)` is the one-screen summary.
@@ -550,17 +520,17 @@ def convert_checkpoint(
     started = time.perf_counter()
     if diff_layers and not check:
         raise ConversionError("--diff-layers compares with the PyTorch reference: drop --no-check")
-    try:
-        spec = registry.get_spec(arch)
-    except ValueError as err:
-        raise ConversionError(str(err)) from None
-    chosen = check_options(spec, {"output_stride": output_stride})
+    if build is None and builder_for is None:
+        raise TypeError("convert_checkpoint needs build or builder_for")
+    options = {"output_stride": output_stride}
+    if detect.requested_spec(arch) is not None:
+        check_options(detect.requested_spec(arch), options)
     out = check_output_path(out, overwrite=force)
-    checkpoint = read_checkpoint(path)
-    tensors = checkpoint.tensors
+    found = snapshot.locate(path, arch, source)  # a checkpoint file or a snapshot folder; --arch auto
+    checkpoint, spec, naming, tensors = found.checkpoint, found.spec, found.naming, found.tensors
     keys = set(tensors)
-    naming = detect_naming(spec, keys, source, tensors)
-    kwargs = plan_builder_kwargs(spec, naming, tensors, num_classes, chosen)
+    chosen = check_options(spec, options)
+    kwargs = found.agreed(plan_builder_kwargs(spec, naming, tensors, num_classes, chosen))
 
     measure = check and (reference is not None or torch_importable())
     reference_fn = resolve_reference(reference, naming) if measure else None
@@ -568,7 +538,7 @@ def convert_checkpoint(
         hook_started = time.perf_counter()
         before_build()
         started += time.perf_counter() - hook_started  # the report times the conversion, not TensorFlow's start
-    model = build_model(build, kwargs)
+    model = build_model(build or builder_for(spec.name), kwargs)
     rows = naming.layer_map(model, keys)
     mapped, used = map_weights(model, tensors, rows, release=reference_fn is None)
     by_design, by_design_note = unused_by_design(naming, keys)
@@ -591,18 +561,19 @@ def convert_checkpoint(
         if torch_model is None:
             parity_note = description
         else:
+            multiple = input_multiple(naming)
             try:
-                parity = measure_parity(model, spec, torch_model, description)
+                parity = measure_parity(model, spec, torch_model, description, multiple)
             except ParityError as err:
                 if diff_layers:
-                    err.details = layer_diff_lines(model, torch_model, rows, spec)
+                    err.details = layer_diff_lines(model, torch_model, rows, spec, multiple)
                 raise
             if diff_layers:
-                layer_diff = layer_diff_lines(model, torch_model, rows, spec)
+                layer_diff = layer_diff_lines(model, torch_model, rows, spec, multiple)
     if diff_layers and not layer_diff:
         layer_diff = [f"not run: parity {parity_note}"]
 
-    record = make_record(spec, kwargs, naming, path, parity, preprocessing)
+    record = make_record(spec, kwargs, naming, found.file, parity, preprocessing or found.preprocessing)
     written = h5format.write_weights(out, weights, record, overwrite=force)
     return Report(
         checkpoint=os.fspath(path),
@@ -610,7 +581,7 @@ def convert_checkpoint(
         arch=spec.name,
         file_format=checkpoint.format,
         wrapper=checkpoint.wrapper,
-        prefix=checkpoint.prefix,
+        prefix=found.prefix,
         naming=naming.NAME,
         builder_kwargs=kwargs,
         tensors_mapped=len(used),
@@ -623,4 +594,5 @@ def convert_checkpoint(
         by_design=by_design,
         by_design_note=by_design_note,
         layer_diff=layer_diff,
+        inferred=found.inferred,
     )

@@ -1,6 +1,6 @@
 """DeepLabV3+ (Chen et al., 2018) with MobileNetV2, ResNet or Xception-65 backbones.
 
-Three heads, each built exactly as the PyTorch code whose checkpoints we
+Four heads, each built exactly as the PyTorch code whose checkpoints we
 convert:
 - `"vainf"` (VainF/DeepLabV3Plus-Pytorch): ASPP with dropout 0.1; decoder =
   concat [low-level 48, ASPP 256] → one 3x3 conv → 1x1 classifier; resizes
@@ -11,6 +11,11 @@ convert:
 - `"bubbliiiing"` (bubbliiiing/deeplabv3-plus-pytorch, seed 000's platform):
   jfzhang95's layout, but every head conv has a bias and the ASPP has no
   dropout; resizes with align_corners=True.
+- `"smp"` (segmentation_models_pytorch's `DeepLabV3Plus`): separable ASPP with
+  rates 12/24/36 at either output stride and dropout 0.5, then a separable 3x3
+  conv; decoder = concat [ASPP 256, low-level 48] → one separable 3x3 conv →
+  1x1 classifier; resizes with align_corners=True. Its MobileNetV2 backbone
+  keeps torchvision's last 1x1 conv (1280 channels) before the ASPP.
 Each head's source also fixes how the backbone dilates (`dilation_schedule`)
 and, for MobileNetV2, how it pads.
 """
@@ -24,6 +29,7 @@ from keras_lightnets.layers.resize import BilinearResize
 from keras_lightnets.models import common as builders
 from keras_lightnets.models.mobilenet_v2 import (
     mobilenet_v2_features,
+    mobilenet_v2_last_conv,
     mobilenet_v2_pyramid,
     mobilenet_v2_strides,
 )
@@ -36,12 +42,18 @@ ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 HEADS = {
     # ASPP dropout, decoder conv dropouts (one 3x3 conv each), low-level
     # features first in the concat, align_corners of every resize, biases on
-    # the ASPP and decoder convs
+    # the ASPP and decoder convs; fixed ASPP rates (else `ASPP_RATES` of the
+    # output stride), separable 3x3 convs always, a separable 3x3 conv after
+    # the ASPP (`aspp_sepconv`)
     "vainf": {"aspp_dropout": 0.1, "decoder_dropouts": (0.0,), "low_level_first": True, "align_corners": False},
     "jfzhang95": {"aspp_dropout": 0.5, "decoder_dropouts": (0.5, 0.1), "low_level_first": False, "align_corners": True},
     "bubbliiiing": {
         "aspp_dropout": 0.0, "decoder_dropouts": (0.5, 0.1), "low_level_first": False, "align_corners": True,
         "conv_bias": True,
+    },
+    "smp": {
+        "aspp_dropout": 0.5, "decoder_dropouts": (0.0,), "low_level_first": False, "align_corners": True,
+        "aspp_rates": (12, 24, 36), "separable": True, "aspp_sepconv": True,
     },
 }
 # Backbone conventions of each source (`dilation_schedule`): the schedule of
@@ -50,7 +62,8 @@ HEADS = {
 # (`fixed_padding`); "nostride_dilate" (seed 000's code, bubbliiiing) dilates
 # the depthwise convs in place (`_nostride_dilate`), which keeps their own
 # symmetric padding; "first_block_multigrid" is seed 003's ResNet. `xception`:
-# the source's Xception-65 (`keras_lightnets.models.xception`).
+# the source's Xception-65 (`keras_lightnets.models.xception`). `last_conv`:
+# the MobileNetV2 backbone ends with its 1x1 `Conv_1` (smp's encoder).
 SCHEDULES = {
     "vainf": {
         "resnet": "torchvision", "mobilenetv2": "vainf", "xception": None,
@@ -68,6 +81,10 @@ SCHEDULES = {
         "resnet": None, "mobilenetv2": "vainf", "xception": "bubbliiiing",
         "stem_padding": True, "pad_block_inputs": False,
     },
+    "smp": {
+        "resnet": "smp", "mobilenetv2": "smp", "xception": None,
+        "stem_padding": True, "pad_block_inputs": False, "last_conv": True,
+    },
 }
 # Sources named after their schedule (a head's name is its default schedule).
 SCHEDULE_ALIASES = {"bubbliiiing": "nostride_dilate"}
@@ -79,7 +96,7 @@ def deeplab_backbone(x, backbone, output_stride, alpha, style, schedule):
     if backbone == "mobilenetv2":
         if conventions["mobilenetv2"] is None:
             raise ValueError(f"dilation_schedule {schedule!r} has no MobileNetV2 backbone")
-        _, block_outputs = mobilenet_v2_features(
+        x, block_outputs = mobilenet_v2_features(
             x,
             alpha,
             style,
@@ -87,7 +104,10 @@ def deeplab_backbone(x, backbone, output_stride, alpha, style, schedule):
             pad_block_inputs=conventions["pad_block_inputs"],
             stem_padding=conventions["stem_padding"],
         )
-        return mobilenet_v2_pyramid(block_outputs)
+        pyramid = mobilenet_v2_pyramid(block_outputs)
+        if conventions.get("last_conv"):
+            pyramid["P5"] = mobilenet_v2_last_conv(x, alpha, style)
+        return pyramid
     if backbone == "xception":
         if conventions["xception"] is None:
             raise ValueError(f"dilation_schedule {schedule!r} has no Xception backbone")
@@ -103,9 +123,11 @@ def deeplab_v3plus_head(low_level, high_level, image, classes, output_stride, st
     bias = spec.get("conv_bias", False)
     if bias and separable:
         raise ValueError(f"the {head!r} head has no separable variant")
-    x = blocks.aspp(
-        high_level, 256, ASPP_RATES[output_stride], style, spec["aspp_dropout"], separable=separable, use_bias=bias
-    )
+    separable = separable or spec.get("separable", False)
+    rates = spec.get("aspp_rates", ASPP_RATES[output_stride])
+    x = blocks.aspp(high_level, 256, rates, style, spec["aspp_dropout"], separable=separable, use_bias=bias)
+    if spec.get("aspp_sepconv"):
+        x = blocks.separable_conv_block(x, 256, 3, style=style, activation="relu", name="aspp_sepconv")
     low = blocks.conv_block(
         low_level, 48, 1, style=style, activation="relu", name="decoder_low_conv", use_bias=bias
     )
@@ -149,20 +171,21 @@ def DeepLabV3Plus(
             (Xception-65: bubbliiiing's with `head="bubbliiiing"`,
             jfzhang95's Aligned Xception with `head="jfzhang95"`).
         output_stride: 16 or 8; the backbone's later strides become dilation
-            and the ASPP rates are 6/12/18 or 12/24/36.
+            and the ASPP rates are 6/12/18 or 12/24/36 (`"smp"`: 12/24/36 for both).
         alpha: MobileNetV2 width multiplier.
         weights: `None` or the path of a weights file (.h5).
         input_tensor: optional Keras tensor to use as the model input.
         style: `"torch"` (PyTorch padding, BN epsilon 1e-5).
-        head: `"vainf"`, `"jfzhang95"` or `"bubbliiiing"` (see the module docstring).
+        head: `"vainf"`, `"jfzhang95"`, `"bubbliiiing"` or `"smp"` (see the module docstring).
         classifier_activation: `None` for logits, or e.g. `"softmax"`.
         dilation_schedule: how the backbone dilates, `"vainf"`, `"jfzhang95"`,
             `"first_block_multigrid"` (ResNet only, seed 003's code) or
             `"nostride_dilate"` (MobileNetV2 only: strides turned into
-            dilation in place, seed 000's code, bubbliiiing's); by default the
-            head's source.
+            dilation in place, seed 000's code, bubbliiiing's) or `"smp"`
+            (every conv of a dilated stage at its rate, and MobileNetV2's
+            last 1x1 conv kept); by default the head's source.
         separable: depthwise separable 3x3 convs in ASPP and decoder
-            (VainF's `--separable_conv` checkpoints).
+            (VainF's `--separable_conv` checkpoints; always for `"smp"`).
 
     Returns:
         A `keras.Model` mapping images to `(height, width, classes)` maps.

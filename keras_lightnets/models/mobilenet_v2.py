@@ -13,8 +13,9 @@ from keras_lightnets.weights import pretrained
 # How the DeepLab MobileNetV2 backbones turn strides into dilation once the
 # output stride is reached: "vainf" dilates a stage's blocks after its first
 # (which keeps the previous rate), "jfzhang95" gives the whole stage the
-# previous rate and raises it for the next stage.
-DILATION_SCHEDULES = ("vainf", "jfzhang95")
+# previous rate and raises it for the next stage, "smp" (segmentation_models_pytorch's
+# `make_dilated`) gives the whole stage, its first block included, the new rate.
+DILATION_SCHEDULES = ("vainf", "jfzhang95", "smp")
 
 
 def mobilenet_v2_strides(output_stride=None, schedule="vainf", depth_coefficient=1.0):
@@ -32,7 +33,8 @@ def mobilenet_v2_strides(output_stride=None, schedule="vainf", depth_coefficient
         if current_stride == output_stride:
             dilation *= stride
             stride = 1
-            rest = dilation if schedule == "vainf" else first
+            rest = dilation if schedule in ("vainf", "smp") else first
+            first = dilation if schedule == "smp" else first
         else:
             current_stride *= stride
         plan += [(stride, first)] + [(1, rest)] * (repeats - 1)
@@ -98,6 +100,15 @@ def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, st
     return x, block_outputs
 
 
+def mobilenet_v2_last_conv(x, alpha=1.0, style="tf", filters=None):
+    """The 1x1 conv after the last block (`Conv_1`; by default 1280 channels, more when alpha > 1)."""
+    if filters is None:
+        filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
+    return blocks.conv_block(
+        x, filters, kernel_size=1, style=style, name="Conv_1", names={"bn": "Conv_1_bn", "act": "out_relu"}
+    )
+
+
 @builders.documented(
     "Instantiates the MobileNetV2 architecture (Sandler et al., 2018).\n\n"
     "Same arguments, layer names and weight order as `keras.applications.MobileNetV2`,\n"
@@ -129,11 +140,7 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, inp
     x, _ = mobilenet_v2_features(
         img_input, alpha, conv, expand_first_block, depth_coefficient=depth_coefficient, stem_filters=stem_filters
     )
-    if last_filters is None:
-        last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
-    x = blocks.conv_block(
-        x, last_filters, kernel_size=1, style=conv, name="Conv_1", names={"bn": "Conv_1_bn", "act": "out_relu"}
-    )
+    x = mobilenet_v2_last_conv(x, alpha, conv, last_filters)
 
     def top(x):
         return builders.dense_top(x, classes, classifier_activation, dropout=0.2 if conv.torch else None)

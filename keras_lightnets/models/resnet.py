@@ -23,11 +23,13 @@ STAGE_STRIDES = (1, 2, 2, 2)
 #   multi-grid unit (1, 2, 4) x rate.
 # - "first_block_multigrid" (seed 003's code): as jfzhang95, but only the first block of layer1..3 gets the
 #   rate (the others 1), and multi-grid (1, 2, 1) at output stride 8.
+# - "smp" (segmentation_models_pytorch's `make_dilated`): as "torchvision", but a
+#   dilated stage's first block gets the stage's rate too.
 MULTI_GRID_SCHEDULES = {
     "jfzhang95": {16: ((1, 2, 2, 1), (1, 1, 1, 2), (1, 2, 4)), 8: ((1, 2, 1, 1), (1, 1, 2, 4), (1, 2, 4))},
     "first_block_multigrid": {16: ((1, 2, 2, 1), (1, 1, 1, 2), (1, 2, 4)), 8: ((1, 2, 1, 1), (1, 1, 2, 2), (1, 2, 1))},
 }
-DILATION_SCHEDULES = ("torchvision", *MULTI_GRID_SCHEDULES)
+DILATION_SCHEDULES = ("torchvision", "smp", *MULTI_GRID_SCHEDULES)
 
 
 def resnet_strides(depth=101, output_stride=None, schedule="torchvision"):
@@ -39,7 +41,7 @@ def resnet_strides(depth=101, output_stride=None, schedule="torchvision"):
     if output_stride not in (None, 8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
     repeats = RESNET_DEPTHS[depth]
-    if schedule == "torchvision" or output_stride in (None, 32):
+    if schedule not in MULTI_GRID_SCHEDULES or output_stride in (None, 32):
         plan, current_stride, dilation = [], 4, 1
         for stride, n in zip(STAGE_STRIDES, repeats):
             previous = dilation
@@ -47,7 +49,8 @@ def resnet_strides(depth=101, output_stride=None, schedule="torchvision"):
                 dilation *= stride
                 stride = 1
             current_stride *= stride
-            plan.append((stride, [previous] + [dilation] * (n - 1)))
+            first = dilation if schedule == "smp" else previous
+            plan.append((stride, [first] + [dilation] * (n - 1)))
         return plan
     strides, dilations, multi_grid = MULTI_GRID_SCHEDULES[schedule][output_stride]
     rest = (lambda d: d) if schedule == "jfzhang95" else (lambda d: 1)

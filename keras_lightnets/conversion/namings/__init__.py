@@ -25,6 +25,7 @@ from keras_lightnets.conversion.namings.deeplab import (
     bubbliiiing,
     jfzhang95,
     jfzhang95_legacy,
+    smp,
     vainf,
     vainf_separable,
 )
@@ -69,7 +70,7 @@ NAMINGS = {
     for module in (
         marvis, torchvision, tonylins, c1_bottleneck, efficientnet_lite_pytorch,
         torchvision_squeezenet, torchvision_shufflenet, megvii,
-        vainf, vainf_separable, jfzhang95, jfzhang95_legacy, bubbliiiing,
+        vainf, vainf_separable, jfzhang95, jfzhang95_legacy, bubbliiiing, smp,
         torchvision_mobilenet_v3, torchvision_lraspp, torchvision_deeplabv3,
         timm_mobilenet_v1, timm_mobilenet_v2, timm_efficientnet_lite, timm_tf_efficientnet_lite,
         timm_mobilenet_v3, timm_tf_mobilenet_v3,

@@ -32,9 +32,13 @@ def aspp_rows(modules):
 
 
 def backbone_kwargs(spec, tensors, resnet_prefix):
-    """`backbone` for the arch, checked against the checkpoint's ResNet depth."""
+    """`backbone` for the arch, checked against the checkpoint's ResNet depth
+    (and against a ResNet in the checkpoint when the arch's backbone is not one)."""
     backbone = spec.builder_kwargs["backbone"]
-    if backbone.startswith("resnet"):
+    if not backbone.startswith("resnet"):
+        if f"{resnet_prefix}.layer1.0.conv1.weight" in tensors:
+            raise ValueError(f"the checkpoint's backbone is a ResNet, not {backbone}")
+    else:
         blocks = {int(k.split(".")[2]) for k in tensors if k.startswith(f"{resnet_prefix}.layer3.")}
         depth = RESNET_DEPTHS.get(len(blocks))
         if f"resnet{depth}" != backbone:

@@ -4,6 +4,13 @@
 `_depthwise_conv`, `_bn1`, `_project_conv`, `_bn2`; `_conv_head`, `_bn1`; `_fc`.
 """
 
+from keras_lightnets.models.tables import (
+    EFFICIENTNET_LITE_BLOCKS,
+    EFFICIENTNET_LITE_VARIANTS,
+    make_divisible,
+    scale_depth,
+)
+
 NAME = "efficientnet_lite_pytorch"
 
 
@@ -11,7 +18,22 @@ def detect(keys):
     return "_conv_stem.weight" in keys and "_blocks.0._depthwise_conv.weight" in keys
 
 
+def variant_of(tensors):
+    """The variant whose block count and last block width the checkpoint has, or None."""
+    blocks = 1 + max(int(k.split(".")[1]) for k in tensors if k.startswith("_blocks."))
+    shape = (blocks, tensors[f"_blocks.{blocks - 1}._project_conv.weight"].shape[0])
+    repeats = [row[1] for row in EFFICIENTNET_LITE_BLOCKS]
+    for variant, (width, depth, _, _) in EFFICIENTNET_LITE_VARIANTS.items():
+        if shape == (sum(scale_depth(repeats, depth)), make_divisible(EFFICIENTNET_LITE_BLOCKS[-1][4] * width, 8)):
+            return variant
+    return None
+
+
 def builder_kwargs(spec, tensors):
+    variant = variant_of(tensors)
+    if spec.name != f"efficientnet_lite{variant}":
+        found = f"efficientnet_lite{variant}" if variant is not None else "no EfficientNet-Lite"
+        raise ValueError(f"its blocks and widths are {found}'s, not {spec.name}'s")
     return {"classes": tensors["_fc.weight"].shape[0]}
 
 
