@@ -61,8 +61,8 @@ def bench_predict(work, count, batch_size, rounds=5):
 
     import keras_lightnets as kl
     from keras_lightnets.files import list_images
+    from keras_lightnets.preprocessing.batches import prediction_batches
     from keras_lightnets.runtime.predictor import Predictor
-    from keras_lightnets.training.data import prediction_batches
 
     folder = os.path.join(work, "photos")
     make_photos(folder, count)

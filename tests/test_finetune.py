@@ -80,8 +80,8 @@ def test_prediction_reads_exactly_as_the_demo(work, tmp_path):
     import tensorflow as tf
 
     from keras_lightnets.preprocessing import preprocess_input, tf_preprocess
+    from keras_lightnets.preprocessing.batches import prediction_batches
     from keras_lightnets.preprocessing.image import load_for
-    from keras_lightnets.training import data
 
     paths = find_dataset(work / "cls").val.images[:3]
     Image.fromarray(np.zeros((70, 50, 3), "uint8") + 90).save(tmp_path / "portrait.png")
@@ -94,10 +94,10 @@ def test_prediction_reads_exactly_as_the_demo(work, tmp_path):
     ]
     for record in records:
         expected = np.stack([preprocess_input(load_for(p, record), record["mode"]) for p in paths])
-        batches = list(data.prediction_batches(paths, record, (64, 64), 3))
+        batches = list(prediction_batches(paths, record, (64, 64), 3))
         assert [len(b[0]) for b in batches] == [3, 1]
         np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), expected, err_msg=str(record))
-    (images, shapes, messages), = data.prediction_batches(paths[-1:], {"mode": "tf"}, None, 8)
+    (images, shapes, messages), = prediction_batches(paths[-1:], {"mode": "tf"}, None, 8)
     np.testing.assert_array_equal(images[0], preprocess_input(load_for(paths[-1], {"size": None}), "tf"))
     assert shapes == [(70, 50)] and messages == [""]
     x = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype("float32")

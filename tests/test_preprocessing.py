@@ -197,9 +197,10 @@ def test_every_registry_transform_is_the_same_in_numpy_tf_data_the_layer_and_pre
     from PIL import Image
 
     from keras_lightnets.preprocessing import preprocessing_layer, tf_preprocess
+    from keras_lightnets.preprocessing.batches import prediction_batches
     from keras_lightnets.preprocessing.image import load_for
     from keras_lightnets.runtime.predictor import Predictor
-    from keras_lightnets.training.data import prediction_batches, tf_eval_image
+    from keras_lightnets.training.data import tf_eval_image
     from tests.helpers import photo
 
     path = tmp_path / "chelsea.jpg"

@@ -96,28 +96,46 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": ["b"], "b": ["c"], "c": []}) is None
 
 
+LIBRARY_LAYERS = ("keras_lightnets.runtime", "keras_lightnets.training", "keras_lightnets.cli")
+# plain data every layer may read (the architecture tables the builders, namings and references share)
+SHARED_DATA = {"keras_lightnets.models.tables", "keras_lightnets.models"}
+
+
 @pytest.mark.parametrize(
     "importer, forbidden",
     [
-        ("keras_lightnets", "convert"),  # the CLI package sits on top of the library
-        ("keras_lightnets.conversion", "keras_lightnets.weights.pretrained"),
-        ("keras_lightnets.conversion", "keras_lightnets.catalog"),
-        ("keras_lightnets.conversion", "keras_lightnets.models.common"),
-        ("keras_lightnets.conversion", "keras_lightnets.weights.loading"),
-        ("keras_lightnets.registry", "keras"),  # plain data: no Keras, no TensorFlow
-        ("keras_lightnets.models.tables", "keras"),
+        ("keras_lightnets", "convert"),  # the thin entries sit on top of the library
+        ("keras_lightnets", "demo"),
+        # the converter is handed the arch's builder; it never builds models itself
+        *(("keras_lightnets.conversion", layer) for layer in (
+            "keras_lightnets.models", "keras_lightnets.catalog", "keras_lightnets.weights.pretrained",
+            "keras_lightnets.weights.loading", *LIBRARY_LAYERS)),
+        # plain data and leaf modules: no Keras, no TensorFlow
+        *((plain, framework) for plain in (
+            "keras_lightnets.registry", "keras_lightnets.models.tables", "keras_lightnets.errors",
+            "keras_lightnets.files", "keras_lightnets.weights.sources", "keras_lightnets.weights.record",
+            "keras_lightnets.conversion.namings.timm_models") for framework in ("keras", "tensorflow")),
+        # layers are the ground floor of the networks
+        *(("keras_lightnets.layers", upper) for upper in (
+            "keras_lightnets.models", "keras_lightnets.weights", "keras_lightnets.conversion", *LIBRARY_LAYERS)),
+        *(("keras_lightnets.models", upper) for upper in ("keras_lightnets.conversion", *LIBRARY_LAYERS)),
+        *(("keras_lightnets.weights", upper) for upper in LIBRARY_LAYERS),
+        ("keras_lightnets.training", "keras_lightnets.runtime"),  # evaluate reads training's data folders
+        ("keras_lightnets.runtime", "keras_lightnets.cli"),
+        ("keras_lightnets.training", "keras_lightnets.cli"),
         ("bench", "tests"),
         ("keras_lightnets", "tests"),
     ],
 )
 def test_layers_import_one_way(importer, forbidden):
     root = importer.split(".")[0]
+    modules = {module_name(path) for path in python_files(*PACKAGES)}
     offenders = [
         (module_name(path), target)
         for path in python_files(root)
         if module_name(path) == importer or module_name(path).startswith(importer + ".")
-        for target in imports_of(path)
-        if target == forbidden or target.startswith(forbidden + ".")
+        for target in imports_of(path, modules)
+        if (target == forbidden or target.startswith(forbidden + ".")) and target not in SHARED_DATA
     ]
     assert not offenders, offenders
 
@@ -154,3 +172,23 @@ def test_the_public_api_cli_and_demo_choices_come_from_the_registry(capsys):
         main(["--help"])
     help_text = capsys.readouterr().out
     assert all(name in help_text for name in registry.SPECS)
+
+
+def test_no_module_is_over_600_lines():
+    long = {module_name(path): n for path in python_files("keras_lightnets") if (n := len(open(path).readlines())) > 600}
+    assert not long, long
+
+
+PRIVATE_KERAS = ("._nodes_by_depth", "._inbound_nodes", "._keras_history", "._moments", "._maybe_symbolic_build",
+                 "._initializer", "._reduction_axes", "keras.src")
+
+
+def test_keras_private_api_is_touched_in_one_module():
+    offenders = [
+        (module_name(path), name)
+        for path in python_files("keras_lightnets")
+        if not path.endswith("keras_internals.py")
+        for name in PRIVATE_KERAS
+        if name in open(path, encoding="utf8").read()
+    ]
+    assert not offenders, offenders

@@ -17,7 +17,7 @@ Layouts of DIR (`find_samples`):
   val list): class-id masks, 255 ignored (`keras_lightnets.training.data`).
 
 Each photo is read exactly as the weights' record says, by the reader the
-demo and folder prediction use (`keras_lightnets.training.data.prediction_batches`).
+demo and folder prediction use (`keras_lightnets.preprocessing.batches.prediction_batches`).
 Runtimes: `keras` (the Keras model), `tflite` (`Predictor`'s fp32 TFLite,
 BatchNorm folded), `int8` (an int8 TFLite calibrated on a held-out tenth of
 the folder, at most 100 photos, which then none of the runtimes is scored on).
@@ -315,7 +315,7 @@ def input_size(model, preprocessing):
 
 def _read_batches(paths, preprocessing, size, batch_size, skipped, on_skip):
     """`prediction_batches` without the unreadable photos: `(images, indices into paths)`."""
-    from keras_lightnets.training.data import prediction_batches
+    from keras_lightnets.preprocessing.batches import prediction_batches
 
     start = 0
     for images, _, messages in prediction_batches(paths, preprocessing, size, batch_size):

@@ -4,7 +4,7 @@
 
 Every image under DIR (recursively) is read as the demo reads it (the safe
 reader, the weights' own eval transform and preprocessing; a batch at a time,
-decoded in threads: `keras_lightnets.training.data.prediction_batches`) and goes
+decoded in threads: `keras_lightnets.preprocessing.batches.prediction_batches`) and goes
 through `keras_lightnets.runtime.folding.Predictor`. Each image gives one JSON line:
 
 - classification: `{"file": "a/b.jpg", "top": [[class id, label, probability], ...]}`;
@@ -184,7 +184,7 @@ def _classification_lines(paths, names, predictor, model, record, labels, top, b
     """Yields `(path, result line or None, error message or "")`, a batch at a time."""
     import numpy as np
 
-    from keras_lightnets.training.data import prediction_batches
+    from keras_lightnets.preprocessing.batches import prediction_batches
 
     preprocessing = record.get("preprocessing") or {}
     size = tuple(model.input_shape[1:3])

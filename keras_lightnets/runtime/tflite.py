@@ -23,18 +23,11 @@ import warnings
 import numpy as np
 
 from keras_lightnets.errors import LightnetsError
+from keras_lightnets.preprocessing.batches import usable_cores
 
 
 class ConversionError(LightnetsError, RuntimeError):
     """A model the TFLite converter cannot turn into builtin ops; one-line message."""
-
-
-def usable_cores():
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (macOS, Windows)
-        return os.cpu_count() or 1
 
 
 def default_threads():

@@ -16,8 +16,7 @@ white) inside `tf.data`, and preprocess as the weights' record says
 (`preprocessing`: `mode`, `size`, `crop_fraction`, `resample`). Training
 randomness (shuffle order, flips, scales, crops) is drawn with stateless ops
 from `(seed, epoch, index)`, so a run is reproducible and every replica sees
-the batch one device would. Prediction (`prediction_batches`) reads exactly
-as the demo does, in threads, without TensorFlow.
+the batch one device would.
 
 Only the tf.data pipeline functions import TensorFlow.
 """
@@ -32,7 +31,8 @@ from PIL import Image, UnidentifiedImageError
 from keras_lightnets.errors import LightnetsError
 from keras_lightnets.files import list_images, open_regular
 from keras_lightnets.preprocessing import tf_preprocess
-from keras_lightnets.preprocessing.image import ImageError, read_image, transform_for
+from keras_lightnets.preprocessing.batches import read_for_prediction
+from keras_lightnets.preprocessing.image import ImageError, read_image
 
 IGNORE_LABEL = 255
 # DeepLab's training recipe: random scale in [0.5, 2], pad, random crop, flip.
@@ -234,7 +234,7 @@ def tf_image(path):
 
 def _eval_image(path, preprocessing, size):
     path = _path_text(path)
-    image, _, message = _read_for_prediction(path, preprocessing, size)
+    image, _, message = read_for_prediction(path, preprocessing, size)
     if message:
         raise DataError(message)
     return image
@@ -375,48 +375,3 @@ def training_dataset(dataset, split, preprocessing, size, batch_size, seed=0, ep
     batches = count // batch_size * epochs if training else -(-count // batch_size)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(tf))
-
-
-def _read_for_prediction(path, preprocessing, size):
-    """`(uint8 image, original (h, w), error message or "")`: the safe reader
-    and `load_image`'s eval transform, exactly as the demo reads."""
-    try:
-        img = read_image(path)
-    except ImageError as err:
-        return np.zeros((1, 1, 3) if size is None else (*size, 3), "uint8"), (0, 0), str(err)
-    return transform_for(img, preprocessing, size, dtype="uint8"), (img.height, img.width), ""
-
-
-def prediction_batches(paths, preprocessing, size, batch_size, workers=None):
-    """Yields `(images, original (h, w) per image, error message per image)`.
-
-    Every image goes through the demo's reader and eval transform
-    (`keras_lightnets.preprocessing.image.load_for`), then `preprocess_input` with the
-    weights' mode (as the equal, faster `preprocess_uint8`, straight into
-    the batch), so predictions equal the demo's. Unreadable files give an
-    error message (and a blank image) instead of stopping. `size=None` keeps
-    each image's own size (batches of 1).
-
-    A batch is read by `workers` threads (default: one per core; Pillow
-    decodes and resizes outside the GIL), and the next one only once it is
-    asked for: on a CPU the model's threads then have the cores to themselves.
-    Reading alongside TFLite's XNNPACK threads, or through tf.data, left
-    0.4-0.7 of `Predictor`'s speed on 2 cores (`bench/predict_speed.py`).
-    """
-    from keras_lightnets.preprocessing import preprocess_uint8
-    from keras_lightnets.runtime.tflite import usable_cores
-
-    size = None if size is None else tuple(int(side) for side in size)
-    step = 1 if size is None else batch_size
-
-    def read(path, out):  # Pillow and numpy run outside the GIL
-        image, shape, message = _read_for_prediction(path, preprocessing, size)
-        return preprocess_uint8(image, preprocessing, out), shape, message
-
-    with concurrent.futures.ThreadPoolExecutor(workers or usable_cores()) as pool:
-        for start in range(0, len(paths), step):
-            chunk = paths[start : start + step]
-            batch = [None] if size is None else np.empty((len(chunk), *size, 3), "float32")
-            results = list(pool.map(read, chunk, batch))  # each image into its row of the batch
-            images = results[0][0][None] if size is None else batch
-            yield images, [shape for _, shape, _ in results], [message for _, _, message in results]

@@ -7,7 +7,7 @@ The model is rebuilt from IN.h5's record (`keras_lightnets.weights_info`);
 a classifier of another class count is replaced by a new one, every other
 layer keeps its weights. Data layouts are those of `keras_lightnets.training.data`.
 OUT.h5 carries IN.h5's record with the new class count (and class names),
-so `from_h5`, the demo, the exports and `python -m keras_lightnets.runtime.folder`
+so `from_h5`, the demo, the exports and `lightnets predict`
 read it.
 
 Distribution goes through tf.distribute: `--replicas N` trains on N local
