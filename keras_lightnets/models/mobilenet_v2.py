@@ -41,16 +41,6 @@ def mobilenet_v2_strides(output_stride=None, schedule="vainf", depth_coefficient
     return plan
 
 
-def mobilenet_v2_pyramid(block_outputs):
-    """The last block output at each nominal stride 4, 8, 16, 32 (keras-hub's P2..P5)."""
-    levels, stride, block_id = {}, 2, 0
-    for _, _, repeats, first_stride in MOBILENET_V2_BLOCKS:
-        stride *= first_stride
-        block_id += repeats
-        levels[f"P{stride.bit_length() - 1}"] = block_outputs[block_id - 1]
-    return {level: levels[level] for level in ("P2", "P3", "P4", "P5")}
-
-
 def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, strides=None,
                           pad_block_inputs=False, stem_padding=True, depth_coefficient=1.0,
                           stem_filters=None):
@@ -131,6 +121,7 @@ def mobilenet_v2_last_conv(x, alpha=1.0, style="tf", filters=None):
     imagenet=', `"imagenet"` (`style="tf"`: Keras\' official files; `style="torch"`: '
     "torchvision's checkpoint, converted on first use)",
 )
+@builders.model_options("mobilenet_v2")
 @builders.loads_without_random_values
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
                 pooling=None, classes=1000, classifier_activation="softmax", style="tf", name=None,

@@ -181,6 +181,7 @@ EFFICIENTNET_LITE_VARIANTS = {
     4: (1.4, 1.8, 300, 0.3),
 }
 
+
 # ---------------------------------------------------------------- SqueezeNet
 
 # (squeeze, expand 1x1, expand 3x3) of fire2 .. fire9; both versions share them.
@@ -243,6 +244,10 @@ def shufflenet_v1_channels(groups, scale):
     stages = [make_divisible(stage2 * 2**i, 4 * groups) for i in range(3)]
     return (stem, *stages)
 
+# ---------------------------------------------------------------- ResNet (DeepLabV3+)
+
+RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}  # bottlenecks in layer1..layer4
+
 # ---------------------------------------------------------------- Xception-65 (DeepLabV3+)
 
 # DeepLabV3+'s modified Xception: a 3x3/2 and a 3x3 stem conv (32, 64
@@ -267,7 +272,8 @@ XCEPTION_65_EXIT_CONVS = (1536, 1536, 2048)  # conv3, conv4, conv5
 # - "bubbliiiing" (bubbliiiing/deeplabv3-plus-pytorch, nets/xception.py):
 #   `Block`/`SeparableConv2d(activate_first=True)`; the skip conv sees the raw
 #   block input; conv3..5 have `activate_first=False` (ReLU after each BN);
-#   the low-level features are block2's second separable conv (`hook_layer`).
+#   the low-level features (the decoder's input) are block2's second separable
+#   conv (`hook_layer`).
 # - "jfzhang95" (pytorch-deeplab-xception, AlignedXception): the in-place
 #   ReLU at the head of `rep` also feeds the skip conv; ReLU after block1
 #   (the low-level features) and after block20; no ReLU inside conv3..5.
@@ -276,14 +282,14 @@ XCEPTION_65_VARIANTS = {
     "bubbliiiing": {
         "schedules": {16: ((2, 2, 2), 1, (1, 1, 1), 1), 8: ((2, 2, 1), 2, (2, 2, 2), 2)},
         "relu_before_skip_conv": False,
-        "low_level": ("block2", "sepconv2"),
+        "low_level": "block2_sepconv2_pointwise_bn",
         "exit_input_relu": False,
         "exit_inner_relu": True,
     },
     "jfzhang95": {
         "schedules": {16: ((2, 2, 2), 1, (1, 1, 1), 2), 8: ((2, 2, 1), 2, (2, 2, 1), 4)},
         "relu_before_skip_conv": True,
-        "low_level": ("block2", "relu"),
+        "low_level": "block2_relu",
         "exit_input_relu": True,
         "exit_inner_relu": False,
     },
@@ -306,3 +312,61 @@ def xception_65_plan(output_stride, variant):
         else:
             plan.append((1, exit_block))
     return plan, exit_convs
+
+
+# ---------------------------------------------------------------- feature taps
+
+LEVELS = ("P1", "P2", "P3", "P4", "P5")
+
+
+def _levels(*layer_names):
+    return dict(zip(LEVELS, layer_names))
+
+
+def _efficientnet_lite_taps(variant):
+    # the last block of stages 1, 2, 3, 5 and 7; a stage of several blocks ends with its residual add
+    repeats = scale_depth([row[1] for row in EFFICIENTNET_LITE_BLOCKS], EFFICIENTNET_LITE_VARIANTS[variant][1])
+    return _levels(*(
+        f"block{stage + 1}{chr(ord('a') + repeats[stage] - 1)}_{'add' if repeats[stage] > 1 else 'project_bn'}"
+        for stage in (0, 1, 2, 4, 6)
+    ))
+
+
+def _shufflenet_taps(unit_end):
+    units = (f"stage{stage}_unit{n}_{unit_end}" for stage, n in enumerate(SHUFFLENET_STAGE_REPEATS, start=2))
+    return _levels("conv1_relu", "maxpool", *units)
+
+
+def _resnet_taps(depth):
+    blocks = (f"conv{stage}_block{n}_out" for stage, n in enumerate(RESNET_DEPTHS[depth], start=2))
+    return _levels("conv1_relu", *blocks)
+
+
+# The feature taps of every backbone: the layer whose output is the last
+# feature map at each stride, as keras-hub's `pyramid_outputs` and kimm's
+# feature keys name them: `P1` (stride 2), `P2` (4), `P3` (8), `P4` (16),
+# `P5` (32). The last block's output, not the 1x1 head conv after it
+# (MobileNetV2's `Conv_1`, EfficientNet's `top_conv`, ShuffleNet v2's `conv5`),
+# as timm's `features_only`. SqueezeNet stops at stride 16. Dilated backbones
+# (DeepLabV3+ at output stride 8 or 16) keep the names, and their deeper
+# levels keep the resolution. Xception-65's `P2` is the low-level input of
+# its DeepLab decoder, which differs between the two sources.
+# `feature_extractor=True` and DeepLabV3+ read this table.
+FEATURE_TAPS = {
+    "mobilenet": _levels("conv_pw_1_relu", "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"),
+    "mobilenet_v2": _levels(
+        "expanded_conv_project_BN", "block_2_add", "block_5_add", "block_12_add", "block_16_project_BN"
+    ),
+    **{f"efficientnet_lite{variant}": _efficientnet_lite_taps(variant) for variant in EFFICIENTNET_LITE_VARIANTS},
+    "squeezenet1_0": _levels("relu_conv1", "fire4_concat", "fire8_concat", "fire9_concat"),
+    "squeezenet1_1": _levels("relu_conv1", "fire3_concat", "fire5_concat", "fire9_concat"),
+    "shufflenet_v1": _shufflenet_taps("relu"),
+    "shufflenet_v2": _shufflenet_taps("shuffle"),
+    **{f"resnet{depth}": _resnet_taps(depth) for depth in RESNET_DEPTHS},
+    **{
+        f"xception_{variant}": _levels(
+            "conv2_relu", conventions["low_level"], "block2_add", "block19_add", "conv5_pointwise_relu"
+        )
+        for variant, conventions in XCEPTION_65_VARIANTS.items()
+    },
+}
