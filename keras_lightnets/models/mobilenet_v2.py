@@ -3,11 +3,7 @@
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import KERAS_MOBILENET_V2, conventions_for
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.tables import (
-    MOBILENET_V2_BLOCKS,
-    make_divisible,
-    mobilenet_v2_stages,
-)
+from keras_lightnets.models.tables import make_divisible, mobilenet_v2_stages
 from keras_lightnets.weights import pretrained
 
 # How the DeepLab MobileNetV2 backbones turn strides into dilation once the
