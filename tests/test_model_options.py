@@ -138,6 +138,8 @@ def _check_taps(model, taps, size, cuts=None):
 CLASSIFIER_ROWS = [
     ("MobileNet", {}, "mobilenet"),
     ("MobileNetV2", {"style": "torch"}, "mobilenet_v2"),
+    ("MobileNetV3Large", {}, "mobilenet_v3_large"),
+    ("MobileNetV3Small", {"style": "torch"}, "mobilenet_v3_small"),
     *(("EfficientNetLite", {"variant": v}, f"efficientnet_lite{v}") for v in (0, 4)),
     *(("SqueezeNet", {"version": v}, f"squeezenet{v}") for v in ("1_0", "1_1")),
     ("ShuffleNetV2", {}, "shufflenet_v2"),

@@ -177,9 +177,9 @@ def model_options(taps, preprocessing=None, default_size=224):
     Functional model from its input to the `FEATURE_TAPS` layers.
 
     Args:
-        taps: the builder's row of `FEATURE_TAPS`: its name, formatted with
-            the builder's arguments (`"efficientnet_lite{variant}"`), or a
-            function of the arguments (a dict) returning the name.
+        taps: the builder's feature taps: the name of its `FEATURE_TAPS` row,
+            formatted with the builder's arguments (`"efficientnet_lite{variant}"`),
+            or a function of the arguments (a dict) returning `{level: layer name}`.
         preprocessing: `{style: mode}` of `include_preprocessing=True`,
             over `STYLE_PREPROCESSING`.
         default_size: the builder's input size with the classifier: an int
@@ -200,12 +200,15 @@ def model_options(taps, preprocessing=None, default_size=224):
 
         def feature_taps(**kwargs):
             values = arguments((), kwargs).arguments
-            return FEATURE_TAPS[taps(values) if callable(taps) else taps.format(**values)]
+            return taps(values) if callable(taps) else FEATURE_TAPS[taps.format(**values)]
+
+        own_preprocessing = "include_preprocessing" in signature.parameters  # keras.applications' MobileNetV3
 
         @functools.wraps(builder)
-        def build(*args, include_preprocessing=False, feature_extractor=False, feature_keys=None, **kwargs):
+        def build(*args, feature_extractor=False, feature_keys=None, **kwargs):
             if feature_keys is not None and not feature_extractor:
                 raise ValueError("feature_keys applies with feature_extractor=True")
+            include_preprocessing = False if own_preprocessing else kwargs.pop("include_preprocessing", False)
             bound = arguments(args, kwargs)
             if include_preprocessing not in (False, None):
                 values = bound.arguments
@@ -229,6 +232,7 @@ def model_options(taps, preprocessing=None, default_size=224):
         options = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
             for name, default in (("include_preprocessing", False), ("feature_extractor", False), ("feature_keys", None))
+            if name not in signature.parameters
         ]
         build.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *options])
         build.feature_taps = feature_taps

@@ -29,7 +29,7 @@ from keras_lightnets.layers.resize import BilinearResize
 from keras_lightnets.models import common as builders
 from keras_lightnets.models.mobilenet_v2 import mobilenet_v2_features, mobilenet_v2_last_conv, mobilenet_v2_strides
 from keras_lightnets.models.resnet import resnet_features
-from keras_lightnets.models.tables import FEATURE_TAPS
+from keras_lightnets.models.tables import FEATURE_TAPS, mobilenet_v2_taps
 from keras_lightnets.models.xception import xception_features
 from keras_lightnets.weights.loading import load_weights
 
@@ -96,11 +96,14 @@ def schedule_of(head, dilation_schedule=None):
 
 
 def backbone_taps(arguments):
-    """The `FEATURE_TAPS` row of the backbone `DeepLabV3Plus(**arguments)` builds."""
+    """The feature taps (a `FEATURE_TAPS` row) of the backbone `DeepLabV3Plus(**arguments)` builds."""
     backbone = arguments["backbone"]
     if backbone == "xception":
-        return f"xception_{SCHEDULES[schedule_of(arguments['head'], arguments['dilation_schedule'])]['xception']}"
-    return {"mobilenetv2": "mobilenet_v2"}.get(backbone, backbone)
+        schedule = schedule_of(arguments["head"], arguments["dilation_schedule"])
+        return FEATURE_TAPS[f"xception_{SCHEDULES[schedule]['xception']}"]
+    if backbone == "mobilenetv2":
+        return mobilenet_v2_taps(arguments["alpha"])
+    return FEATURE_TAPS[backbone]
 
 
 def deeplab_backbone(x, backbone, output_stride, alpha, style, schedule):
@@ -219,7 +222,7 @@ def DeepLabV3Plus(
     style = conventions_for(style)
     img_input, inputs = builders.image_input(input_shape, input_tensor, include_top=False)
     features = deeplab_backbone(img_input, backbone, output_stride, alpha, style, schedule)
-    taps = FEATURE_TAPS[backbone_taps({"backbone": backbone, "head": head, "dilation_schedule": schedule})]
+    taps = backbone_taps({"backbone": backbone, "head": head, "dilation_schedule": schedule, "alpha": alpha})
     pyramid = builders.feature_outputs(keras.Model(inputs, features), taps, ("P2", "P5"))
     x = deeplab_v3plus_head(
         pyramid["P2"], pyramid["P5"], img_input, classes, output_stride, style, head, separable

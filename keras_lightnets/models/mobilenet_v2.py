@@ -3,7 +3,7 @@
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import KERAS_MOBILENET_V2, conventions_for
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.tables import make_divisible, mobilenet_v2_stages
+from keras_lightnets.models.tables import make_divisible, mobilenet_v2_stages, mobilenet_v2_taps
 from keras_lightnets.weights import pretrained
 
 # How the DeepLab MobileNetV2 backbones turn strides into dilation once the
@@ -117,7 +117,9 @@ def mobilenet_v2_last_conv(x, alpha=1.0, style="tf", filters=None):
     imagenet=', `"imagenet"` (`style="tf"`: Keras\' official files; `style="torch"`: '
     "torchvision's checkpoint, converted on first use)",
 )
-@builders.model_options("mobilenet_v2")
+@builders.model_options(
+    lambda arguments: mobilenet_v2_taps(arguments["alpha"], arguments["depth_coefficient"], arguments["stem_filters"])
+)
 @builders.loads_without_random_values
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
                 pooling=None, classes=1000, classifier_activation="softmax", style="tf", name=None,

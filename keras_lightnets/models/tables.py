@@ -323,13 +323,69 @@ def _levels(*layer_names):
     return dict(zip(LEVELS, layer_names))
 
 
-def _efficientnet_lite_taps(variant):
-    # the last block of stages 1, 2, 3, 5 and 7; a stage of several blocks ends with its residual add
-    repeats = scale_depth([row[1] for row in EFFICIENTNET_LITE_BLOCKS], EFFICIENTNET_LITE_VARIANTS[variant][1])
-    return _levels(*(
-        f"block{stage + 1}{chr(ord('a') + repeats[stage] - 1)}_{'add' if repeats[stage] > 1 else 'project_bn'}"
-        for stage in (0, 1, 2, 4, 6)
-    ))
+def block_outputs(stem_channels, blocks):
+    """`[(layer name, stride)]` of the output of each inverted residual block.
+
+    `blocks`: `[(name prefix, out channels, stride, project BN suffix)]`. A
+    block with stride 1 and as many channels out as in ends with its
+    residual `{prefix}add`, the others with their projection's BN.
+    """
+    outputs, channels = [], stem_channels
+    for prefix, filters, stride, project_bn in blocks:
+        outputs.append((prefix + ("add" if stride == 1 and filters == channels else project_bn), stride))
+        channels = filters
+    return outputs
+
+
+def last_at_each_stride(stem, outputs, head=None):
+    """`{P1..P5: layer}`: `stem` (stride 2), then of `outputs` (`[(layer, stride)]`) the last at
+    each stride; `head` (a conv after the last block, at its stride) ends the last level."""
+    levels, stride = {"P1": stem}, 2
+    for name, block_stride in outputs:
+        stride *= block_stride
+        levels[f"P{stride.bit_length() - 1}"] = name
+    if head is not None:
+        levels[f"P{stride.bit_length() - 1}"] = head
+    return levels
+
+
+def mobilenet_v2_taps(alpha=1.0, depth_coefficient=1.0, stem_filters=None):
+    """The feature taps of `MobileNetV2(alpha, ..., depth_coefficient, stem_filters)`."""
+    blocks = []
+    for _, channels, repeats, stride in mobilenet_v2_stages(depth_coefficient):
+        for i in range(repeats):
+            prefix = f"block_{len(blocks)}_" if blocks else "expanded_conv_"
+            blocks.append((prefix, make_divisible(int(channels * alpha), 8), stride if i == 0 else 1, "project_BN"))
+    stem = stem_filters or make_divisible(32 * alpha, 8)
+    return last_at_each_stride("Conv1_relu", block_outputs(stem, blocks))
+
+
+def mobilenet_v3_block_outputs(size, alpha=1.0, minimalistic=False, torchvision=False):
+    """`[(layer name, stride)]` of MobileNetV3's blocks (`mobilenet_v3_plan`)."""
+    stem, plan, _, _ = mobilenet_v3_plan(size, alpha, minimalistic, torchvision)
+    names = [(f"expanded_conv_{i}_" if i else "expanded_conv_", filters, stride, "project_bn")
+             for i, (_, _, filters, stride, _, _, _) in enumerate(plan)]
+    return block_outputs(stem, names)
+
+
+def mobilenet_v3_taps(size, alpha=1.0, minimalistic=False, torchvision=False):
+    """The feature taps of MobileNetV3 `size`: its last level ends with the 1x1 conv `conv_1`
+    (part of timm's and torchvision's `features`; the head is `conv_2` after the pooling)."""
+    outputs = mobilenet_v3_block_outputs(size, alpha, minimalistic, torchvision)
+    return last_at_each_stride("conv_activation", outputs, head="conv_1_activation")
+
+
+def efficientnet_lite_taps(variant):
+    """The feature taps of `EfficientNetLite(variant)`."""
+    width, depth, _, _ = EFFICIENTNET_LITE_VARIANTS[variant]
+    repeats = scale_depth([row[1] for row in EFFICIENTNET_LITE_BLOCKS], depth)
+    blocks = [
+        (f"block{stage + 1}{chr(ord('a') + i)}_", make_divisible(channels * width, 8), stride if i == 0 else 1,
+         "project_bn")
+        for stage, ((_, _, stride, _, channels), n) in enumerate(zip(EFFICIENTNET_LITE_BLOCKS, repeats))
+        for i in range(n)
+    ]
+    return last_at_each_stride("stem_activation", block_outputs(32, blocks))
 
 
 def _shufflenet_taps(unit_end):
@@ -347,17 +403,21 @@ def _resnet_taps(depth):
 # feature keys name them: `P1` (stride 2), `P2` (4), `P3` (8), `P4` (16),
 # `P5` (32). The last block's output, not the 1x1 head conv after it
 # (MobileNetV2's `Conv_1`, EfficientNet's `top_conv`, ShuffleNet v2's `conv5`),
-# as timm's `features_only`. SqueezeNet stops at stride 16. Dilated backbones
-# (DeepLabV3+ at output stride 8 or 16) keep the names, and their deeper
-# levels keep the resolution. Xception-65's `P2` is the low-level input of
-# its DeepLab decoder, which differs between the two sources.
-# `feature_extractor=True` and DeepLabV3+ read this table.
+# as timm's `features_only`; MobileNetV3's `conv_1` is part of the features
+# there (its head is `conv_2`, after the pooling), so it ends `P5`.
+# SqueezeNet stops at stride 16. Dilated backbones (DeepLabV3+ at output
+# stride 8 or 16) keep the names, and their deeper levels keep the
+# resolution. Xception-65's `P2` is the low-level input of its DeepLab
+# decoder, which differs between the two sources. The rows of networks
+# whose depth or widths change the names are for their default arguments;
+# the builders compute theirs (`mobilenet_v2_taps`, `mobilenet_v3_taps`).
+# `feature_extractor=True` and the segmentation heads read these taps.
 FEATURE_TAPS = {
     "mobilenet": _levels("conv_pw_1_relu", "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"),
-    "mobilenet_v2": _levels(
-        "expanded_conv_project_BN", "block_2_add", "block_5_add", "block_12_add", "block_16_project_BN"
-    ),
-    **{f"efficientnet_lite{variant}": _efficientnet_lite_taps(variant) for variant in EFFICIENTNET_LITE_VARIANTS},
+    "mobilenet_v2": mobilenet_v2_taps(),
+    "mobilenet_v3_large": mobilenet_v3_taps("large"),
+    "mobilenet_v3_small": mobilenet_v3_taps("small"),
+    **{f"efficientnet_lite{variant}": efficientnet_lite_taps(variant) for variant in EFFICIENTNET_LITE_VARIANTS},
     "squeezenet1_0": _levels("relu_conv1", "fire4_concat", "fire8_concat", "fire9_concat"),
     "squeezenet1_1": _levels("relu_conv1", "fire3_concat", "fire5_concat", "fire9_concat"),
     "shufflenet_v1": _shufflenet_taps("relu"),
