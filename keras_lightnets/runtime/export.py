@@ -116,12 +116,10 @@ def check_request(out, fmt, quantize="none", force=False, input_dtype="auto", pr
     if diff_layers and fmt != "tflite":
         raise ExportError("--diff-layers compares TFLite tensors: use it with --format tflite")
     check_output_path(out, overwrite=force and fmt != "savedmodel")
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if quantize not in QUANTIZATIONS:
-        raise ExportError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZATIONS)}")
-    if input_dtype not in INPUT_DTYPES:
-        raise ExportError(f"unknown input dtype {input_dtype!r}; choose from {', '.join(INPUT_DTYPES)}")
+    for what, value, choices in (("format", fmt, FORMATS), ("quantization", quantize, QUANTIZATIONS),
+                                 ("input dtype", input_dtype, INPUT_DTYPES)):
+        if value not in choices:
+            raise ExportError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
     if fmt != "tflite" and quantize != "none":
         raise ExportError("--quantize applies to --format tflite")
     if free_size and task == "classification":
@@ -208,8 +206,9 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
 
     shape = tuple(model.input_shape[1:])
     sizes = free_check_sizes(check_size or (224, 224)) if free_size else [shape[:2]]
-    if None in shape[:2] and not free_size:
-        raise ExportError(f"{model.name} has a free input size {shape}; give it a size, or export with free_size")
+    if (None in shape[:2]) != free_size:
+        raise ExportError(f"{model.name}'s input is {shape}: free_size exports models of free height and width "
+                          "(None, None), the others a fixed size")
     rng = np.random.default_rng(seed)
     # whole pixel values, so that the uint8 and float paths see the same image
     checks = [rng.integers(0, 256, (2, *size, shape[2])).astype("float32") for size in sizes]
