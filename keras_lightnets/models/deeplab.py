@@ -96,13 +96,15 @@ def schedule_of(head, dilation_schedule=None):
 
 
 def backbone_taps(arguments):
-    """The feature taps (a `FEATURE_TAPS` row) of the backbone `DeepLabV3Plus(**arguments)` builds."""
+    """The feature taps (a `FEATURE_TAPS` row) of the backbone `DeepLabV3Plus(**arguments)` builds;
+    a MobileNetV2 that keeps its 1x1 `Conv_1` (smp's encoder) ends `P5` with it."""
     backbone = arguments["backbone"]
+    conventions = SCHEDULES[schedule_of(arguments["head"], arguments["dilation_schedule"])]
     if backbone == "xception":
-        schedule = schedule_of(arguments["head"], arguments["dilation_schedule"])
-        return FEATURE_TAPS[f"xception_{SCHEDULES[schedule]['xception']}"]
+        return FEATURE_TAPS[f"xception_{conventions['xception']}"]
     if backbone == "mobilenetv2":
-        return mobilenet_v2_taps(arguments["alpha"])
+        taps = mobilenet_v2_taps(arguments["alpha"])
+        return {**taps, "P5": "out_relu"} if conventions.get("last_conv") else taps
     return FEATURE_TAPS[backbone]
 
 
