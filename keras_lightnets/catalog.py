@@ -51,13 +51,16 @@ def record_builder(path, record):
     return builder
 
 
-def from_h5(path, **overrides):
+def from_h5(path, include_preprocessing=False, **overrides):
     """Builds the model a keras-lightnets weights file was made for, and loads it.
 
     Args:
         path: a file written by `python -m convert` (or by fine-tuning).
+        include_preprocessing: `True` for a model that takes RGB pixels
+            0-255 and applies the file's own preprocessing (its record's
+            `preprocessing`) in a first layer.
         **overrides: builder arguments to change, e.g.
-            `classifier_activation=None` for logits.
+            `classifier_activation=None` for logits, `feature_extractor=True`.
 
     Raises:
         WeightsMismatchError: a file that is no keras-lightnets weights file,
@@ -65,6 +68,10 @@ def from_h5(path, **overrides):
     """
     info = read_record(path)
     builder = record_builder(path, info)
+    if include_preprocessing is True:
+        include_preprocessing = info["preprocessing"]
+    if include_preprocessing:
+        overrides["include_preprocessing"] = include_preprocessing
     try:
         return builder(weights=os.fspath(path), **{**info["builder_kwargs"], **overrides})
     except WeightsMismatchError:

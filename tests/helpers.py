@@ -28,6 +28,17 @@ def photo(name="chelsea", size=224):
     return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype="float32")
 
 
+def small_classifier(shape=(32, 32, 3), classes=5, seed=0):
+    """A one-conv Keras classifier (softmax), for tests of the exports' plumbing."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape)
+    x = layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(classes, activation="softmax")(x), name="small_classifier")
+
+
 def randomize_keras_weights(model, seed=0):
     """Gives every variable random values; BN gets random affine parameters,
     means and variances in [0.5, 2], so a wrong mapping cannot hide."""

@@ -67,8 +67,9 @@ def test_any_input_size_and_pyramid(backbone):
     model = kl.DeepLabV3Plus((None, None, 3), classes=5, backbone=backbone, head="jfzhang95")
     for shape in [(65, 97), (48, 48)]:
         assert model(np.zeros((1, *shape, 3), "float32")).shape == (1, *shape, 5)
-    fixed = kl.DeepLabV3Plus((96, 128, 3), classes=5, backbone=backbone, output_stride=8)
-    levels = {k: tuple(v.shape[1:3]) for k, v in fixed.pyramid_outputs.items()}
+    features = kl.DeepLabV3Plus((96, 128, 3), classes=5, backbone=backbone, output_stride=8,
+                                feature_extractor=True, feature_keys=["P2", "P3", "P4", "P5"])
+    levels = {k: tuple(v.shape[1:3]) for k, v in features.output.items()}
     # output stride 8: the levels past stride 8 dilate instead of shrinking
     assert levels == {"P2": (24, 32), "P3": (12, 16), "P4": (12, 16), "P5": (12, 16)}
 
@@ -284,9 +285,8 @@ def test_seed000_backbone_checkpoint(output_stride, tmp_path, capsys):
     reference = bubbliiiing.MobileNetV2(output_stride, copy.deepcopy(classifier)).eval()
     with torch.no_grad():
         low, high = (t.numpy().transpose(0, 2, 3, 1) for t in reference(torch.from_numpy(nchw(images))))
-    model = kl.from_h5(tmp_path / "b.h5", input_shape=(97, 129, 3))
-    taps = keras.Model(model.input, [model.pyramid_outputs["P2"], model.pyramid_outputs["P5"]])
-    got_low, got_high = (np.asarray(t) for t in taps(images))
+    taps = kl.from_h5(tmp_path / "b.h5", input_shape=(97, 129, 3), feature_extractor=True, feature_keys=["P2", "P5"])
+    got_low, got_high = (np.asarray(t) for t in taps(images).values())
     assert got_low.shape == low.shape and got_high.shape == high.shape
     assert np.abs(got_low - low).max() <= SEG_ATOL and np.abs(got_high - high).max() <= SEG_ATOL
     assert high.std() > 0.3  # features of real scale, not washed out

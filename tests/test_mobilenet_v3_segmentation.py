@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import keras_lightnets as kl
+from keras_lightnets.models.mobilenet_v3 import segmentation_taps
 from keras_lightnets.cli import predict
 from keras_lightnets.cli.convert import main as convert_main
 from keras_lightnets.conversion.references.torchvision.segmentation import (
@@ -159,9 +160,14 @@ def test_cli_conversion_reproduces_torchvision_at_odd_sizes(arch, classes, repor
 
 def test_taps_are_torchvisions(lraspp_file):
     model = kl.from_h5(lraspp_file, input_shape=(97, 131, 3))
-    levels = {level: (tuple(tensor.shape[1:]), tensor.name) for level, tensor in model.pyramid_outputs.items()}
+    taps = kl.from_h5(lraspp_file, input_shape=(97, 131, 3), feature_extractor=True)
+    levels = {level: tuple(tensor.shape[1:]) for level, tensor in taps.output.items()}
     # features[4] (stride 8, the block entering it) and features[16] (stride 16: the last stage is dilated)
-    assert levels["P3"][0] == (13, 17, 40) and levels["P4"][0] == (7, 9, 960)
+    assert levels == {"P3": (13, 17, 40), "P4": (7, 9, 960)}
+    assert segmentation_taps() == {"P3": "expanded_conv_3_project_bn", "P4": "conv_1_activation"}
+    # the head reads those layers
+    assert model.get_layer("low_classifier").input is model.get_layer("expanded_conv_3_project_bn").output
+    assert model.get_layer("lraspp_cbr").input is model.get_layer("conv_1_activation").output
     assert model.get_layer("expanded_conv_12_depthwise").dilation_rate == (2, 2)
     assert model.get_layer("expanded_conv_12_depthwise").strides == (1, 1)
 

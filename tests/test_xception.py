@@ -8,6 +8,7 @@ from PIL import Image
 
 import keras_lightnets as kl
 from keras_lightnets.conversion.references import bubbliiiing, jfzhang95_xception
+from keras_lightnets.models.tables import FEATURE_TAPS
 from tests.helpers import (
     assert_reported_parity,
     nchw,
@@ -126,8 +127,13 @@ def test_xception_pyramid(variant, output_stride, expected):
     """P2 is the decoder's low-level input: block2's `hook_layer` (bubbliiiing) or
     relu(block1) (jfzhang95); at output stride 8 the levels past stride 8 dilate."""
     model = kl.DeepLabV3Plus((65, 97, 3), classes=3, backbone="xception", head=variant, output_stride=output_stride)
-    assert {k: tuple(v.shape[1:]) for k, v in model.pyramid_outputs.items()} == expected
+    features = kl.DeepLabV3Plus((65, 97, 3), classes=3, backbone="xception", head=variant,
+                                output_stride=output_stride, feature_extractor=True)
+    assert {k: tuple(v.shape[1:]) for k, v in features.output.items() if k != "P1"} == expected
+    # the decoder reads P2: the same layer's output
     assert model.get_layer("decoder_low_conv").input.shape[-1] == expected["P2"][-1]
+    low = FEATURE_TAPS[f"xception_{variant}"]["P2"]
+    assert model.get_layer("decoder_low_conv").input is model.get_layer(low).output
 
 
 def test_vainf_head_has_no_xception():

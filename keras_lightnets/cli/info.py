@@ -10,7 +10,7 @@ from keras_lightnets.errors import UsageError
 NAME = "info"
 DESCRIPTION = (
     "Describe a keras-lightnets weights file (its record), a PyTorch checkpoint (its tensors and "
-    "the namings that recognise them) or a TFLite file (inputs, outputs), without TensorFlow."
+    "the namings that recognise them) or a TFLite file (inputs, outputs, MediaPipe metadata), without TensorFlow."
 )
 
 
@@ -72,20 +72,41 @@ def describe_checkpoint(path):
 
 
 def describe_tflite(path):
+    from keras_lightnets.runtime.metadata import read_image_metadata
     from keras_lightnets.runtime.tflite import load_interpreter
 
     with open(path, "rb") as f:
-        interpreter = load_interpreter(f.read(), threads=1)
+        content = f.read()
+    try:
+        interpreter = load_interpreter(content, threads=1)  # LiteRT verifies the flatbuffer
+    except (ValueError, RuntimeError):
+        raise UsageError(f"{path}: not a TFLite model LiteRT can load") from None
 
     def tensors(details):
-        return [f"{d['name']} {d['dtype'].__name__} {list(d['shape_signature'])}" for d in details]
+        return [f"{d['name']} {d['dtype'].__name__} {[int(side) for side in d['shape_signature']]}" for d in details]
 
-    return {
+    facts = {
         "file": path,
         "kind": "TFLite flatbuffer",
         "inputs": tensors(interpreter.get_input_details()),
         "outputs": tensors(interpreter.get_output_details()),
     }
+    metadata = read_image_metadata(content)
+    if metadata is None:
+        facts["metadata"] = "none (MediaPipe's image tasks need it: lightnets export writes it)"
+        return facts
+    (image, *_), (output, *_) = metadata["inputs"] or [{}], metadata["outputs"] or [{}]
+    labels = output.get("labels") or []
+    facts.update({
+        "metadata": f"{metadata['name']} (MediaPipe {metadata['task'] or 'unknown task'}), "
+        f"parser {metadata['min_parser_version']}",
+        "normalization": f"(pixel - {image['mean']}) / {image['std']}" if image.get("mean") is not None
+        else "none (uint8 pixels go in as they are)",
+        "labels": f"{len(labels)}: {', '.join(labels[:5])}{', ...' if len(labels) > 5 else ''}",
+        "activation": metadata["activation"],
+        "files": metadata["files"],
+    })
+    return facts
 
 
 def run(args, kind):

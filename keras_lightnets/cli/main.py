@@ -19,7 +19,7 @@ SUMMARIES = {
     "demo": "classify or segment one photo",
     "predict": "predict every photo of a folder (JSON lines, masks)",
     "finetune": "train weights on your photos or masks",
-    "export": "SavedModel or TFLite, checked against Keras",
+    "export": "TFLite for apps (MediaPipe), ONNX or SavedModel, checked against Keras",
     "evaluate": "top-1/top-5 (or mIoU) on labelled photos, per runtime",
     "info": "what a weights file, checkpoint or TFLite file holds",
 }

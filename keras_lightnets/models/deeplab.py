@@ -27,13 +27,9 @@ from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import conventions_for
 from keras_lightnets.layers.resize import BilinearResize
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.mobilenet_v2 import (
-    mobilenet_v2_features,
-    mobilenet_v2_last_conv,
-    mobilenet_v2_pyramid,
-    mobilenet_v2_strides,
-)
+from keras_lightnets.models.mobilenet_v2 import mobilenet_v2_features, mobilenet_v2_last_conv, mobilenet_v2_strides
 from keras_lightnets.models.resnet import resnet_features
+from keras_lightnets.models.tables import FEATURE_TAPS, mobilenet_v2_taps
 from keras_lightnets.models.xception import xception_features
 from keras_lightnets.weights.loading import load_weights
 
@@ -90,13 +86,35 @@ SCHEDULES = {
 SCHEDULE_ALIASES = {"bubbliiiing": "nostride_dilate"}
 
 
+def schedule_of(head, dilation_schedule=None):
+    """The dilation schedule (a key of `SCHEDULES`) a head's model uses."""
+    schedule = dilation_schedule or head
+    schedule = SCHEDULE_ALIASES.get(schedule, schedule)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"dilation_schedule must be one of {sorted(SCHEDULES)}, got {dilation_schedule!r}")
+    return schedule
+
+
+def backbone_taps(arguments):
+    """The feature taps (a `FEATURE_TAPS` row) of the backbone `DeepLabV3Plus(**arguments)` builds;
+    a MobileNetV2 that keeps its 1x1 `Conv_1` (smp's encoder) ends `P5` with it."""
+    backbone = arguments["backbone"]
+    conventions = SCHEDULES[schedule_of(arguments["head"], arguments["dilation_schedule"])]
+    if backbone == "xception":
+        return FEATURE_TAPS[f"xception_{conventions['xception']}"]
+    if backbone == "mobilenetv2":
+        taps = mobilenet_v2_taps(arguments["alpha"])
+        return {**taps, "P5": "out_relu"} if conventions.get("last_conv") else taps
+    return FEATURE_TAPS[backbone]
+
+
 def deeplab_backbone(x, backbone, output_stride, alpha, style, schedule):
-    """Returns the backbone's `{"P2": stride-4 features, ..., "P5": last features}`."""
+    """Returns the backbone's last features (its feature taps: `backbone_taps`)."""
     conventions = SCHEDULES[schedule]
     if backbone == "mobilenetv2":
         if conventions["mobilenetv2"] is None:
             raise ValueError(f"dilation_schedule {schedule!r} has no MobileNetV2 backbone")
-        x, block_outputs = mobilenet_v2_features(
+        x, _ = mobilenet_v2_features(
             x,
             alpha,
             style,
@@ -104,10 +122,7 @@ def deeplab_backbone(x, backbone, output_stride, alpha, style, schedule):
             pad_block_inputs=conventions["pad_block_inputs"],
             stem_padding=conventions["stem_padding"],
         )
-        pyramid = mobilenet_v2_pyramid(block_outputs)
-        if conventions.get("last_conv"):
-            pyramid["P5"] = mobilenet_v2_last_conv(x, alpha, style)
-        return pyramid
+        return mobilenet_v2_last_conv(x, alpha, style) if conventions.get("last_conv") else x
     if backbone == "xception":
         if conventions["xception"] is None:
             raise ValueError(f"dilation_schedule {schedule!r} has no Xception backbone")
@@ -145,6 +160,7 @@ def deeplab_v3plus_head(low_level, high_level, image, classes, output_stride, st
     return BilinearResize(spec["align_corners"], name="logits_resize")([x, image])
 
 
+@builders.model_options(backbone_taps)
 @builders.loads_without_random_values
 def DeepLabV3Plus(
     input_shape=(512, 512, 3),
@@ -186,10 +202,17 @@ def DeepLabV3Plus(
             last 1x1 conv kept); by default the head's source.
         separable: depthwise separable 3x3 convs in ASPP and decoder
             (VainF's `--separable_conv` checkpoints; always for `"smp"`).
+        include_preprocessing: whether the model takes RGB pixels 0-255
+            and preprocesses them itself: `True` for ImageNet mean/std, or
+            a mode of `preprocess_input` or a weights record's
+            `preprocessing` (what `from_h5` passes).
+        feature_extractor: return the backbone's features instead: a dict
+            `P1`..`P5` of the layers of `FEATURE_TAPS[backbone_taps(...)]`,
+            the same the head taps (`P2` and `P5`).
+        feature_keys: the levels the feature extractor outputs (default: all).
 
     Returns:
         A `keras.Model` mapping images to `(height, width, classes)` maps.
-        Its `pyramid_outputs` attribute holds the backbone's P2..P5 tensors.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
@@ -197,18 +220,16 @@ def DeepLabV3Plus(
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
     if head not in HEADS:
         raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
-    dilation_schedule = dilation_schedule or head
-    dilation_schedule = SCHEDULE_ALIASES.get(dilation_schedule, dilation_schedule)
-    if dilation_schedule not in SCHEDULES:
-        raise ValueError(f"dilation_schedule must be one of {sorted(SCHEDULES)}, got {dilation_schedule!r}")
+    schedule = schedule_of(head, dilation_schedule)
     style = conventions_for(style)
     img_input, inputs = builders.image_input(input_shape, input_tensor, include_top=False)
-    pyramid = deeplab_backbone(img_input, backbone, output_stride, alpha, style, dilation_schedule)
+    features = deeplab_backbone(img_input, backbone, output_stride, alpha, style, schedule)
+    taps = backbone_taps({"backbone": backbone, "head": head, "dilation_schedule": schedule, "alpha": alpha})
+    pyramid = builders.feature_outputs(keras.Model(inputs, features), taps, ("P2", "P5"))
     x = deeplab_v3plus_head(
         pyramid["P2"], pyramid["P5"], img_input, classes, output_stride, style, head, separable
     )
     if classifier_activation is not None:
         x = layers.Activation(classifier_activation, name="predictions")(x)
     model = keras.Model(inputs, x, name=name or f"deeplabv3plus_{backbone}_os{output_stride}")
-    model.pyramid_outputs = pyramid
     return load_weights(model, weights)

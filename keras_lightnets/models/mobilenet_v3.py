@@ -12,7 +12,12 @@ from keras_lightnets.layers.conventions import (
     conventions_for,
 )
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.tables import MOBILENET_V3_BLOCKS, mobilenet_v3_plan
+from keras_lightnets.models.tables import (
+    MOBILENET_V3_BLOCKS,
+    mobilenet_v3_block_outputs,
+    mobilenet_v3_plan,
+    mobilenet_v3_taps,
+)
 from keras_lightnets.preprocessing import preprocessing_layer
 from keras_lightnets.weights import pretrained
 
@@ -81,6 +86,15 @@ def torchvision_taps(size="large"):
     return stages[-4], stages[-1]
 
 
+def segmentation_taps():
+    """torchvision's two taps of its dilated MobileNetV3-Large (`torchvision_taps`), by layer name:
+    `{"P3": features[4] (stride 8), "P4": features[16] (stride 16 once dilated)}`."""
+    features = ["conv_activation", *(name for name, _ in mobilenet_v3_block_outputs("large", torchvision=True)),
+                "conv_1_activation"]
+    low, high = torchvision_taps("large")
+    return {"P3": features[low], "P4": features[high]}
+
+
 def _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes,
                   pooling, dropout_rate, classifier_activation, include_preprocessing, style, name, builder,
                   width_rule, bn_epsilon):
@@ -90,12 +104,14 @@ def _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, 
         include_preprocessing = not conv.torch
     img_input, inputs = builders.image_input(input_shape, input_tensor, include_top)
     x = img_input
-    if include_preprocessing:
+    if include_preprocessing is True:
         # keras.applications' own layer (x * (1 / 127.5) - 1), bit for bit, or torchvision's mean/std
         rescaling = preprocessing_layer("torch", name="rescaling") if conv.torch else layers.Rescaling(
             1.0 / 127.5, offset=-1.0, name="rescaling"
         )
         x = rescaling(x)
+    elif include_preprocessing:  # a mode, or a weights record's preprocessing (`from_h5`)
+        x = preprocessing_layer(include_preprocessing, name="rescaling")(x)
     x, _ = mobilenet_v3_features(x, size, alpha, minimalistic, conv, width_rule=width_rule)
     activation = "relu" if minimalistic else "hard_swish"
     last_point = mobilenet_v3_plan(size, alpha, minimalistic, torchvision)[3]
@@ -134,7 +150,9 @@ _DOC_ARGS = {
     "include_preprocessing": "whether the model takes 0-255 pixels. `None` (default):\n"
     "`True` for `style=\"tf\"` (keras.applications' `Rescaling` to [-1, 1]),\n"
     "`False` for `style=\"torch\"`, whose weights expect ImageNet mean/std input\n"
-    "(`preprocess_input(x, \"torch\")`); `True` then builds that normalisation in.",
+    "(`preprocess_input(x, \"torch\")`); `True` then builds that normalisation in.\n"
+    "A mode of `preprocess_input` or a weights record's `preprocessing` (what\n"
+    "`from_h5` passes) builds that one in.",
     "style": '`"tf"` for keras.applications\' weights, `"torch"` for torchvision\'s\n'
     "(symmetric stride-2 padding, PyTorch's Hardswish/Hardsigmoid rounding,\n"
     "torchvision's widths for `alpha`; BN eps 1e-3 in both).",
@@ -175,7 +193,12 @@ def _sized(size):
                              public, width_rule, bn_epsilon)
 
     builder.__name__ = builder.__qualname__ = builder_name
-    public = _documented(size)(builders.loads_without_random_values(builder))
+
+    def taps(arguments):
+        torchvision = torchvision_widths(arguments["width_rule"], mobilenet_v3_conventions(arguments["style"]))
+        return mobilenet_v3_taps(size, arguments["alpha"], arguments["minimalistic"], torchvision)
+
+    public = _documented(size)(builders.model_options(taps)(builders.loads_without_random_values(builder)))
     return public
 
 

@@ -2,7 +2,7 @@
 
 Both sit on torchvision's dilated MobileNetV3-Large backbone (the last stage
 dilated, output stride 16; `mobilenet_v3_features(..., dilated=True)`) and
-tap it where torchvision does (`torchvision_taps`): `features[4]` (stride 8,
+tap it where torchvision does (`segmentation_taps`): `features[4]` (stride 8,
 40 channels) and `features[16]` (stride 16, 960 channels). Their logits are
 resized to the input size (bilinear, align_corners=False), so any input size
 works, odd ones included. BatchNorm eps is 1e-3 in the backbone, 1e-5 in
@@ -15,7 +15,7 @@ from keras import layers
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.resize import BilinearResize
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.mobilenet_v3 import mobilenet_v3_features, torchvision_taps
+from keras_lightnets.models.mobilenet_v3 import mobilenet_v3_features, segmentation_taps
 from keras_lightnets.weights.loading import load_weights
 
 ASPP_RATES = (12, 24, 36)  # torchvision's DeepLabHead
@@ -25,18 +25,16 @@ LRASPP_CHANNELS = 128
 def _backbone(input_shape, input_tensor):
     """`(image, model inputs, low features, high features)`."""
     img_input, inputs = builders.image_input(input_shape, input_tensor, include_top=False)
-    _, features = mobilenet_v3_features(img_input, "large", style="torch", dilated=True)
-    low, high = torchvision_taps("large")
-    return img_input, inputs, features[low], features[high]
+    x, _ = mobilenet_v3_features(img_input, "large", style="torch", dilated=True)
+    taps = builders.feature_outputs(keras.Model(inputs, x), segmentation_taps())
+    return img_input, inputs, taps["P3"], taps["P4"]
 
 
-def _finish(inputs, x, image, low, high, classifier_activation, weights, name):
+def _finish(inputs, x, image, classifier_activation, weights, name):
     x = BilinearResize(align_corners=False, name="logits_resize")([x, image])
     if classifier_activation is not None:
         x = layers.Activation(classifier_activation, name="predictions")(x)
-    model = keras.Model(inputs, x, name=name)
-    model.pyramid_outputs = {"P3": low, "P4": high}
-    return load_weights(model, weights)
+    return load_weights(keras.Model(inputs, x, name=name), weights)
 
 
 _ARGS = """
@@ -49,14 +47,21 @@ _ARGS = """
         input_tensor: optional Keras tensor to use as the model input.
         classifier_activation: `None` for logits, or e.g. `"softmax"`.
         name: model name.
+        include_preprocessing: whether the model takes RGB pixels 0-255 and
+            normalises them itself: `True` for ImageNet mean/std, or a mode of
+            `preprocess_input` or a weights record's `preprocessing`.
+        feature_extractor: return the two backbone taps the head reads
+            instead (`segmentation_taps`): a dict, `"P3"` (stride 8) and
+            `"P4"` (stride 16).
+        feature_keys: the taps the feature extractor outputs (default: both).
 
     Returns:
         A `keras.Model` mapping ImageNet mean/std normalised images to
-        `(height, width, classes)` maps. Its `pyramid_outputs` holds the two
-        backbone taps, `"P3"` (stride 8) and `"P4"` (stride 16).
+        `(height, width, classes)` maps.
 """
 
 
+@builders.model_options(lambda arguments: segmentation_taps())
 @builders.loads_without_random_values
 def LRASPPMobileNetV3Large(input_shape=None, classes=21, weights=None, input_tensor=None,
                            classifier_activation=None, name="lraspp_mobilenet_v3_large"):
@@ -70,7 +75,7 @@ def LRASPPMobileNetV3Large(input_shape=None, classes=21, weights=None, input_ten
     low_logits = layers.Conv2D(classes, 1, name="low_classifier")(low)
     high_logits = layers.Conv2D(classes, 1, name="high_classifier")(x)
     x = layers.Add(name="lraspp_logits")([low_logits, high_logits])
-    return _finish(inputs, x, image, low, high, classifier_activation, weights, name)
+    return _finish(inputs, x, image, classifier_activation, weights, name)
 
 
 LRASPPMobileNetV3Large.__doc__ = f"""Instantiates torchvision's LR-ASPP on MobileNetV3-Large.
@@ -83,6 +88,7 @@ LRASPPMobileNetV3Large.__doc__ = f"""Instantiates torchvision's LR-ASPP on Mobil
 {_ARGS}"""
 
 
+@builders.model_options(lambda arguments: segmentation_taps())
 @builders.loads_without_random_values
 def DeepLabV3MobileNetV3Large(input_shape=None, classes=21, weights=None, input_tensor=None,
                               classifier_activation=None, name="deeplabv3_mobilenet_v3_large"):
@@ -90,7 +96,7 @@ def DeepLabV3MobileNetV3Large(input_shape=None, classes=21, weights=None, input_
     x = blocks.aspp(high, 256, ASPP_RATES, style="torch", dropout=0.5, name="aspp")
     x = blocks.conv_block(x, 256, 3, style="torch", activation="relu", name="head_conv")
     x = layers.Conv2D(classes, 1, name="logits")(x)
-    return _finish(inputs, x, image, low, high, classifier_activation, weights, name)
+    return _finish(inputs, x, image, classifier_activation, weights, name)
 
 
 DeepLabV3MobileNetV3Large.__doc__ = f"""Instantiates torchvision's DeepLabV3 on MobileNetV3-Large.

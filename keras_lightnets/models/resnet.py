@@ -10,8 +10,7 @@ from keras import layers
 
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import conventions_for
-
-RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+from keras_lightnets.models.tables import RESNET_DEPTHS
 STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck width; outputs are 4x
 STAGE_STRIDES = (1, 2, 2, 2)
 
@@ -86,11 +85,11 @@ def _bottleneck(x, width, stride, dilation, style, name):
 
 
 def resnet_features(x, depth=101, output_stride=None, schedule="torchvision", style="torch"):
-    """The ResNet body (stem, layer1..4); returns `{"P2": layer1, ..., "P5": layer4}`.
+    """The ResNet body (stem, layer1..4); returns layer4's output.
 
-    The levels are named by their nominal stride (4, 8, 16, 32) as keras-hub's
-    `pyramid_outputs`; with `output_stride` 8 or 16 the deeper levels keep
-    that resolution and dilate instead (see `resnet_strides`).
+    With `output_stride` 8 or 16 the deeper stages keep that resolution and
+    dilate instead (see `resnet_strides`). Its feature taps are the
+    `FEATURE_TAPS` rows `resnet50` and `resnet101`.
     """
     x = blocks.conv_block(
         x, 64, 7, strides=2, style=style, activation="relu", name="conv1_conv",
@@ -100,7 +99,6 @@ def resnet_features(x, depth=101, output_stride=None, schedule="torchvision", st
     # holds a value >= 0, so zero padding gives the same maxima.
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    pyramid = {}
     for stage, (width, (stride, dilations)) in enumerate(
         zip(STAGE_WIDTHS, resnet_strides(depth, output_stride, schedule)), start=2
     ):
@@ -108,5 +106,4 @@ def resnet_features(x, depth=101, output_stride=None, schedule="torchvision", st
             x = _bottleneck(
                 x, width, stride if index == 0 else 1, dilation, style, f"conv{stage}_block{index + 1}"
             )
-        pyramid[f"P{stage}"] = x
-    return pyramid
+    return x

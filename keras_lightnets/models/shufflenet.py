@@ -103,6 +103,7 @@ def _shufflenet_v1_unit(x, filters, strides, groups, first_unit, style, name):
         "name": 'model name, `shufflenet_v2_x{width}` by default.',
     },
 )
+@builders.model_options("shufflenet_v2")
 @builders.loads_without_random_values
 def ShuffleNetV2(width=1.0, input_shape=None, include_top=True, weights=None, input_tensor=None,
                  pooling=None, classes=1000, classifier_activation="softmax", style="torch",
@@ -134,6 +135,7 @@ def ShuffleNetV2(width=1.0, input_shape=None, include_top=True, weights=None, in
         "name": 'model name, `shufflenet_v1_g{groups}_x{scale}` by default.',
     },
 )
+@builders.model_options("shufflenet_v1", preprocessing={"torch": "bgr"})
 @builders.loads_without_random_values
 def ShuffleNetV1(groups=3, scale=1.0, input_shape=None, include_top=True, weights=None,
                  input_tensor=None, pooling=None, classes=1000, classifier_activation="softmax",

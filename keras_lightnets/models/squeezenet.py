@@ -18,6 +18,7 @@ from keras_lightnets.models.tables import FIRE_MODULES, SQUEEZENET_VERSIONS
         "name": 'model name, `squeezenet{version}` by default.',
     },
 )
+@builders.model_options("squeezenet{version}")
 @builders.loads_without_random_values
 def SqueezeNet(version="1_0", input_shape=None, include_top=True, weights=None, input_tensor=None,
                pooling=None, classes=1000, classifier_activation="softmax", style="torch",

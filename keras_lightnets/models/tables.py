@@ -181,6 +181,7 @@ EFFICIENTNET_LITE_VARIANTS = {
     4: (1.4, 1.8, 300, 0.3),
 }
 
+
 # ---------------------------------------------------------------- SqueezeNet
 
 # (squeeze, expand 1x1, expand 3x3) of fire2 .. fire9; both versions share them.
@@ -243,6 +244,10 @@ def shufflenet_v1_channels(groups, scale):
     stages = [make_divisible(stage2 * 2**i, 4 * groups) for i in range(3)]
     return (stem, *stages)
 
+# ---------------------------------------------------------------- ResNet (DeepLabV3+)
+
+RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}  # bottlenecks in layer1..layer4
+
 # ---------------------------------------------------------------- Xception-65 (DeepLabV3+)
 
 # DeepLabV3+'s modified Xception: a 3x3/2 and a 3x3 stem conv (32, 64
@@ -267,7 +272,8 @@ XCEPTION_65_EXIT_CONVS = (1536, 1536, 2048)  # conv3, conv4, conv5
 # - "bubbliiiing" (bubbliiiing/deeplabv3-plus-pytorch, nets/xception.py):
 #   `Block`/`SeparableConv2d(activate_first=True)`; the skip conv sees the raw
 #   block input; conv3..5 have `activate_first=False` (ReLU after each BN);
-#   the low-level features are block2's second separable conv (`hook_layer`).
+#   the low-level features (the decoder's input) are block2's second separable
+#   conv (`hook_layer`).
 # - "jfzhang95" (pytorch-deeplab-xception, AlignedXception): the in-place
 #   ReLU at the head of `rep` also feeds the skip conv; ReLU after block1
 #   (the low-level features) and after block20; no ReLU inside conv3..5.
@@ -276,14 +282,14 @@ XCEPTION_65_VARIANTS = {
     "bubbliiiing": {
         "schedules": {16: ((2, 2, 2), 1, (1, 1, 1), 1), 8: ((2, 2, 1), 2, (2, 2, 2), 2)},
         "relu_before_skip_conv": False,
-        "low_level": ("block2", "sepconv2"),
+        "low_level": "block2_sepconv2_pointwise_bn",
         "exit_input_relu": False,
         "exit_inner_relu": True,
     },
     "jfzhang95": {
         "schedules": {16: ((2, 2, 2), 1, (1, 1, 1), 2), 8: ((2, 2, 1), 2, (2, 2, 1), 4)},
         "relu_before_skip_conv": True,
-        "low_level": ("block2", "relu"),
+        "low_level": "block2_relu",
         "exit_input_relu": True,
         "exit_inner_relu": False,
     },
@@ -306,3 +312,121 @@ def xception_65_plan(output_stride, variant):
         else:
             plan.append((1, exit_block))
     return plan, exit_convs
+
+
+# ---------------------------------------------------------------- feature taps
+
+LEVELS = ("P1", "P2", "P3", "P4", "P5")
+
+
+def _levels(*layer_names):
+    return dict(zip(LEVELS, layer_names))
+
+
+def block_outputs(stem_channels, blocks):
+    """`[(layer name, stride)]` of the output of each inverted residual block.
+
+    `blocks`: `[(name prefix, out channels, stride, project BN suffix)]`. A
+    block with stride 1 and as many channels out as in ends with its
+    residual `{prefix}add`, the others with their projection's BN.
+    """
+    outputs, channels = [], stem_channels
+    for prefix, filters, stride, project_bn in blocks:
+        outputs.append((prefix + ("add" if stride == 1 and filters == channels else project_bn), stride))
+        channels = filters
+    return outputs
+
+
+def last_at_each_stride(stem, outputs, head=None):
+    """`{P1..P5: layer}`: `stem` (stride 2), then of `outputs` (`[(layer, stride)]`) the last at
+    each stride; `head` (a conv after the last block, at its stride) ends the last level."""
+    levels, stride = {"P1": stem}, 2
+    for name, block_stride in outputs:
+        stride *= block_stride
+        levels[f"P{stride.bit_length() - 1}"] = name
+    if head is not None:
+        levels[f"P{stride.bit_length() - 1}"] = head
+    return levels
+
+
+def mobilenet_v2_taps(alpha=1.0, depth_coefficient=1.0, stem_filters=None):
+    """The feature taps of `MobileNetV2(alpha, ..., depth_coefficient, stem_filters)`."""
+    blocks = []
+    for _, channels, repeats, stride in mobilenet_v2_stages(depth_coefficient):
+        for i in range(repeats):
+            prefix = f"block_{len(blocks)}_" if blocks else "expanded_conv_"
+            blocks.append((prefix, make_divisible(int(channels * alpha), 8), stride if i == 0 else 1, "project_BN"))
+    stem = stem_filters or make_divisible(32 * alpha, 8)
+    return last_at_each_stride("Conv1_relu", block_outputs(stem, blocks))
+
+
+def mobilenet_v3_block_outputs(size, alpha=1.0, minimalistic=False, torchvision=False):
+    """`[(layer name, stride)]` of MobileNetV3's blocks (`mobilenet_v3_plan`)."""
+    stem, plan, _, _ = mobilenet_v3_plan(size, alpha, minimalistic, torchvision)
+    names = [(f"expanded_conv_{i}_" if i else "expanded_conv_", filters, stride, "project_bn")
+             for i, (_, _, filters, stride, _, _, _) in enumerate(plan)]
+    return block_outputs(stem, names)
+
+
+def mobilenet_v3_taps(size, alpha=1.0, minimalistic=False, torchvision=False):
+    """The feature taps of MobileNetV3 `size`: its last level ends with the 1x1 conv `conv_1`
+    (part of timm's and torchvision's `features`; the head is `conv_2` after the pooling)."""
+    outputs = mobilenet_v3_block_outputs(size, alpha, minimalistic, torchvision)
+    return last_at_each_stride("conv_activation", outputs, head="conv_1_activation")
+
+
+def efficientnet_lite_taps(variant):
+    """The feature taps of `EfficientNetLite(variant)`."""
+    width, depth, _, _ = EFFICIENTNET_LITE_VARIANTS[variant]
+    repeats = scale_depth([row[1] for row in EFFICIENTNET_LITE_BLOCKS], depth)
+    blocks = [
+        (f"block{stage + 1}{chr(ord('a') + i)}_", make_divisible(channels * width, 8), stride if i == 0 else 1,
+         "project_bn")
+        for stage, ((_, _, stride, _, channels), n) in enumerate(zip(EFFICIENTNET_LITE_BLOCKS, repeats))
+        for i in range(n)
+    ]
+    return last_at_each_stride("stem_activation", block_outputs(32, blocks))
+
+
+def _shufflenet_taps(unit_end):
+    units = (f"stage{stage}_unit{n}_{unit_end}" for stage, n in enumerate(SHUFFLENET_STAGE_REPEATS, start=2))
+    return _levels("conv1_relu", "maxpool", *units)
+
+
+def _resnet_taps(depth):
+    blocks = (f"conv{stage}_block{n}_out" for stage, n in enumerate(RESNET_DEPTHS[depth], start=2))
+    return _levels("conv1_relu", *blocks)
+
+
+# The feature taps of every backbone: the layer whose output is the last
+# feature map at each stride, as keras-hub's `pyramid_outputs` and kimm's
+# feature keys name them: `P1` (stride 2), `P2` (4), `P3` (8), `P4` (16),
+# `P5` (32). The last block's output, not the 1x1 head conv after it
+# (MobileNetV2's `Conv_1`, EfficientNet's `top_conv`, ShuffleNet v2's `conv5`),
+# as timm's `features_only`; MobileNetV3's `conv_1` is part of the features
+# there (its head is `conv_2`, after the pooling), so it ends `P5`.
+# SqueezeNet stops at stride 16. Dilated backbones (DeepLabV3+ at output
+# stride 8 or 16) keep the names, and their deeper levels keep the
+# resolution. Xception-65's `P2` is the low-level input of its DeepLab
+# decoder, which differs between the two sources. The rows of networks
+# whose depth or widths change the names are for their default arguments;
+# the builders compute theirs (`mobilenet_v2_taps`, `mobilenet_v3_taps`).
+# `feature_extractor=True` and the segmentation heads read these taps.
+FEATURE_TAPS = {
+    "mobilenet": _levels("conv_pw_1_relu", "conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu", "conv_pw_13_relu"),
+    "mobilenet_v2": mobilenet_v2_taps(),
+    "mobilenet_v3_large": mobilenet_v3_taps("large"),
+    "mobilenet_v3_small": mobilenet_v3_taps("small"),
+    **{f"efficientnet_lite{variant}": efficientnet_lite_taps(variant) for variant in EFFICIENTNET_LITE_VARIANTS},
+    "squeezenet1_0": _levels("relu_conv1", "fire4_concat", "fire8_concat", "fire9_concat"),
+    "squeezenet1_1": _levels("relu_conv1", "fire3_concat", "fire5_concat", "fire9_concat"),
+    "shufflenet_v1": _shufflenet_taps("relu"),
+    "shufflenet_v2": _shufflenet_taps("shuffle"),
+    **{f"resnet{depth}": _resnet_taps(depth) for depth in RESNET_DEPTHS},
+    **{
+        f"xception_{variant}": _levels(
+            "conv2_relu", conventions["low_level"], "block2_add", "block19_add", "conv5_pointwise_relu"
+        )
+        for variant, conventions in XCEPTION_65_VARIANTS.items()
+    },
+}

@@ -1,7 +1,8 @@
 """Xception-65, the DeepLabV3+ backbone (Chen et al., 2018), as two PyTorch sources build it.
 
 `xception_features` builds the network from the tables in
-`keras_lightnets.models.tables` (`XCEPTION_65_BLOCKS`, `XCEPTION_65_VARIANTS`):
+`keras_lightnets.models.tables` (`XCEPTION_65_BLOCKS`, `XCEPTION_65_VARIANTS`;
+its feature taps: `FEATURE_TAPS["xception_<variant>"]`):
 - `"bubbliiiing"`: bubbliiiing/deeplabv3-plus-pytorch's `Xception` (the
   backbone of seed 000's DeepLabV3+ platform);
 - `"jfzhang95"`: jfzhang95/pytorch-deeplab-xception's `AlignedXception`.
@@ -27,10 +28,6 @@ from keras_lightnets.models.tables import (
     xception_65_plan,
 )
 
-# The last block at each nominal stride of the classification network
-# (stride 8: the entry flow's second block; 16: the middle flow's last).
-PYRAMID_BLOCKS = {"block2": "P3", "block19": "P4"}
-
 
 def _separable_bn(x, filters, strides, dilation, style, name, inner_relu=False, activation=None):
     """Depthwise 3x3 → BN → [ReLU] → pointwise 1x1 → BN → [activation], no biases.
@@ -51,13 +48,9 @@ def xception_block(x, filters, strides, dilations, grow_first, style, name, relu
     ReLU'd input if `relu_before_skip_conv` (else the raw input); otherwise
     the ReLU'd input itself (both sources' in-place ReLU overwrites the
     input the identity shortcut adds).
-
-    Returns:
-        `(output, {"relu": the ReLU'd input, "sepconv1".."sepconv3": their BN outputs})`.
     """
     in_channels = x.shape[-1]
     activated = layers.ReLU(name=f"{name}_relu")(x)
-    taps = {"relu": activated}
     widths = (filters if grow_first else in_channels, filters, filters)
     y = activated
     for index, (width, dilation) in enumerate(zip(widths, dilations), start=1):
@@ -65,7 +58,6 @@ def xception_block(x, filters, strides, dilations, grow_first, style, name, relu
         if index > 1:
             y = layers.ReLU(name=f"{sepconv}_relu")(y)
         y = _separable_bn(y, width, strides if index == len(widths) else 1, dilation, style, sepconv)
-        taps[f"sepconv{index}"] = y
     if strides != 1 or in_channels != filters:
         shortcut = blocks.conv_block(
             activated if relu_before_skip_conv else x, filters, 1, strides, style,
@@ -73,35 +65,23 @@ def xception_block(x, filters, strides, dilations, grow_first, style, name, relu
         )
     else:
         shortcut = activated
-    return layers.Add(name=f"{name}_add")([y, shortcut]), taps
+    return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
 def xception_features(x, output_stride=16, variant="jfzhang95", style="torch"):
-    """Xception-65 from the stem to conv5, dilated for `output_stride` (8 or 16).
-
-    Returns:
-        `{"P2": the low-level features the DeepLabV3+ decoder uses (stride 4),
-        "P3": block2's output (stride 8), "P4": the middle flow's output
-        (block19, stride 16 or 8), "P5": conv5's output}`.
-    """
+    """Xception-65 from the stem to conv5, dilated for `output_stride` (8 or 16); returns conv5's output."""
     if variant not in XCEPTION_65_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(XCEPTION_65_VARIANTS)}, got {variant!r}")
     conventions = XCEPTION_65_VARIANTS[variant]
     plan, exit_dilation = xception_65_plan(output_stride, variant)
     for index, (channels, strides) in enumerate(XCEPTION_65_STEM, start=1):
         x = blocks.conv_block(x, channels, 3, strides, style, activation="relu", name=f"conv{index}")
-    tap_block, tap_name = conventions["low_level"]
-    pyramid = {}
     rows = zip(XCEPTION_65_BLOCKS, plan)
     for index, ((filters, grow_first, _), (strides, dilations)) in enumerate(rows, start=1):
         name = f"block{index}"
-        x, taps = xception_block(
+        x = xception_block(
             x, filters, strides, dilations, grow_first, style, name, conventions["relu_before_skip_conv"]
         )
-        if name == tap_block:
-            pyramid["P2"] = taps[tap_name]
-        if name in PYRAMID_BLOCKS:
-            pyramid[PYRAMID_BLOCKS[name]] = x
     if conventions["exit_input_relu"]:
         x = layers.ReLU(name="exit_relu")(x)
     for index, filters in enumerate(XCEPTION_65_EXIT_CONVS, start=3):
@@ -109,5 +89,4 @@ def xception_features(x, output_stride=16, variant="jfzhang95", style="torch"):
             x, filters, 1, exit_dilation, style, f"conv{index}",
             inner_relu=conventions["exit_inner_relu"], activation="relu",
         )
-    pyramid["P5"] = x
-    return {level: pyramid[level] for level in ("P2", "P3", "P4", "P5")}
+    return x

@@ -49,8 +49,10 @@ def interpreter_class():
     return Interpreter
 
 
-def load_interpreter(content, threads=None):
-    """An interpreter of the flatbuffer `content` (bytes), tensors allocated.
+def load_interpreter(content, threads=None, allocate=True, input_shape=None):
+    """An interpreter of the flatbuffer `content` (bytes), tensors allocated
+    unless `allocate=False`, for its first input resized to `input_shape`
+    when given (a model of free input size stores its free sides as 1).
 
     Raises:
         ValueError: `content` is not a TFLite flatbuffer.
@@ -61,7 +63,10 @@ def load_interpreter(content, threads=None):
     with warnings.catch_warnings(), stderr_silenced():
         warnings.simplefilter("ignore")
         interpreter = interpreter_class()(model_content=bytes(content), num_threads=threads or default_threads())
-        interpreter.allocate_tensors()
+        if input_shape is not None:
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(input_shape), strict=True)
+        if allocate:
+            interpreter.allocate_tensors()
     return interpreter
 
 
@@ -115,7 +120,8 @@ def tflite_bytes(model, quantize="none", representative=None, input_shape=None, 
     Args:
         model: a single-input Keras model (TensorFlow backend); fold it
             first (`fold_batchnorm`) for the inference graph `Predictor` runs.
-        quantize: "none", "dynamic" or "int8".
+        quantize: "none", "dynamic", "int8" or "fp16" (float16 weights,
+            dequantized at load; float32 input and output).
         representative: for int8, the model inputs to calibrate on (an
             array, one image per row).
         input_shape: the input shape without the batch axis, for models
@@ -152,8 +158,12 @@ def tflite_bytes(model, quantize="none", representative=None, input_shape=None, 
     converter.experimental_lower_to_saved_model = False
     converter.experimental_enable_resource_variables = False
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize in ("dynamic", "int8"):
+    if quantize not in ("none", "dynamic", "int8", "fp16"):
+        raise ConversionError(f"quantize must be none, dynamic, int8 or fp16; got {quantize!r}")
+    if quantize in ("dynamic", "int8", "fp16"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
 
         def representative_dataset():
@@ -274,7 +284,7 @@ class Runner:
         self.threads = threads or default_threads()
         self.cache_size = cache_size
         self._interpreters = collections.OrderedDict()  # input shape -> (interpreter, input, output)
-        interpreter = load_interpreter(self.content, self.threads)
+        interpreter = load_interpreter(self.content, self.threads, allocate=False)
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"one input and one output needed, the flatbuffer has {len(inputs)} and {len(outputs)}")
@@ -289,7 +299,12 @@ class Runner:
         if quantized:
             self._quantize = (np.float32(scale), np.float32(zero), np.iinfo(self.input_details["dtype"]))
         self._last = None  # (input shape, interpreter, input index, output index) of the last call
-        self._keep(tuple(int(side) for side in self.input_details["shape"]), interpreter)
+        if None not in self.input_shape[1:]:  # a free height or width is stored as 1: resized before allocating
+            from keras_lightnets.quiet import stderr_silenced
+
+            with stderr_silenced():  # XNNPACK's notice
+                interpreter.allocate_tensors()
+            self._keep(tuple(int(side) for side in self.input_details["shape"]), interpreter)
 
     def _keep(self, shape, interpreter):
         self._interpreters[shape] = (interpreter, self.input_details["index"], self.output_details["index"])
@@ -304,10 +319,7 @@ class Runner:
         if shape in self._interpreters:
             self._interpreters.move_to_end(shape)
         else:
-            interpreter = load_interpreter(self.content, self.threads)
-            interpreter.resize_tensor_input(self.input_details["index"], list(shape), strict=True)
-            interpreter.allocate_tensors()
-            self._keep(shape, interpreter)
+            self._keep(shape, load_interpreter(self.content, self.threads, input_shape=shape))
         return (shape, *self._interpreters[shape])
 
     def __call__(self, batch):

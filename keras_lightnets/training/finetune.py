@@ -100,11 +100,14 @@ def build_model(weights, classes=None, image_size=None):
         raise FinetuneError(f"{weights}: {record['builder']} refuses its arguments ({err})") from None
     head_layers = registry.spec_of(record).head_layers
     replaced = load_keeping_head(model, weights, head_layers)
-    pyramid = getattr(model, "pyramid_outputs", None)
-    if pyramid:
+    if registry.task_of(record) == "segmentation":
         import keras
 
-        backbone = {layer.name for layer in keras.Model(model.inputs, list(pyramid.values())).layers}
+        from keras_lightnets.models.common import feature_outputs
+
+        # the backbone: what computes the feature taps the head reads
+        features = feature_outputs(model, builder.feature_taps(**kwargs))
+        backbone = {layer.name for layer in keras.Model(model.inputs, list(features.values())).layers}
     else:
         backbone = {layer.name for layer in model.layers} - set(head_layers)
     return model, record, replaced, backbone
