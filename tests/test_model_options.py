@@ -66,7 +66,7 @@ def test_include_preprocessing_on_every_classifier(tmp_path, builder, kwargs, mo
     kwargs = {**kwargs, "input_shape": (64, 64, 3), "classes": 10, "classifier_activation": None}
     plain = kl.MODELS[builder](**kwargs)
     randomize_keras_weights(plain, seed=1)
-    save_model_weights(plain, tmp_path / "plain.h5", {})
+    save_model_weights(plain, tmp_path / "plain.h5", None)
     app = kl.MODELS[builder](**kwargs, include_preprocessing=True, weights=str(tmp_path / "plain.h5"))
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     expected = plain.predict(preprocess_input(pixels, mode), verbose=0)
@@ -83,7 +83,8 @@ def test_from_h5_uses_the_records_preprocessing(tmp_path):
     plain = kl.MobileNet(**kwargs)
     randomize_keras_weights(plain, seed=2)
     meanstd = {"mode": "meanstd", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "size": 64}
-    record = {"arch": "mobilenet_v1", "builder": "MobileNet", "builder_kwargs": kwargs, "preprocessing": meanstd}
+    record = {"format": 1, "arch": "mobilenet_v1", "builder": "MobileNet", "builder_kwargs": kwargs,
+              "preprocessing": meanstd}
     save_model_weights(plain, tmp_path / "m.h5", record)
     app = kl.from_h5(tmp_path / "m.h5", include_preprocessing=True)
     pixels = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")

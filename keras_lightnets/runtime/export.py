@@ -197,7 +197,8 @@ def export(model, out, fmt="tflite", quantize="none", calibration=None, input_dt
     input_dtype = resolve_input_dtype(input_dtype, fmt, mode, metadata)
     # The inference graph of `Predictor` (BatchNorm folded), fp32 and int8
     # alike, checked below against `model`.
-    exported = fold_batchnorm(model)
+    # ONNX Runtime folds BatchNorm itself, and tf2onnx would turn the folded constants into inputs
+    exported = model if fmt == "onnx" else fold_batchnorm(model)
     if input_dtype == "uint8":
         exported = with_uint8_input(exported, mode)
 
