@@ -33,17 +33,18 @@ class PredictError(LightnetsError, ValueError):
 
 
 def done_files(out):
-    """Files already in `out`; drops a last line cut short by an interrupted run."""
+    """Files already in `out`; drops a last line cut short by an interrupted run
+    (any line without its newline: a file counts as done only if its line is kept)."""
     if not os.path.exists(out):
         return set()
     done, keep = set(), 0
     with open(out, "rb") as f:
         for line in f:
+            if not line.endswith(b"\n"):
+                break  # even if complete: it is cut away below, so its image is predicted again
             try:
                 done.add(json.loads(line)["file"])
             except (ValueError, KeyError, TypeError):
-                break
-            if not line.endswith(b"\n"):
                 break
             keep += len(line)
     if keep != os.path.getsize(out):
