@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from keras_lightnets.cli import predict
+from keras_lightnets.cli.main import main as lightnets
 from tests import finetune_data as fd
 
 
@@ -93,20 +94,20 @@ def test_results_belong_to_their_files_across_skips_and_resumes(photos, tmp_path
     closest = min(np.abs(expected[a] - expected[b]).max() for a in names for b in names if a < b)
     assert closest > 1e-3  # a result given to another file shows
     out = tmp_path / "results.jsonl"
-    args = [str(photos), "--weights", str(weights), "--out", str(out), "--batch-size", "4", "--top", "5"]
-    assert predict.main(args) == 0  # the first batch: 2 photos, broken.jpg, a photo
+    args = ["predict", str(photos), "--weights", str(weights), "--out", str(out)]  # as users run it
+    assert lightnets(args) == 0  # one batch: 2 photos, broken.jpg, 4 photos
     check_each_line_is_its_files(out, expected)
 
     # an earlier run had done the first and third photos only
     kept = [line for line in read_lines(out) if line["file"] in (names[0], names[2])]
     out.write_text("".join(json.dumps(line) + "\n" for line in kept))
-    assert predict.main(args) == 0
+    assert lightnets(args) == 0
     assert f"{len(names) - 2} images predicted" in capsys.readouterr().err
     check_each_line_is_its_files(out, expected)
 
     # a run killed between writing a line and its newline
     out.write_bytes(out.read_bytes()[:-1])
-    assert predict.main(args) == 0
+    assert lightnets(args) == 0
     check_each_line_is_its_files(out, expected)
 
 

@@ -78,7 +78,7 @@ def describe_tflite(path):
         interpreter = load_interpreter(f.read(), threads=1)
 
     def tensors(details):
-        return [f"{d['name']} {d['dtype'].__name__} {list(d['shape_signature'])}" for d in details]
+        return [f"{d['name']} {d['dtype'].__name__} {[int(side) for side in d['shape_signature']]}" for d in details]
 
     return {
         "file": path,
