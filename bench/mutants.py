@@ -364,6 +364,8 @@ MUTANTS = [
      "offset, total = 0, tf.reduce_sum(counts)", [REPLICAS]),
     ("dropout_not_global", DISTRIBUTE,
      "                return global_dropout.from_config(config)\n", "                pass\n", [REPLICAS]),
+    ("batch_smaller_than_replicas_allowed", KL + "training/finetune.py", "    if batch_size < replicas:", "    if False:",
+     [FT + "test_a_global_batch_smaller_than_the_replica_count_is_refused"]),
     ("mask_padding_background", KL + "training/data.py",
      "mask = tf.pad(mask, paddings, constant_values=IGNORE_LABEL)", "mask = tf.pad(mask, paddings)",
      [FT + "test_scaled_down_masks_are_padded_with_the_ignore_label"]),

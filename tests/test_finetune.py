@@ -182,6 +182,19 @@ def test_bad_input_one_line_exit_2_nothing_written(work, tmp_path, capsys):
         assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+def test_a_global_batch_smaller_than_the_replica_count_is_refused(work, tmp_path):
+    """Every replica needs an image in every training step (its synchronized
+    BatchNorm statistics and gradients would otherwise come from nothing)."""
+
+    class FourReplicas:
+        num_replicas_in_sync = 4
+
+    with pytest.raises(ft.FinetuneError, match="--batch-size 3 is smaller than the 4 replicas"):
+        ft.finetune(str(work / "small.h5"), str(work / "cls"), str(tmp_path / "out.h5"), batch_size=3,
+                    strategy=FourReplicas())
+    assert os.listdir(tmp_path) == []
+
+
 def test_wrong_task_and_existing_output(work, tmp_path, capsys):
     assert finetune_cli.main(["--weights", str(work / "seg.h5"), "--data", str(work / "cls"), "--out", str(tmp_path / "o.h5")]) == 2
     assert "segmentation model" in capsys.readouterr().err
