@@ -100,9 +100,38 @@ def randomise_bn(model, seed=0):
             ])
 
 
-def write_weights_file(path, builder, builder_kwargs, preprocessing, arch, seed=0):
+def calibrate_bn(model, images):
+    """Sets every BatchNormalization's moving statistics to those of its
+    inputs on `images` (one training-mode pass with momentum 0): the
+    activations of a random network then keep their spread through every
+    layer, so that its outputs depend on its input."""
+    from keras import layers
+
+    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.momentum = 0.0
+    model(images, training=True)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+
+
+def calibration_images(size, count=8):
+    """Crops of the class photos, preprocessed in "torch" mode, for `calibrate_bn`."""
+    rng = np.random.default_rng(1)
+    crops = []
+    for index in range(count):
+        image = photo(CLASS_PHOTOS[index % len(CLASS_PHOTOS)])
+        top, left = int(rng.integers(0, image.shape[0] - size)), int(rng.integers(0, image.shape[1] - size))
+        crops.append(image[top : top + size, left : left + size])
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    return ((np.stack(crops) / 255.0 - mean) / std).astype("float32")
+
+
+def write_weights_file(path, builder, builder_kwargs, preprocessing, arch, seed=0, calibrated=False):
     """Builds `builder(**builder_kwargs)` with random weights and writes it
-    with a converter-style record; returns the model."""
+    with a converter-style record; returns the model. `calibrated`: moving
+    statistics from photos (`calibrate_bn`) instead of random ones."""
     import keras
 
     import keras_lightnets as kl
@@ -111,6 +140,8 @@ def write_weights_file(path, builder, builder_kwargs, preprocessing, arch, seed=
     keras.utils.set_random_seed(seed)
     model = kl.MODELS[builder](**builder_kwargs)
     randomise_bn(model, seed)
+    if calibrated:
+        calibrate_bn(model, calibration_images(builder_kwargs["input_shape"][0] or 64))
     record = {
         "format": 1,
         "arch": arch,
@@ -123,10 +154,13 @@ def write_weights_file(path, builder, builder_kwargs, preprocessing, arch, seed=
     return model
 
 
-def classifier_file(path, classes=5, size=64):
-    """A MobileNetV2 α 0.35 (PyTorch style) file with `classes` classes."""
+def classifier_file(path, classes=5, size=64, calibrated=False):
+    """A MobileNetV2 α 0.35 (PyTorch style) file with `classes` classes
+    (random BatchNorm statistics, under which its output barely depends on
+    its input, unless `calibrated`)."""
     kwargs = {"style": "torch", "alpha": 0.35, "classes": classes, "input_shape": [size, size, 3]}
-    return write_weights_file(path, "MobileNetV2", kwargs, {**TORCH_PREPROCESSING, "size": size}, "mobilenet_v2")
+    return write_weights_file(path, "MobileNetV2", kwargs, {**TORCH_PREPROCESSING, "size": size}, "mobilenet_v2",
+                              calibrated=calibrated)
 
 
 def small_classifier_file(path, classes=5, size=48):

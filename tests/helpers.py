@@ -13,7 +13,7 @@ from keras import layers
 from torch import nn
 
 import keras_lightnets as kl
-from convert.__main__ import main as convert_main
+from keras_lightnets.cli.main import main as lightnets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARITY_ATOL = 1e-4
@@ -180,7 +180,8 @@ def write_safetensors(path, state_dict):
 
 
 def run_cli(capsys, *args):
-    status = convert_main([str(a) for a in args])
+    """`lightnets convert ARGS`, as users run it: `(exit status, stdout, stderr)`."""
+    status = lightnets(["convert", *map(str, args)])
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 

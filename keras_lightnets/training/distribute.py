@@ -3,10 +3,18 @@
 `--replicas N` trains on N local GPUs (all local GPUs by default), or on N
 logical CPU devices on a machine without GPUs; with `TF_CONFIG` set,
 MultiWorkerMirroredStrategy across machines. With several replicas,
-BatchNorm is synchronized across them (`training_copy`) and the loss is the
+BatchNorm is synchronized across them (`training_copy`), the loss is the
 mean over the labelled pixels of the *global* batch
-(`GlobalBatchCrossEntropy`), so N replicas with global batch B compute the
-gradients and BatchNorm statistics of one device with batch B.
+(`GlobalBatchCrossEntropy`) and each Dropout mask is the one one device
+would draw for the same image (`GlobalBatchDropout`), so N replicas with
+global batch B compute the gradients, BatchNorm statistics and logged
+losses of one device with batch B.
+
+A global batch is split into consecutive slices, one per replica, as evenly
+as possible: a last validation batch smaller than the replica count leaves
+some replicas without images. `replica_steps` makes those steps work in
+graph mode, where TensorFlow's oneDNN CPU kernels do not (a convolution of
+an empty batch returns its input, a max-pool gradient aborts).
 """
 
 import functools
@@ -94,43 +102,90 @@ def _mirrored_strategy(devices):
     return tf.distribute.MirroredStrategy(list(devices))
 
 
-def sync_batchnorm_class():
+def _sum_over_replicas(context, value):
     import tensorflow as tf
 
+    if context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def global_moments(inputs, axes):
+    """`(mean, variance)` over `axes` of the inputs of every replica: the
+    mean first, then the mean squared deviation from it (the biased
+    variance, as one device's `tf.nn.moments`); None in a cross-replica
+    context. Keras's `synchronized=True` computes E[x²] - E[x]², which in
+    float32 loses most digits when |mean| >> std (a ReLU6 channel near 6,
+    say) and, with PyTorch's epsilon 1e-5, changes the output."""
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return None
+    local_sum = tf.reduce_sum(inputs, axis=axes)
+    local_count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], inputs.dtype)
+    totals = _sum_over_replicas(context, tf.concat([local_sum, local_count[None]], axis=0))
+    count = totals[-1]
+    mean = totals[:-1] / count
+    squares = tf.reduce_sum(tf.math.squared_difference(inputs, tf.stop_gradient(mean)), axis=axes)
+    variance = _sum_over_replicas(context, squares) / count
+    return mean, variance
+
+
+def sync_batchnorm_class():
     from keras_lightnets.keras_internals import batch_normalization_with_moments
 
-    def moments(inputs, axes):
-        """All-reduces the mean first, then the squared deviations, as one
-        device's `tf.nn.moments` does: Keras's `synchronized=True` computes
-        E[x²] - E[x]², which in float32 loses most digits when |mean| >> std
-        (a ReLU6 channel near 6, say) and, with PyTorch's epsilon 1e-5,
-        changes the output."""
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return None
-        local_sum = tf.reduce_sum(inputs, axis=axes)
-        local_count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], inputs.dtype)
-        totals = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([local_sum, local_count[None]], axis=0))
-        count = totals[-1]
-        mean = totals[:-1] / count
-        squares = tf.reduce_sum(tf.math.squared_difference(inputs, tf.stop_gradient(mean)), axis=axes)
-        variance = context.all_reduce(tf.distribute.ReduceOp.SUM, squares) / count
-        return mean, variance
+    return batch_normalization_with_moments(global_moments, name="SyncBatchNormalization")
 
-    return batch_normalization_with_moments(moments, name="SyncBatchNormalization")
+
+def dropout_class():
+    import keras
+    import tensorflow as tf
+
+    class GlobalBatchDropout(keras.layers.Dropout):
+        """Dropout whose mask for an image is the one one device would draw
+        for it: every replica draws the mask of the whole global batch from
+        the same seed (the layer's seed generator advances alike on every
+        replica) and keeps the rows of its own slice. With several replicas
+        per worker under MultiWorkerMirroredStrategy, slices may not follow
+        replica ids: the masks are then still independent draws of the same
+        rate, not one device's."""
+
+        def call(self, inputs, training=False):
+            if not training or self.rate == 0:
+                return inputs
+            count = tf.shape(inputs)[0]
+            offset, total = 0, count
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                counts = context.all_gather(count[None], axis=0)
+                replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+                offset, total = tf.reduce_sum(counts[:replica]), tf.reduce_sum(counts)
+            shape = tf.unstack(tf.shape(inputs))
+            if self.noise_shape is not None:
+                shape = [s if n is None else n for s, n in zip(shape, self.noise_shape)]
+            noise = keras.random.uniform(tf.stack([total, *shape[1:]]), seed=self.seed_generator)
+            keep = tf.cast(noise[offset : offset + count] >= self.rate, inputs.dtype)
+            return inputs * keep / tf.cast(1.0 - self.rate, inputs.dtype)
+
+    return GlobalBatchDropout
 
 
 def training_copy(model, synchronized=False, dropout=True):
-    """A copy of `model` (weights included) with synchronized BatchNorm
-    and/or Dropout rates set to 0; build it inside the strategy's scope."""
+    """A copy of `model` (weights included) with synchronized BatchNorm and
+    global-batch Dropout (or Dropout rates set to 0); build it inside the
+    strategy's scope."""
     import keras
 
-    sync_bn = sync_batchnorm_class()
+    sync_bn, global_dropout = sync_batchnorm_class(), dropout_class()
 
     def clone(layer):
         config = layer.get_config()
-        if isinstance(layer, keras.layers.Dropout) and not dropout:
-            config["rate"] = 0.0
+        if isinstance(layer, keras.layers.Dropout):
+            if not dropout:
+                config["rate"] = 0.0
+            if type(layer) is keras.layers.Dropout:
+                return global_dropout.from_config(config)
         if isinstance(layer, keras.layers.BatchNormalization) and synchronized:
             return sync_bn.from_config(config)
         return layer.__class__.from_config(config)
@@ -148,9 +203,13 @@ def loss_class():
         """Softmax cross-entropy on logits, ignoring `ignore_class`, averaged
         over the labelled samples/pixels of the global batch (all replicas).
 
-        Each replica returns its share (local sum / global count, reduction
-        "sum"); tf.distribute sums the replicas' gradients, which gives the
-        gradient of the global mean however the batch was split.
+        Each replica's loss has the gradient of its share of that mean
+        (local sum / global count): tf.distribute sums the replicas'
+        gradients, which gives the gradient of the global mean however the
+        batch was split. Its value is the global mean / N, so that Keras's
+        loss tracker (value x N, weighted by the replica's image count, summed
+        over replicas) logs the global mean weighted by the global batch size,
+        as one device does; a replica without images adds nothing.
         """
 
         def __init__(self, ignore_class=IGNORE_LABEL, name="cross_entropy"):
@@ -163,11 +222,13 @@ def loss_class():
             labels = keras.ops.where(valid, y_true, 0)
             per_item = keras.ops.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
             valid = keras.ops.cast(valid, per_item.dtype)
-            count = keras.ops.sum(valid)
+            local = keras.ops.stack([keras.ops.sum(per_item * valid), keras.ops.sum(valid)])
             context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-            return per_item * valid / keras.ops.maximum(count, 1.0)
+            replicas = 1 if context is None else context.num_replicas_in_sync
+            total, count = keras.ops.unstack(_sum_over_replicas(context, tf.stop_gradient(local)) if replicas > 1 else local)
+            count = keras.ops.maximum(count, 1.0)
+            share = local[0] / count
+            return share + tf.stop_gradient(total / count / replicas - share)
 
         def get_config(self):
             return {"name": self.name, "ignore_class": self.ignore_class}
@@ -175,50 +236,74 @@ def loss_class():
     return GlobalBatchCrossEntropy
 
 
-def multi_worker_keras(model, strategy):
-    """Works around two places where Keras 3's TensorFlow trainer cannot run
-    `fit`/`evaluate` under MultiWorkerMirroredStrategy with several workers
-    (tensorflow/tensorflow#72388); with one worker nothing changes.
+def replica_steps(model, strategy, batch_spec):
+    """Makes `model.fit`/`evaluate` run with several replicas as with one,
+    whatever the batch sizes (Keras 3.15, graph mode):
 
     1. Before the first step, Keras (`_maybe_symbolic_build`) calls
-       `strategy.reduce("MEAN", (x, y), axis=None)` on the first
-       distributed batch only to learn its shapes and dtypes. With several
-       workers the tuple goes to the collective ops, which fail with
-       "Attempt to convert a value (PerReplica...) to a Tensor". Keras gets
-       this worker's first replica's batch instead (same shapes, no
-       communication).
-    2. Every step's logs (loss and metric results, scalars) are averaged
-       over the replicas with `strategy.reduce("MEAN", value, axis=0)`,
-       which rejects scalars ("Invalid reduction dimension 0 for input with
-       0 dimensions"). The steps return them with a leading axis of length
-       1, which that reduce averages over the replicas and removes.
+       `strategy.reduce("MEAN", (x, y), axis=None)` on the first distributed
+       batch only to learn its shapes and dtypes: this fails when the
+       replicas' slices differ in size (a last batch of 3 images on 2
+       replicas) and, with several workers, always (tensorflow/tensorflow#72388).
+       Keras builds from `batch_spec` (the dataset's `element_spec`) instead.
+    2. A replica given no images (a last validation batch smaller than the
+       replica count) runs the model on one blank image, whose output is
+       dropped: TensorFlow's oneDNN CPU kernels give wrong shapes on empty
+       batches. At evaluation BatchNorm uses its moving statistics, so the
+       blank image changes nothing else; the loss and metrics see the
+       replica's (empty) batch. Training batches are never empty: `finetune`
+       asks for a global batch of at least one image per replica.
+    """
+    import keras
+    import tensorflow as tf
 
-    Neither changes the training computation (the gradients, the
+    from keras_lightnets import keras_internals as internals
+
+    if strategy.num_replicas_in_sync == 1:
+        return
+    symbolic_build = internals.symbolic_build(type(model))
+    if symbolic_build is not None:
+        symbols = tf.nest.map_structure(lambda spec: keras.KerasTensor(tuple(spec.shape), spec.dtype.name), batch_spec)
+
+        def build_from_spec(iterator=None, data_batch=None):
+            return symbolic_build(model, data_batch=symbols if data_batch is None else data_batch)
+
+        internals.replace_symbolic_build(model, build_from_spec)
+
+    tracker = next(metric for metric in model.metrics if metric.name == "loss")
+
+    def test_step(data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        count = tf.shape(x)[0]
+        blank = tf.zeros([1, *x.shape[1:]], x.dtype)
+        y_pred = model(tf.cond(count > 0, lambda: x, lambda: blank), training=False)[:count]
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
+        tracker.update_state(loss * strategy.num_replicas_in_sync, sample_weight=count)
+        return model.compute_metrics(x, y, y_pred, sample_weight)
+
+    model.test_step = test_step
+
+
+def multi_worker_keras(model, strategy):
+    """Works around a place where Keras 3's TensorFlow trainer cannot run
+    `fit`/`evaluate` under MultiWorkerMirroredStrategy with several workers
+    (tensorflow/tensorflow#72388; the other one is in `replica_steps`);
+    with one worker nothing changes.
+
+    Every step's logs (loss and metric results, scalars) are averaged over
+    the replicas with `strategy.reduce("MEAN", value, axis=0)`, which rejects
+    scalars ("Invalid reduction dimension 0 for input with 0 dimensions").
+    The steps return them with a leading axis of length 1, which that reduce
+    averages over the replicas and removes.
+
+    This does not change the training computation (the gradients, the
     synchronized BatchNorm, the optimizer); the epoch's logs come from the
     metrics' variables as before.
     """
     import tensorflow as tf
 
-    from keras_lightnets import keras_internals as internals
-
     if strategy.num_replicas_in_sync <= len(strategy.extended.worker_devices):
         return  # one worker
-    symbolic_build = internals.symbolic_build(type(model))
-    if symbolic_build is not None:
-
-        def local(value):
-            if isinstance(value, tf.distribute.DistributedValues):
-                return strategy.experimental_local_results(value)[0]
-            return value
-
-        def build_from_local_batch(iterator=None, data_batch=None):
-            if iterator is not None and data_batch is None:
-                for _, _, batches in iterator:
-                    data_batch = tf.nest.map_structure(local, next(batches))
-                    break
-            return symbolic_build(model, data_batch=data_batch)
-
-        internals.replace_symbolic_build(model, build_from_local_batch)
 
     def with_replica_axis(step):
         def step_with_replica_axis(data):

@@ -13,13 +13,14 @@ read it.
 Distribution goes through tf.distribute: `--replicas N` trains on N local
 GPUs (all local GPUs by default), or on N logical CPU devices on a machine
 without GPUs; with `TF_CONFIG` set, MultiWorkerMirroredStrategy across
-machines. With several replicas, BatchNorm is synchronized across them and
-the loss is the mean over the labelled pixels of the *global* batch, so N
-replicas with global batch B compute the gradients and BatchNorm statistics
-of one device with batch B. Dropout is the one exception: each replica
-draws its own masks, so with dropout N replicas match one device in
-distribution only; `--no-dropout` (rate 0 in every Dropout layer) makes
-them match exactly, which is what the tests compare.
+machines. With several replicas, BatchNorm is synchronized across them, the
+loss is the mean over the labelled pixels of the *global* batch and each
+Dropout mask is the one one device draws for the same image, so N replicas
+with global batch B compute the gradients, BatchNorm statistics, losses and
+metrics of one device with batch B, whatever the data set sizes: a last
+validation batch is split as evenly as tf.distribute splits it, even when
+that leaves a replica without images (`keras_lightnets.training.distribute`).
+`--no-dropout` sets the rate of every Dropout layer to 0.
 
 `style="torch"` models keep their BatchNorm epsilon 1e-5 and momentum 0.9
 (PyTorch's 0.1) while training; a frozen layer (`--freeze-backbone`, or
@@ -132,6 +133,40 @@ def epoch_logger(stream, images_per_epoch):
     return EpochLines()
 
 
+def training_model(base, strategy, classes, segmentation, lr, batch_spec, dropout=True, frozen=(), run_eagerly=False):
+    """`base` copied for training under `strategy` and compiled: SGD with
+    momentum 0.9, the global-batch loss, accuracy or mean IoU; with several
+    replicas, synchronized BatchNorm and steps that work however a batch is
+    split (`keras_lightnets.training.distribute`). `batch_spec`: the training
+    dataset's `element_spec`; `frozen`: names of layers not to train."""
+    import keras
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = distribute.training_copy(base, synchronized=replicas > 1, dropout=dropout)
+        for layer in model.layers:
+            if layer.name in frozen:
+                layer.trainable = False
+        if segmentation:
+            metric = keras.metrics.MeanIoU(classes, name="miou", ignore_class=IGNORE_LABEL, sparse_y_pred=False)
+        else:
+            metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=0.9),
+            loss=distribute.loss_class()(),
+            metrics=[metric],
+            # the same graph on one device and on several (XLA is off under
+            # tf.distribute), and no XLA compile time on CPU
+            jit_compile=False,
+            run_eagerly=run_eagerly,
+        )
+    distribute.replica_steps(model, strategy, batch_spec)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        distribute.multi_worker_keras(model, strategy)
+    return model
+
+
 def image_size_for(record, image_size, segmentation):
     if image_size is not None:
         return tuple(int(s) for s in image_size)
@@ -204,36 +239,20 @@ def finetune(
     from keras_lightnets.weights.h5 import save_model_weights
 
     strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if batch_size < replicas:
+        raise FinetuneError(f"--batch-size {batch_size} is smaller than the {replicas} replicas: "
+                            "each replica needs at least one image per training step")
     keras.utils.set_random_seed(seed)
     base, record, replaced, backbone = build_model(weights, classes, size)
-    replicas = strategy.num_replicas_in_sync
-    with strategy.scope():
-        model = distribute.training_copy(base, synchronized=replicas > 1, dropout=dropout)
-        if freeze_backbone:
-            for layer in model.layers:
-                if layer.name in backbone:
-                    layer.trainable = False
-        if segmentation:
-            metric = keras.metrics.MeanIoU(classes, name="miou", ignore_class=IGNORE_LABEL, sparse_y_pred=False)
-        else:
-            metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        model.compile(
-            optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=0.9),
-            loss=distribute.loss_class()(),
-            metrics=[metric],
-            # the same graph on one device and on several (XLA is off under
-            # tf.distribute), and no XLA compile time on CPU
-            jit_compile=False,
-            run_eagerly=run_eagerly,
-        )
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        distribute.multi_worker_keras(model, strategy)
-    del base
     preprocessing = record.get("preprocessing") or {}
     train = data_lib.training_dataset(dataset, dataset.train, preprocessing, size, batch_size, seed, epochs)
     val = None
     if dataset.val is not None:
         val = data_lib.training_dataset(dataset, dataset.val, preprocessing, size, batch_size, training=False)
+    frozen = backbone if freeze_backbone else ()
+    model = training_model(base, strategy, classes, segmentation, lr, train.element_spec, dropout, frozen, run_eagerly)
+    del base
     steps = len(dataset.train.images) // batch_size
     chief = distribute.is_chief(distribute.tf_config())
     callbacks = [epoch_logger(stream or sys.stdout, steps * batch_size)] if chief else []
