@@ -21,6 +21,9 @@ _EXPORTS = {
     "weights_info": "keras_lightnets.catalog",
     "get_builder": "keras_lightnets.catalog",
     "convert_checkpoint": "keras_lightnets.catalog",
+    "list_models": "keras_lightnets.catalog",
+    "list_weights": "keras_lightnets.catalog",
+    "get_model": "keras_lightnets.catalog",
 }
 
 # Model builders by name.

@@ -7,7 +7,7 @@ import os
 from keras_lightnets import registry
 from keras_lightnets.errors import UsageError
 from keras_lightnets.files import safe_text
-from keras_lightnets.weights.h5 import WeightsMismatchError, read_record
+from keras_lightnets.weights.h5 import WeightsMismatchError, open_weights, read_record
 from keras_lightnets.weights.record import RecordError, check_signature
 
 DEFAULT_MODEL = "mobilenet_v2"
@@ -120,3 +120,125 @@ def convert_checkpoint(path, out, arch="auto", **options):
 
     options.setdefault("builder_for", get_builder)
     return convert(path, out, arch, **options)
+
+
+# ------------------------------------------------------------- weights as named values
+
+
+def list_models():
+    """The registry's model names (archs), e.g. `"mobilenet_v2"`, for `get_model`."""
+    return list(registry.SPECS)
+
+
+def _source_info(tag, default):
+    from keras_lightnets.labels import class_index
+    from keras_lightnets.weights.sources import HASHES, SOURCES, KerasFile, TorchvisionCheckpoint
+
+    source = SOURCES[tag]
+    if isinstance(source, KerasFile):
+        files = source.file_names()
+        where = f"keras.applications ({KERAS_URL_NOTE}{source.folder}/, {len(files)} files by alpha, size and top)"
+        digests = {name: HASHES[name] for name in files if name in HASHES}
+        sha256 = None
+        hashes = "md5 as keras.applications pins them" if digests else "none published; pinned at first download"
+        options = dict(source.requires)
+    else:
+        if isinstance(source, TorchvisionCheckpoint):
+            where = f"torchvision {source.url_file}" + (f", also in pip {source.pip_name}" if source.pip_name else "")
+        else:
+            where = f"pip {source.pip_name} ({source.file})"
+        sha256 = source.sha256
+        hashes = "sha256" if len(sha256) == 64 else "sha256 prefix, as torchvision pins it"
+        options = dict(source.builder_kwargs)
+    return {
+        "tag": tag,
+        "arch": source.arch,
+        "default": default,
+        "source": where,
+        "sha256": sha256,
+        "hashes": hashes,
+        "builder_kwargs": options,
+        "preprocessing": dict(source.preprocessing),
+        "class_names": [label for _, label in class_index()],
+        "top1": source.top1 or None,
+        "license": source.license,
+    }
+
+
+KERAS_URL_NOTE = "storage.googleapis.com/tensorflow/keras-applications/"
+
+
+def list_weights(name):
+    """The pretrained weights of a model, each a dict: `tag` (what `weights=`
+    takes), `arch`, `default` (what `get_model(name, weights="imagenet")`
+    loads), `source`, `sha256`, `builder_kwargs` (the options
+    the weights need), `preprocessing`, `class_names`, `top1` (as the source
+    publishes it) and `license`.
+
+    Args:
+        name: a model name of `list_models()` or a builder name (`"MobileNetV2"`).
+    """
+    spec = _spec(name)
+    return [_source_info(tag, i == 0) for i, tag in enumerate(spec.pretrained)]
+
+
+def _spec(name):
+    if name in registry.SPECS:
+        return registry.SPECS[name]
+    specs = registry.specs_for_builder(name)
+    if len(specs) == 1:
+        return specs[0]
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(registry.SPECS)}")
+
+
+def get_model(name, weights=None, **kwargs):
+    """A model by name, with pretrained weights by tag or a weights file.
+
+        model = get_model("mobilenet_v2", weights="torchvision_mobilenet_v2")
+        model = get_model("mobilenet_v2", weights="imagenet", style="torch")
+        model = get_model("mobilenet_v2", weights="converted.h5")
+
+    Args:
+        name: a model name of `list_models()` (or a builder name).
+        weights: `None`, `"imagenet"` (the first tag that fits the options),
+            a tag of `list_weights(name)` (its options are the defaults), or
+            the path of a weights file (a keras-lightnets file is built with
+            its record's options, as `from_h5`).
+        **kwargs: builder arguments.
+    """
+    from keras_lightnets.weights.sources import SOURCES
+
+    spec = _spec(name)
+    arguments = {**spec.builder_kwargs}
+    tag = spec.pretrained[0] if weights == "imagenet" and spec.pretrained else weights
+    if isinstance(tag, str) and tag in SOURCES:
+        if tag not in spec.pretrained:
+            raise ValueError(f"{tag!r} are not weights of {spec.name}; its tags: {', '.join(spec.pretrained) or 'none'}")
+        source = SOURCES[tag]
+        arguments.update(getattr(source, "requires", None) or source.builder_kwargs)
+    elif isinstance(weights, (str, os.PathLike)) and weights != "imagenet":
+        with open_weights(weights) as file:
+            record = file.record()
+        if record is not None:
+            if record["arch"] != spec.name:
+                raise WeightsMismatchError(f"{safe_text(weights, 200)} holds {record['arch']} weights, not {spec.name}'s")
+            return from_h5(weights, **kwargs)
+    return get_builder(spec.name)(weights=weights, **{**arguments, **kwargs})
+
+
+def models_table():
+    """The README's table of models and weights, in Markdown, from the registry (`tests/test_docs.py`)."""
+    from keras_lightnets.weights.sources import SOURCES
+
+    rows = ["| model | builder | task | input | pretrained tags (top-1 as published) | converts checkpoints of |",
+            "|---|---|---|---|---|---|"]
+    for spec in registry.SPECS.values():
+        arguments = ", ".join(f"{k}={v!r}" for k, v in spec.builder_kwargs.items() if k not in ("style", "input_shape"))
+        tags = "<br>".join(
+            f"`{tag}`" + (f" ({SOURCES[tag].top1.split(' (')[0]})" if SOURCES[tag].top1 else "")
+            for tag in spec.pretrained
+        ) or "—"
+        sources = ", ".join(dict.fromkeys(naming.split("/")[1] for naming in spec.namings))
+        rows.append(f"| `{spec.name}` | `{spec.builder_name}({arguments})` | {spec.task} | "
+                    f"{spec.input_size or 'any'} | {tags} | {sources} |")
+    return "\n".join(rows) + "\n"

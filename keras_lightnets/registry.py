@@ -202,6 +202,8 @@ SPECS = {spec.name: spec for spec in _SPECS}
 
 # Builders that are not one arch but a family (their variants are specs).
 FAMILY_BUILDERS = {"EfficientNetLite": "keras_lightnets.models.efficientnet_lite"}
+# The arch a family builder's arguments select.
+FAMILY_ARCHS = {"EfficientNetLite": "efficientnet_lite{variant}"}
 
 
 def get_spec(name):
@@ -228,6 +230,10 @@ def builder_modules():
     return {**modules, **FAMILY_BUILDERS}
 
 
-def specs_for_builder(builder_name):
-    """The specs built by the builder function `builder_name`."""
+def specs_for_builder(builder_name, arguments=None):
+    """The specs built by the builder function `builder_name` (for a family
+    builder, the one its `arguments` select)."""
+    if builder_name in FAMILY_ARCHS:
+        arch = FAMILY_ARCHS[builder_name].format(**(arguments or {}))
+        return [SPECS[arch]] if arch in SPECS else []
     return [spec for spec in SPECS.values() if spec.builder_name == builder_name]

@@ -7,13 +7,13 @@ shares its own).
 import functools
 import inspect
 import textwrap
-import threading
 
 import keras
 from keras import layers
 
 from keras_lightnets.models.tables import FEATURE_TAPS
 from keras_lightnets.preprocessing import preprocessing_layer
+from keras_lightnets.weights import pretrained
 from keras_lightnets.weights.h5 import create_from_arrays
 from keras_lightnets.weights.loading import load_weights
 
@@ -59,27 +59,37 @@ def documented(summary, args, size=224, imagenet=""):
     return decorate
 
 
-_loading = threading.local()
-
-
 def loads_without_random_values(builder):
-    """Decorator for builders: given `weights`, the model is built inside a
-    `keras.StatelessScope`, where Keras defers creating variables and
-    records what loading assigns; each variable is then created once, from
-    the loaded value, instead of from a random draw that loading would
-    overwrite (about half of the time, `bench/load_speed.py`)."""
+    """Decorator for builders: loads `weights` (a path, `"imagenet"` or a
+    weights tag) without random initial values.
+
+    The model is built inside a `keras.StatelessScope`, where Keras defers
+    creating variables and records what loading assigns; each variable is
+    then created once, from the loaded value, instead of from a random draw
+    that loading would overwrite (about half of the time,
+    `bench/load_speed.py`). Pretrained weights are resolved here, for every
+    builder alike, once the model is built: from the builder's name, its
+    arguments and the model's input size (`keras_lightnets.weights.pretrained`).
+    """
     signature = inspect.signature(builder)
 
     @functools.wraps(builder)
     def build(*args, **kwargs):
-        if signature.bind(*args, **kwargs).arguments.get("weights") is None or getattr(_loading, "active", False):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        weights = bound.arguments.get("weights")
+        if weights is None:
             return builder(*args, **kwargs)
-        _loading.active = True  # a builder called while loading (a conversion on first use) builds as usual
-        try:
+        tag = pretrained.is_tag(weights)
+        if tag:
+            bound.arguments["weights"] = None
+        with keras.StatelessScope(initialize_variables=False) as scope:
+            model = builder(*bound.args, **bound.kwargs)
+        if tag:
+            options = {**bound.arguments, "rows": model.input_shape[1]}
+            path, by_name = pretrained.resolve_tag(builder.__name__, weights, options, build)
             with keras.StatelessScope(initialize_variables=False) as scope:
-                model = builder(*args, **kwargs)
-        finally:
-            _loading.active = False
+                load_weights(model, path, by_name=by_name)
         loaded = ((variable, scope.get_current_value(variable)) for variable in model.variables)
         create_from_arrays((variable, value) for variable, value in loaded if value is not None)
         return model
@@ -137,19 +147,16 @@ def dense_top(x, classes, classifier_activation, dropout=None, pool_name=None, d
     return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
 
 
-def finish_model(inputs, x, name, weights, include_top, pooling, top, imagenet=None):
+def finish_model(inputs, x, name, weights, include_top, pooling, top):
     """Adds the classifier (`top(x)`) or the pooling option, makes the model
-    and loads `weights`.
+    and loads `weights` (a path; `loads_without_random_values` resolves tags).
 
     Args:
         top: a callable that adds the classifier to `x`.
-        imagenet: what `weights="imagenet"` loads: a callable returning
-            `(path, by_name)` (`keras_lightnets.weights.pretrained.imagenet_resolver`),
-            or None when the model has no pretrained weights.
     """
     x = top(x) if include_top else pooling_head(x, pooling)
     model = keras.Model(inputs, x, name=name)
-    return load_weights(model, weights, pretrained=imagenet)
+    return load_weights(model, weights)
 
 
 def feature_outputs(model, taps, keys=None):

@@ -27,7 +27,11 @@ from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import conventions_for
 from keras_lightnets.layers.resize import BilinearResize
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.mobilenet_v2 import mobilenet_v2_features, mobilenet_v2_last_conv, mobilenet_v2_strides
+from keras_lightnets.models.mobilenet_v2 import (
+    mobilenet_v2_features,
+    mobilenet_v2_last_conv,
+    mobilenet_v2_strides,
+)
 from keras_lightnets.models.resnet import resnet_features
 from keras_lightnets.models.tables import FEATURE_TAPS, mobilenet_v2_taps
 from keras_lightnets.models.xception import xception_features

@@ -1,7 +1,6 @@
 """EfficientNet-Lite0..4: EfficientNet without squeeze-excitation, with ReLU6
 and a fixed stem and head, for mobile accelerators (Tan & Le, 2019)."""
 
-import functools
 import inspect
 
 from keras_lightnets.layers import blocks
@@ -14,7 +13,6 @@ from keras_lightnets.models.tables import (
     make_divisible,
     scale_depth,
 )
-from keras_lightnets.weights import pretrained
 
 DROP_CONNECT_RATE = 0.2
 
@@ -92,8 +90,7 @@ def EfficientNetLite(variant=0, input_shape=None, include_top=True, weights=None
         )
 
     arch = f"efficientnet_lite{variant}"
-    imagenet = pretrained.imagenet_resolver(arch, functools.partial(EfficientNetLite, variant), style=conv.name)
-    return builders.finish_model(inputs, x, name or arch, weights, include_top, pooling, top, imagenet)
+    return builders.finish_model(inputs, x, name or arch, weights, include_top, pooling, top)
 
 
 def _variant_builder(variant):

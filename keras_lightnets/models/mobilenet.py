@@ -6,7 +6,6 @@ from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import KERAS_MOBILENET, conventions_for
 from keras_lightnets.models import common as builders
 from keras_lightnets.models.tables import MOBILENET_BLOCKS
-from keras_lightnets.weights import pretrained
 
 
 @builders.documented(
@@ -51,10 +50,6 @@ def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, inc
         return layers.Activation(classifier_activation, name="predictions")(x)
 
     rows = img_input.shape[1]
-    imagenet = pretrained.imagenet_resolver(
-        "mobilenet_v1", MobileNet, style=conv.name, alpha=alpha, rows=rows, include_top=include_top,
-        depth_multiplier=depth_multiplier,
-    )
     return builders.finish_model(
-        inputs, x, name or f"mobilenet_{alpha:0.2f}_{rows}", weights, include_top, pooling, top, imagenet
+        inputs, x, name or f"mobilenet_{alpha:0.2f}_{rows}", weights, include_top, pooling, top
     )

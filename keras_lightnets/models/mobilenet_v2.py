@@ -3,8 +3,11 @@
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import KERAS_MOBILENET_V2, conventions_for
 from keras_lightnets.models import common as builders
-from keras_lightnets.models.tables import make_divisible, mobilenet_v2_stages, mobilenet_v2_taps
-from keras_lightnets.weights import pretrained
+from keras_lightnets.models.tables import (
+    make_divisible,
+    mobilenet_v2_stages,
+    mobilenet_v2_taps,
+)
 
 # How the DeepLab MobileNetV2 backbones turn strides into dilation once the
 # output stride is reached: "vainf" dilates a stage's blocks after its first
@@ -135,9 +138,6 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights=None, inp
         return builders.dense_top(x, classes, classifier_activation, dropout=0.2 if conv.torch else None)
 
     rows = img_input.shape[1]
-    imagenet = pretrained.imagenet_resolver(
-        "mobilenet_v2", MobileNetV2, style=conv.name, alpha=alpha, rows=rows, include_top=include_top
-    )
     return builders.finish_model(
-        inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights, include_top, pooling, top, imagenet
+        inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights, include_top, pooling, top
     )

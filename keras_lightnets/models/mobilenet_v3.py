@@ -1,7 +1,6 @@
 """MobileNetV3 Small and Large (Howard et al., 2019), with keras.applications' API and layer names."""
 
 import dataclasses
-import warnings
 
 from keras import layers
 
@@ -19,7 +18,6 @@ from keras_lightnets.models.tables import (
     mobilenet_v3_taps,
 )
 from keras_lightnets.preprocessing import preprocessing_layer
-from keras_lightnets.weights import pretrained
 
 WIDTH_RULES = ("keras", "torchvision")
 
@@ -128,16 +126,7 @@ def _mobilenet_v3(size, input_shape, alpha, minimalistic, include_top, weights, 
         x = layers.Flatten()(x)
         return layers.Activation(classifier_activation, name="predictions")(x)
 
-    rows = img_input.shape[1]
-    if weights == "imagenet" and (bn_epsilon is not None or torchvision != conv.torch):
-        raise ValueError("ImageNet weights need style's own width_rule and bn_epsilon")
-    if weights == "imagenet" and rows is not None and rows != 224:
-        warnings.warn(f"input size {rows}: the ImageNet weights were trained at 224", stacklevel=3)
-    imagenet = pretrained.imagenet_resolver(
-        f"mobilenet_v3_{size}", builder, style=conv.name, alpha=alpha, minimalistic=minimalistic,
-        rows=224, include_top=include_top,
-    )
-    return builders.finish_model(inputs, x, name, weights, include_top, pooling, top, imagenet)
+    return builders.finish_model(inputs, x, name, weights, include_top, pooling, top)
 
 
 _DOC_ARGS = {

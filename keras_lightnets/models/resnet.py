@@ -11,6 +11,7 @@ from keras import layers
 from keras_lightnets.layers import blocks
 from keras_lightnets.layers.conventions import conventions_for
 from keras_lightnets.models.tables import RESNET_DEPTHS
+
 STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck width; outputs are 4x
 STAGE_STRIDES = (1, 2, 2, 2)
 

@@ -88,18 +88,15 @@ def _load_by_name(model, file, replaceable=()):
     return replaced
 
 
-def load_weights(model, weights, by_name=False, pretrained=None):
+def load_weights(model, weights, by_name=False):
     """Loads `weights` into `model` and returns the model.
 
     Args:
-        weights: `None` (nothing to do), a path of a weights file, or
-            `"imagenet"` with `pretrained` set.
+        weights: `None` (nothing to do) or the path of a weights file
+            (pretrained names are resolved by the builders).
         by_name: match layers by name rather than by order; file layers the
             model lacks (e.g. the classifier of a no-top model) are ignored,
             and not read.
-        pretrained: a zero-argument callable that returns the path of the
-            pretrained file `"imagenet"` stands for (see
-            `keras_lightnets.weights.pretrained`); None when the model has none.
 
     Legacy Keras .h5 files (keras.applications' official files and the
     converter's output) are checked against the model before anything is
@@ -108,13 +105,6 @@ def load_weights(model, weights, by_name=False, pretrained=None):
     """
     if weights is None:
         return model
-    if isinstance(weights, str) and weights == "imagenet":
-        if pretrained is None:
-            raise ValueError(
-                f"no ImageNet weights for {model.name}; pass weights=PATH to a weights file"
-            )
-        path, by_name = pretrained()
-        return load_weights(model, path, by_name=by_name)
     with open_weights(weights) as file:
         if file.layers is None:
             file.check_all_datasets()

@@ -1,4 +1,4 @@
-"""Pretrained weights by name: `weights="imagenet"`, weights tags, converted on first use.
+"""Pretrained weights by name: `weights="imagenet"` or a tag, converted on first use.
 
 `pretrained_weights(name)` gives the Keras weights file of a source of
 `keras_lightnets.weights.sources.SOURCES`: a keras.applications file fetched
@@ -83,37 +83,46 @@ def pretrained_weights(name, build=None, before_build=None):
     return target
 
 
-def imagenet_resolver(arch, build, **options):
-    """What `weights="imagenet"` loads for a model being built.
+def is_tag(weights):
+    """Whether a builder's `weights` names pretrained weights (`"imagenet"` or a tag of `SOURCES`)."""
+    return isinstance(weights, str) and (weights == "imagenet" or weights in SOURCES)
+
+
+def _fits(required, options):
+    return all(options.get(key, value) == value for key, value in required.items())
+
+
+def resolve_tag(builder_name, weights, options, build):
+    """`(path, by_name)` of the weights `weights` names for a model built by `builder_name` with `options`.
 
     Args:
-        arch: the registry arch of the model.
-        build: that arch's Keras builder, to convert a PyTorch checkpoint.
-        **options: the model's `style`, `alpha`, `rows`, `include_top`, ...
-            that select among the arch's sources.
+        builder_name: the builder's name (`"MobileNetV2"`, `"EfficientNetLite"`).
+        weights: `"imagenet"` (the first of the arch's sources that fits
+            `options`) or a tag of `SOURCES`.
+        options: the builder's arguments, with `rows` (the model's input height).
+        build: the builder, to convert a PyTorch checkpoint on first use.
 
-    Returns:
-        A callable returning `(path, by_name)` for `load_weights`, or None
-        when the registry lists no pretrained source for `arch`; the callable
-        raises a one-line error when no source fits `options`.
+    Raises:
+        ValueError: no such weights for this builder, or none fits `options` (one line).
     """
-    names = registry.get_spec(arch).pretrained
+    specs = registry.specs_for_builder(builder_name, options)
+    names = [name for spec in specs for name in spec.pretrained]
+    label = "ImageNet" if weights == "imagenet" else repr(weights)
+    models = ", ".join(spec.name for spec in specs) or builder_name
+    if weights != "imagenet":
+        if weights not in names:
+            raise ValueError(f"{weights!r} are not weights of {builder_name}; its tags: {', '.join(names) or 'none'}")
+        names = [weights]
     if not names:
-        return None
-    style = options.get("style", "tf")
-
-    def resolve():
-        for name in names:
-            source = SOURCES[name]
-            if isinstance(source, KerasFile):
-                if style == "tf":
-                    return keras_file(name, source.select(**options)), source.by_name
-                continue
-            if all(options.get(k, v) == v for k, v in source.builder_kwargs.items()):
-                return pretrained_weights(name, build), True
-        raise ValueError(
-            f"no ImageNet weights for {arch} with {options}; available: "
-            + "; ".join(f"{name} ({SOURCES[name].builder_kwargs})" for name in names)
-        )
-
-    return resolve
+        raise ValueError(f"no ImageNet weights for {models}; pass weights=PATH to a weights file")
+    for name in names:
+        source = SOURCES[name]
+        if isinstance(source, KerasFile):
+            if _fits(source.requires, options):
+                return keras_file(name, source.select(**options)), source.by_name
+        elif _fits(source.builder_kwargs, options):
+            return pretrained_weights(name, build), True
+    needs = "; ".join(
+        f"{name} ({getattr(SOURCES[name], 'requires', None) or SOURCES[name].builder_kwargs})" for name in names
+    )
+    raise ValueError(f"no {label} weights for {models} with these options; available: {needs}")

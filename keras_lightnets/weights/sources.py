@@ -13,8 +13,8 @@ Three kinds of source (`SOURCES`):
   MobileNetV3, none for MobileNet and MobileNetV2), for every alpha x size x
   top/no-top it publishes.
 
-Each source is a weights tag of its arch (`TAGS`: `list_weights` and
-`get_model(name, weights=TAG)` in `keras_lightnets.weights.pretrained`).
+Each source is a weights tag of its arch: `weights=TAG` in its builder and
+`get_model`, listed by `list_weights` (`keras_lightnets.catalog`).
 """
 
 import dataclasses
@@ -107,6 +107,9 @@ class KerasFile:
     # MobileNetV3 files carry the names of TF 2's Keras (`Conv/BatchNorm`,
     # `expanded_conv_1/expand`, ...) and Keras 3 loads them by order, as we do.
     by_name: bool = True
+    # the builder options these files need (a checkpoint's are its builder_kwargs)
+    requires: dict = dataclasses.field(default_factory=lambda: {"style": "tf"})
+    any_size: bool = False  # the 224 files for any input size, with a warning (keras.applications' MobileNetV3)
 
     @property
     def preprocessing(self):
@@ -142,6 +145,10 @@ class KerasFile:
             raise ValueError(
                 f"ImageNet weights need depth_multiplier=1, got depth_multiplier={depth_multiplier}"
             )
+        if self.any_size and rows != 224:
+            if rows is not None:
+                warnings.warn(f"input size {rows}: the ImageNet weights were trained at 224", stacklevel=4)
+            rows = 224
         alphas = self.minimalistic_alphas if minimalistic else self.alphas
         if alpha not in alphas:
             kind = "minimalistic " if minimalistic else ""
@@ -172,11 +179,12 @@ SOURCES = {
             sha256=digest,
             license="Apache-2.0",
             builder_kwargs={"style": "tf"},  # TF "same" padding, BN eps 1e-3
+            top1=f"{top1} % (TensorFlow's EfficientNet-Lite table)",
         )
-        for variant, digest in (
-            (0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-            (1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-            (2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+        for variant, digest, top1 in (
+            (0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", "75.1"),
+            (1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", "76.7"),
+            (2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", "77.6"),
         )
     },
     "torchvision_mobilenet_v2": TorchvisionCheckpoint(
@@ -216,6 +224,8 @@ SOURCES = {
             # the demo feeds [-1, 1] pixels (`KERAS_EVAL`), as to the other Keras files
             builder_kwargs={"style": "tf", "include_preprocessing": False},
             by_name=False,
+            requires={"style": "tf", "width_rule": None, "bn_epsilon": None},
+            any_size=True,
         )
         for size, top1 in (("large", "75.6"), ("small", "68.1"))
     },
@@ -228,7 +238,8 @@ SOURCES = {
             url_file=url_file,
             sha256=url_file.rpartition("-")[2].partition(".")[0],  # torchvision's pin
             license="BSD-3-Clause (torchvision)",
-            builder_kwargs={"style": "torch", "alpha": 1.0, "minimalistic": False},
+            builder_kwargs={"style": "torch", "alpha": 1.0, "minimalistic": False, "width_rule": None,
+                            "bn_epsilon": None},
             top1=f"{top1} % (torchvision)",
             eval_transform=eval_transform,
         )
