@@ -132,7 +132,12 @@ def list_models():
 
 def _source_info(tag, default):
     from keras_lightnets.labels import class_index
-    from keras_lightnets.weights.sources import HASHES, SOURCES, KerasFile, TorchvisionCheckpoint
+    from keras_lightnets.weights.sources import (
+        HASHES,
+        SOURCES,
+        KerasFile,
+        TorchvisionCheckpoint,
+    )
 
     source = SOURCES[tag]
     if isinstance(source, KerasFile):

@@ -15,7 +15,9 @@ import torch
 
 import keras_lightnets as kl
 from keras_lightnets import registry
-from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import MobileNetV2 as TorchMobileNetV2
+from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import (
+    MobileNetV2 as TorchMobileNetV2,
+)
 from keras_lightnets.preprocessing import preprocess_input
 from keras_lightnets.weights import fetch, sources
 from keras_lightnets.weights.h5 import WeightsMismatchError, save_model_weights
@@ -116,7 +118,12 @@ def test_builders_do_not_know_the_registry():
     """Pretrained weights are resolved in one place: no builder module reaches for them."""
     import inspect
 
-    from keras_lightnets.models import efficientnet_lite, mobilenet, mobilenet_v2, mobilenet_v3
+    from keras_lightnets.models import (
+        efficientnet_lite,
+        mobilenet,
+        mobilenet_v2,
+        mobilenet_v3,
+    )
 
     for module in (mobilenet, mobilenet_v2, mobilenet_v3, efficientnet_lite):
         source = inspect.getsource(module)
