@@ -158,6 +158,23 @@ def folds(photos, preprocessing, calibration, evaluation):
     ]
 
 
+def photo_lines(folds_run, references, results):
+    """Markdown lines: the agreement on each evaluated photo's images (image i
+    of a fold comes from photo i modulo the photo count, `photo_pixels`)."""
+    rows = ["| evaluated photo | images | fp32 softmax top-1 (median) | int8 agreement | all-int8 agreement |",
+            "|---|---|---|---|---|"]
+    for (_, _, photos, _), reference, got, everything in zip(folds_run, references, results["int8"], results["all int8"]):
+        exp = np.exp(reference - reference.max(-1, keepdims=True))
+        confidence = (exp / exp.sum(-1, keepdims=True)).max(-1)
+        which = np.arange(len(reference)) % len(photos)
+        for index, (name, _) in enumerate(photos):
+            mine, top = which == index, reference.argmax(-1)
+            rows.append(f"| {name} | {mine.sum()} | {np.median(confidence[mine]):.2f} | "
+                        f"{(got[mine].argmax(-1) == top[mine]).mean():.0%} | "
+                        f"{(everything[mine].argmax(-1) == top[mine]).mean():.0%} |")
+    return rows
+
+
 def option_rows(model, preprocessing, fold, reference, threads):
     folded = fold_batchnorm(model)
     photos, calibration, _, evaluation = fold
@@ -201,7 +218,8 @@ def main():
     photos = distinct_photos()
     fp32 = Predictor(model, threads=args.threads)
     references, results, predictors, seconds = [], {"int8": [], "all int8": []}, {}, []
-    for index, fold in enumerate(folds(photos, preprocessing, args.calibration, args.evaluate)):
+    folds_run = folds(photos, preprocessing, args.calibration, args.evaluate)
+    for index, fold in enumerate(folds_run):
         _, calibration, _, evaluation = fold
         references.append(batched(fp32, evaluation))
         for name, head in (("int8", None), ("all int8", 0)):
@@ -245,11 +263,11 @@ def main():
             label = "int8 Predictor" if name == "int8" else "all-int8 Predictor (float_head=0)"
             report.append(f"| {label} | {batch} | {fast:.2f} | {batch / fast * 1e3:.0f} | {base / fast:.2f}x |")
     report += ["", "Ops of the int8 flatbuffer (`tflite.operators`):", "", *operator_lines(predictors["int8"].flatbuffer)]
+    report += ["", "By evaluated photo:", "", *photo_lines(folds_run, references, results)]
     print("\n".join(report), flush=True)
     if args.options:
-        fold = folds(photos, preprocessing, args.calibration, args.evaluate)[0]
         report += ["", "## Converter options (fold 1)", "",
-                   *option_rows(model, preprocessing, fold, references[0], args.threads)]
+                   *option_rows(model, preprocessing, folds_run[0], references[0], args.threads)]
     with open(os.path.join(HERE, "INT8_RESULTS.md"), "w", encoding="utf8") as f:
         f.write("\n".join(report) + "\n")
     print(f"agreement {agreement:.3f}")
