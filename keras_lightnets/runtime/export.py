@@ -26,7 +26,8 @@ written: an fp32 export whose max |Δ| exceeds 1e-4 is refused (nothing
 written, `ExportCheckError`).
 
 int8 (as `Predictor(model, quantize="int8")`): weights per output channel,
-activation ranges calibrated on real photos through the weights' own
+the first convolutions in float (`tflite.FLOAT_HEAD`), activation ranges
+calibrated on real photos through the weights' own
 preprocessing (`keras_lightnets.runtime.calibration`): the photos of
 `--calibration DIR`, or without it the shipped ones (the checkout's
 examples/, scikit-image's and matplotlib's sample photos), each once and

@@ -61,9 +61,10 @@ class Predictor:
 
     `quantize="int8"` runs an int8 flatbuffer on TFLite (XNNPACK's QS8
     kernels): weights per output channel, activation ranges measured on
-    `calibration`, float input and output. Its answers are close to the
-    float model's, not equal (bench/int8.py measures the top-1 agreement);
-    it needs the TensorFlow backend, one input and output of fixed size.
+    `calibration`, float input and output, the first `float_head`
+    convolutions in float. Its answers are close to the float model's, not
+    equal (bench/int8.py measures the top-1 agreement); it needs the
+    TensorFlow backend, one input and output of fixed size.
 
     Args:
         model: a Keras model.
@@ -77,6 +78,9 @@ class Predictor:
             model expects): e.g. `keras_lightnets.runtime.calibration.
             calibration_inputs(weights_info(path)["preprocessing"])`, real
             photos and seeded crops of them.
+        float_head: for int8, how many of the first convolutions stay float
+            (default `tflite.FLOAT_HEAD`: MobileNetV2's Conv1 and first
+            block; 0: every op int8).
 
     Attributes:
         runtime: the runtime that runs, `"tflite"` or `"tf"`.
@@ -88,7 +92,8 @@ class Predictor:
         probabilities = predict(batch)  # numpy in, numpy out
     """
 
-    def __init__(self, model, fold=True, runtime="auto", threads=None, quantize="none", calibration=None):
+    def __init__(self, model, fold=True, runtime="auto", threads=None, quantize="none", calibration=None,
+                 float_head=None):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if quantize not in QUANTIZATIONS:
@@ -96,6 +101,7 @@ class Predictor:
         if quantize == "int8" and (runtime == "tf" or calibration is None or len(calibration) == 0):
             raise ValueError("quantize='int8' runs on TFLite and needs calibration inputs (an array of model inputs)")
         self.quantize = quantize
+        self.float_head = float_head
         self._calibration = None if calibration is None else np.asarray(calibration)
         self.model = model
         foldable = isinstance(model, keras.Sequential) or internals.is_functional(model)
@@ -145,7 +151,9 @@ class Predictor:
         if self._last[0] == shape:
             return self._last[1]
         if shape not in self._runners:
-            quantized = {"quantize": "int8", "representative": self._calibration} if self.quantize == "int8" else {}
+            quantized = {}
+            if self.quantize == "int8":
+                quantized = {"quantize": "int8", "representative": self._calibration, "float_head": self.float_head}
             content = tflite.tflite_bytes(self.inference_model, input_shape=shape, **quantized)
             self._runners[shape] = tflite.Runner(content, self.threads)
             if shape == _static_input_shape(self.inference_model):
