@@ -202,7 +202,7 @@ BUILDER_ARGUMENTS = {
     "width_rule": optional(IDENTIFIER),  # the builder checks the name against its table
     "bn_epsilon": optional(number(0, 1, low_open=True)),
 }
-NEVER_IN_RECORD = ("weights", "input_tensor")
+NEVER_IN_RECORD = ("weights", "input_tensor", "feature_extractor", "feature_keys")  # use-time options
 
 
 
