@@ -13,9 +13,9 @@ import torch
 
 import keras_lightnets as kl
 from convert.__main__ import main as convert_main
+from keras_lightnets.cli.main import main as lightnets
 from keras_lightnets.conversion.references import c1_bottleneck, marvis, tonylins
 from keras_lightnets.conversion.references.torchvision.mobilenet_v2 import MobileNetV2
-from keras_lightnets.cli.main import main as lightnets
 from tests.helpers import (
     REPO,
     assert_parity,

@@ -232,7 +232,11 @@ def _mediapipe_writers(monkeypatch):
         monkeypatch.setattr(sys.modules["mediapipe.tasks.cc.metadata.python"], "_pywrap_metadata_version", stub,
                             raising=False)
     from mediapipe.tasks.python.metadata import metadata as mp_metadata
-    from mediapipe.tasks.python.metadata.metadata_writers import image_classifier, image_segmenter, metadata_writer
+    from mediapipe.tasks.python.metadata.metadata_writers import (
+        image_classifier,
+        image_segmenter,
+        metadata_writer,
+    )
 
     return stubbed, mp_metadata, image_classifier, image_segmenter, metadata_writer
 

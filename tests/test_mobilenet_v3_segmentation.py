@@ -13,13 +13,13 @@ import torch
 from PIL import Image
 
 import keras_lightnets as kl
-from keras_lightnets.models.mobilenet_v3 import segmentation_taps
 from keras_lightnets.cli import predict
 from keras_lightnets.cli.convert import main as convert_main
 from keras_lightnets.conversion.references.torchvision.segmentation import (
     DeepLabV3MobileNetV3Large,
     LRASPPMobileNetV3Large,
 )
+from keras_lightnets.models.mobilenet_v3 import segmentation_taps
 from keras_lightnets.training import finetune as ft
 from tests import finetune_data as fd
 from tests.helpers import (
