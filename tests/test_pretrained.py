@@ -180,6 +180,30 @@ def test_a_cached_file_failing_its_hash_is_fetched_again(caches, server, tmp_pat
     np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], dict(layers)["Conv1"][0][1])
 
 
+def test_a_cached_file_changed_since_its_download_is_fetched_again(caches, server, tmp_path, monkeypatch):
+    """keras.applications pins no hash for MobileNetV2's files: the sha256
+    recorded at download is what a cached copy must still have."""
+    body, _ = make_keras_file(tmp_path / "made.h5")
+    server.files[f"/mobilenet_v2/{KERAS_V2_FILE}"] = body
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", server.url)
+    assert KERAS_V2_FILE not in fetch.known_hashes()
+    path = fetch.keras_file("keras_mobilenet_v2", KERAS_V2_FILE)
+    assert fetch.keras_file("keras_mobilenet_v2", KERAS_V2_FILE) == path and len(server.requests) == 1
+    other, _ = make_keras_file(tmp_path / "other.h5", seed=1)  # a valid .h5, not the one downloaded
+    Path(path).write_bytes(other)
+    assert fetch.keras_file("keras_mobilenet_v2", KERAS_V2_FILE) == path and len(server.requests) == 2
+    assert Path(path).read_bytes() == body
+
+
+def test_a_hash_pin_is_a_sha256_its_prefix_of_8_or_more_digits_or_an_md5(tmp_path):
+    path = tmp_path / "file"
+    path.write_bytes(b"weights")
+    sha256, md5 = hashlib.sha256(b"weights").hexdigest(), hashlib.md5(b"weights").hexdigest()
+    assert fetch.hash_matches(path, sha256) and fetch.hash_matches(path, sha256[:8]) and fetch.hash_matches(path, md5)
+    for pin in ("", sha256[:7], sha256[:-1] + "x", md5[:-1] + "x", sha256[:32]):  # 32 digits are an md5
+        assert not fetch.hash_matches(path, pin), pin
+
+
 def test_keras_rules_for_unpublished_options(caches):
     import keras_lightnets as kl
 
