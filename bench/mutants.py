@@ -94,6 +94,7 @@ AUTO = INF + "test_auto_runs_static_classifiers_on_tflite_and_free_size_deeplab_
 WARM_DEMO = "tests/test_demo.py::test_warm_cache_runs_without_tensorflow_and_never_serves_a_stale_flatbuffer"
 BRANCHING = INF + "test_shared_layers_and_tensors_with_other_consumers_are_never_rewritten"
 RESUME = PRED + "test_results_belong_to_their_files_across_skips_and_resumes"
+READ_RESULTS = PRED + "test_an_existing_output_keeps_its_complete_lines_and_drops_only_a_torn_last_one"
 REPLICAS = FT + "test_two_replicas_compute_what_one_device_computes"
 RECORD = FT + "test_output_record_describes_the_fine_tuned_model"
 INSTALLED = PRE + "test_an_installed_checkpoint_is_read_only_with_its_sha256"
@@ -370,19 +371,19 @@ MUTANTS = [
      [PRE + "test_pip_wheel_with_other_bytes_is_rejected_then_url"]),
     # ------------------------------------------------------------ bookkeeping: predict's resume, skips, records
     ("resume_counts_an_unkept_line", FOLDER,  # issue 29's: counted done, then cut away as torn
-     "                keep += len(line)\n", "                keep += len(line) if complete else 0\n", [RESUME]),
+     "                keep += len(line)\n", "                keep += len(line) if complete else 0\n", [READ_RESULTS, RESUME]),
     ("resume_complete_last_line_dropped", FOLDER,  # re-predicted, written twice
      "                done.add(value[\"file\"])\n", "                if complete:\n"
-     "                    done.add(value[\"file\"])\n", [RESUME]),
-    ("resume_newline_not_added", FOLDER, "    if missing_newline:\n", "    if False:\n", [RESUME]),
+     "                    done.add(value[\"file\"])\n", [READ_RESULTS, RESUME]),
+    ("resume_newline_not_added", FOLDER, "    if missing_newline:\n", "    if False:\n", [READ_RESULTS, RESUME]),
     ("resume_torn_line_kept", FOLDER, "    if os.path.exists(out) and os.path.getsize(out) > keep:", "    if False:",
-     [RESUME]),
+     [READ_RESULTS, RESUME]),
     ("resume_torn_middle_line_dropped", FOLDER,
      "if not complete and line.startswith(RESULT_PREFIX) and line.isascii() and not f.read(1):",
-     "if not complete and line.startswith(RESULT_PREFIX):"),
+     "if not complete and line.startswith(RESULT_PREFIX):", [READ_RESULTS]),
     ("resume_foreign_output_cut", FOLDER,
      "if not complete and line.startswith(RESULT_PREFIX) and line.isascii() and not f.read(1):",
-     "if not complete:"),
+     "if not complete:", [READ_RESULTS]),
     ("resume_done_files_redone", FOLDER,
      "todo = [path for path in paths if names[path] not in done]", "todo = list(paths)", [RESUME]),
     ("results_shift_after_a_skip", FOLDER, "position += len(messages)", "position += len(good)", [RESUME]),
