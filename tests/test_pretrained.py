@@ -425,6 +425,9 @@ def test_a_cache_entry_is_served_only_for_this_cache_version_and_hash(caches):
         target, digest = write_cache_entry(folder, name, arch, checkpoint)
         manifest(sha256=digest)
         assert cache.cached_weights(name) is None, (arch, checkpoint)
+    # manifest and file agree, but on a checkpoint other than the known release
+    manifest(sha256=digest, source_sha256=other)
+    assert cache.cached_weights(name) is None
 
 
 def test_real_installed_package_converted_on_first_use_and_cached(caches, monkeypatch):
