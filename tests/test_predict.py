@@ -116,7 +116,11 @@ def test_results_belong_to_their_files_across_skips_and_resumes(photos, tmp_path
 def test_an_existing_output_keeps_its_complete_lines_and_drops_only_a_torn_last_one(tmp_path):
     """`read_results`: what a resumed run counts done is exactly what it keeps;
     anything that is not this command's output is refused, left untouched."""
-    from keras_lightnets.runtime.folder import MAX_RESULT_LINE, PredictError, read_results
+    from keras_lightnets.runtime.folder import (
+        MAX_RESULT_LINE,
+        PredictError,
+        read_results,
+    )
 
     lines = [json.dumps({"file": f"{i}.jpg", "top": [[i, "x", 0.5]]}).encode() + b"\n" for i in range(3)]
     out = tmp_path / "r.jsonl"
