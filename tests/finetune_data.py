@@ -116,16 +116,21 @@ def calibrate_bn(model, images):
         bn.momentum = momentum
 
 
-def calibration_images(size, count=8):
-    """Crops of the class photos, preprocessed in "torch" mode, for `calibrate_bn`."""
+def photo_crops(size, count=8):
+    """`count` seeded `size` x `size` crops of the class photos: uint8 RGB pixels."""
     rng = np.random.default_rng(1)
     crops = []
     for index in range(count):
         image = photo(CLASS_PHOTOS[index % len(CLASS_PHOTOS)])
         top, left = int(rng.integers(0, image.shape[0] - size)), int(rng.integers(0, image.shape[1] - size))
         crops.append(image[top : top + size, left : left + size])
+    return np.stack(crops).astype("uint8")
+
+
+def calibration_images(size, count=8):
+    """`photo_crops`, preprocessed in "torch" mode, for `calibrate_bn`."""
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    return ((np.stack(crops) / 255.0 - mean) / std).astype("float32")
+    return ((photo_crops(size, count) / 255.0 - mean) / std).astype("float32")
 
 
 def write_weights_file(path, builder, builder_kwargs, preprocessing, arch, seed=0, calibrated=False):

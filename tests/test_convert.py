@@ -322,7 +322,7 @@ def test_lightnets_info_describes_weights_checkpoints_and_tflite_files(tmp_path,
     from keras_lightnets.runtime.tflite import tflite_bytes
     from tests import finetune_data as fd
 
-    model = torch_models.TorchvisionMobileNetV2(num_classes=10, width_mult=0.5)
+    model = MobileNetV2(num_classes=10, width_mult=0.5)
     state = model.state_dict()
     torch.save(state, tmp_path / "model.pth")
     weights = tmp_path / "w.h5"

@@ -16,7 +16,7 @@ from keras_lightnets.runtime.predictor import Predictor
 from tests.helpers import randomize_keras_weights
 
 
-def dilated_model(height, width):
+def dilated_model(height, width, seed=None):
     """Dilated "same" convs of every kind the rewrite knows, each followed by BN."""
     inputs = keras.Input((height, width, 4))
     x = layers.Conv2D(6, 3, dilation_rate=6, padding="same", name="conv_d6")(inputs)
@@ -27,7 +27,7 @@ def dilated_model(height, width):
     x = layers.ReLU()(layers.BatchNormalization(name="conv5_d4_bn")(x))
     x = layers.Conv2D(4, 3, dilation_rate=2, padding="valid", name="valid_d2")(layers.ZeroPadding2D(2)(x))
     model = keras.Model(inputs, x)
-    randomize_keras_weights(model, seed=height * 100 + width)
+    randomize_keras_weights(model, seed=height * 100 + width if seed is None else seed)
     return model
 
 
@@ -76,6 +76,20 @@ def test_dilated_convs_keep_their_outputs(size):
     assert np.abs(expected).max() > 1.0  # outputs of unit scale: the bound below means something
     np.testing.assert_allclose(got, unrewritten, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_a_free_size_map_keeps_every_tap():
+    """With the map's size unknown (a model of free input size) no tap is
+    dropped: the same graph is right on small and large inputs alike."""
+    model = dilated_model(None, None, seed=7)
+    folded = fold_batchnorm(model)
+    graph = graph_of(folded)
+    assert kernel_shapes(graph) == CASES[13, 17] and not graph.trimmed
+    rng = np.random.default_rng(4)
+    for size in ((5, 7), (13, 17)):
+        x = rng.uniform(-1, 1, (1, *size, 4)).astype("float32")
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(folded(x)), expected, atol=1e-5, rtol=0)
 
 
 def tf_ops(model, size):

@@ -91,22 +91,32 @@ def test_int8_agrees_with_fp32_on_real_photos(lite0, real_photos, tmp_path):
 
 def test_lightnets_export_writes_a_tflite_file_that_reproduces_keras(tmp_path, capsys):
     """`lightnets export --weights W.h5 --format tflite OUT` with the default
-    options (float32, no quantization): the file computes the logits of the
-    Keras model built from W.h5, on photos."""
+    options: an app-ready file (MediaPipe metadata with the labels; the
+    weights' per-channel mean/std inside the graph behind a uint8 input of
+    RGB pixels) that computes, from the raw pixels of photos, what the Keras
+    model built from W.h5 computes from the same pixels preprocessed."""
     from keras_lightnets.cli.main import main as lightnets
+    from keras_lightnets.preprocessing import preprocess_input
+    from keras_lightnets.runtime.metadata import read_image_metadata
     from keras_lightnets.runtime.tflite import Runner
     from tests import finetune_data as fd
 
     weights, out = tmp_path / "w.h5", tmp_path / "model.tflite"
     fd.classifier_file(str(weights), classes=5, size=48, calibrated=True)
     assert lightnets(["export", "--weights", str(weights), "--format", "tflite", str(out)]) == 0
-    assert capsys.readouterr().out.startswith(f"wrote {out} (")
-    runner = Runner(out.read_bytes())
-    assert runner.input_shape == (None, 48, 48, 3)
-    photos = fd.calibration_images(48)
-    expected = kl.from_h5(weights, classifier_activation=None).predict(photos, verbose=0)
-    assert np.abs(expected[:, None] - expected[None]).max() > 0.1  # the photos give different logits
-    np.testing.assert_allclose(runner(photos), expected, atol=1e-4 * max(1.0, np.abs(expected).max()), rtol=0)
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"wrote {out} (") and "input           uint8, 48x48" in printed
+    content = out.read_bytes()
+    runner = Runner(content)
+    assert runner.input_shape == (None, 48, 48, 3) and runner.input_details["dtype"] == np.uint8
+    metadata = read_image_metadata(content)
+    assert metadata["task"] == "classifier" and len(metadata["outputs"][0]["labels"]) == 5
+    pixels = fd.photo_crops(48)
+    preprocessing = weights_info(weights)["preprocessing"]
+    assert preprocessing["mode"] == "torch"  # per-channel: MediaPipe's metadata cannot say it, the graph does
+    expected = kl.from_h5(weights).predict(preprocess_input(pixels.astype("float32"), preprocessing), verbose=0)
+    assert np.abs(expected[:, None] - expected[None]).max() > 0.1  # the photos give different outputs
+    np.testing.assert_allclose(runner(pixels), expected, atol=1e-4 * max(1.0, np.abs(expected).max()), rtol=0)
 
 
 def test_cli_refuses_existing_output_and_bad_requests(tmp_path):

@@ -105,10 +105,43 @@ def test_results_belong_to_their_files_across_skips_and_resumes(photos, tmp_path
     assert f"{len(names) - 2} images predicted" in capsys.readouterr().err
     check_each_line_is_its_files(out, expected)
 
-    # a run killed between writing a line and its newline
+    # a run killed between writing a line and its newline: that line is kept and counted done
+    capsys.readouterr()
     out.write_bytes(out.read_bytes()[:-1])
     assert lightnets(args) == 0
+    assert "0 images predicted" in capsys.readouterr().err
     check_each_line_is_its_files(out, expected)
+
+
+def test_an_existing_output_keeps_its_complete_lines_and_drops_only_a_torn_last_one(tmp_path):
+    """`read_results`: what a resumed run counts done is exactly what it keeps;
+    anything that is not this command's output is refused, left untouched."""
+    from keras_lightnets.runtime.folder import (
+        MAX_RESULT_LINE,
+        PredictError,
+        read_results,
+    )
+
+    lines = [json.dumps({"file": f"{i}.jpg", "top": [[i, "x", 0.5]]}).encode() + b"\n" for i in range(3)]
+    out = tmp_path / "r.jsonl"
+    for content, done, keep, missing_newline in [
+        (b"".join(lines), {"0.jpg", "1.jpg", "2.jpg"}, len(b"".join(lines)), False),
+        (b"".join(lines)[:-1], {"0.jpg", "1.jpg", "2.jpg"}, len(b"".join(lines)) - 1, True),  # complete, no newline
+        (b"".join(lines)[:-5], {"0.jpg", "1.jpg"}, len(b"".join(lines[:2])), False),  # torn: cut away, redone
+        (lines[0] + b'{"file": "', {"0.jpg"}, len(lines[0]), False),
+    ]:
+        out.write_bytes(content)
+        assert read_results(out) == (done, keep, missing_newline), content
+    for content in (
+        b"notes without a newline",
+        lines[0] + b"notes without a newline",
+        lines[0] + b'{"file": "' + b"x" * MAX_RESULT_LINE + b'"}\n' + lines[1],  # an overlong line amid results
+        lines[0] + b'{"file": "\xc3\xa9',  # a torn result line is ASCII (json.dumps escapes)
+    ):
+        out.write_bytes(content)
+        with pytest.raises(PredictError, match="is not a result line of this command"):
+            read_results(out)
+        assert out.read_bytes() == content
 
 
 # Pascal VOC's class colours as its development kit publishes them (classes 0-20).

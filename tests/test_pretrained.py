@@ -180,6 +180,30 @@ def test_a_cached_file_failing_its_hash_is_fetched_again(caches, server, tmp_pat
     np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], dict(layers)["Conv1"][0][1])
 
 
+def test_a_cached_file_changed_since_its_download_is_fetched_again(caches, server, tmp_path, monkeypatch):
+    """keras.applications pins no hash for MobileNetV2's files: the sha256
+    recorded at download is what a cached copy must still have."""
+    body, _ = make_keras_file(tmp_path / "made.h5")
+    server.files[f"/mobilenet_v2/{KERAS_V2_FILE}"] = body
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", server.url)
+    assert KERAS_V2_FILE not in fetch.known_hashes()
+    path = fetch.keras_file("keras_mobilenet_v2", KERAS_V2_FILE)
+    assert fetch.keras_file("keras_mobilenet_v2", KERAS_V2_FILE) == path and len(server.requests) == 1
+    other, _ = make_keras_file(tmp_path / "other.h5", seed=1)  # a valid .h5, not the one downloaded
+    Path(path).write_bytes(other)
+    assert fetch.keras_file("keras_mobilenet_v2", KERAS_V2_FILE) == path and len(server.requests) == 2
+    assert Path(path).read_bytes() == body
+
+
+def test_a_hash_pin_is_a_sha256_its_prefix_of_8_or_more_digits_or_an_md5(tmp_path):
+    path = tmp_path / "file"
+    path.write_bytes(b"weights")
+    sha256, md5 = hashlib.sha256(b"weights").hexdigest(), hashlib.md5(b"weights").hexdigest()
+    assert fetch.hash_matches(path, sha256) and fetch.hash_matches(path, sha256[:8]) and fetch.hash_matches(path, md5)
+    for pin in ("", sha256[:7], sha256[:-1] + "x", md5[:-1] + "x", sha256[:32]):  # 32 digits are an md5
+        assert not fetch.hash_matches(path, pin), pin
+
+
 def test_keras_rules_for_unpublished_options(caches):
     import keras_lightnets as kl
 
@@ -318,56 +342,92 @@ def test_an_installed_checkpoint_is_read_only_with_its_sha256(caches, fake_sourc
     known release's is never handed to the converter: the pip source is an
     error naming the package, torchvision's source goes on to its next place."""
     source, body = fake_source
-    pip_source = pretrained.PipCheckpoint(
+    pip_source = sources.PipCheckpoint(
         arch="efficientnet_lite0", package="not_installed_weights_pkg", pip_name="fake-weights",
         file=TORCHVISION.file, sha256=source.sha256, license="test",
     )
-    monkeypatch.setitem(pretrained.SOURCES, "fake_pip", pip_source)
+    monkeypatch.setitem(sources.SOURCES, "fake_pip", pip_source)
     installed = install_fake_package(tmp_path, monkeypatch, "not_installed_weights_pkg", TORCHVISION.file, body)
-    assert pretrained.pretrained_checkpoint("fake_pip") == str(installed)
-    path, where = pretrained.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+    assert fetch.pretrained_checkpoint("fake_pip") == str(installed)
+    path, where = fetch.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
     assert path == str(installed) and "installed" in where
 
     installed.write_bytes(body[:-1] + b"!")  # same size, other bytes
     with pytest.raises(WeightsMismatchError, match="sha256"):
-        pretrained.pretrained_checkpoint("fake_pip")
+        fetch.pretrained_checkpoint("fake_pip")
     use_fake_pip(monkeypatch, tmp_path, "fail")
     hub = caches["torch_home"] / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     (hub / source.url_file).write_bytes(body)
-    path, where = pretrained.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+    path, where = fetch.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
     assert path == str(hub / source.url_file)
     (hub / source.url_file).unlink()
-    with pytest.raises(pretrained.PretrainedUnavailable, match="lacks the file or its sha256 differs"):
-        pretrained.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+    with pytest.raises(fetch.PretrainedUnavailable, match="lacks the file or its sha256 differs"):
+        fetch.locate_torchvision_checkpoint(source, str(tmp_path / "work"))
+
+
+def write_cache_entry(folder, name, arch, checkpoint_sha256):
+    """A small weights file in the cache as `pretrained_weights` leaves one
+    (its record naming the checkpoint's sha256); returns (path, its sha256)."""
+    from keras_lightnets import registry
+    from keras_lightnets.weights.record import RECORD_FORMAT
+
+    record = {
+        "format": RECORD_FORMAT, "arch": arch, "builder": registry.SPECS[arch].builder_name,
+        "builder_kwargs": {}, "preprocessing": {"mode": "torch"},
+        "source": {"naming": "torchvision", "checkpoint": "x.pth", "sha256": checkpoint_sha256},
+    }
+    target = Path(folder) / f"{name}.h5"
+    write_weights(target, [("predictions", [("predictions/bias:0", np.arange(3, dtype="float32"))])], record,
+                  overwrite=True)
+    return target, hashlib.sha256(target.read_bytes()).hexdigest()
 
 
 def test_a_cache_entry_is_served_only_for_this_cache_version_and_hash(caches):
     """A converted file is served from the cache only when the manifest says
-    this cache format version made it and its sha256 still matches."""
+    this cache format version made it from the known checkpoint, its sha256
+    still matches, and its own record names the same arch and checkpoint."""
+    from keras_lightnets.weights import cache
+
     name = "torchvision_mobilenet_v2"
-    folder = pretrained.cache_dir()
-    target = Path(folder) / f"{name}.h5"
-    target.write_bytes(b"converted weights")
-    digest = hashlib.sha256(b"converted weights").hexdigest()
+    folder = cache.cache_dir()
+    target, digest = write_cache_entry(folder, name, TORCHVISION.arch, TORCHVISION.sha256)
+    good = {"file": target.name, "cache_version": cache.CACHE_VERSION, "sha256": digest,
+            "source": "test", "source_sha256": TORCHVISION.sha256}
 
-    def manifest(**record):
-        (Path(folder) / "MANIFEST.json").write_text(json.dumps({name: {"file": target.name, **record}}))
+    def manifest(**changes):
+        record = {k: v for k, v in {**good, **changes}.items() if v is not None}
+        (Path(folder) / "MANIFEST.json").write_text(json.dumps({name: record}))
 
-    manifest(cache_version=pretrained.CACHE_VERSION, sha256=digest)
-    assert pretrained.cached_weights(name) == str(target)
-    for record in (
-        {"cache_version": pretrained.CACHE_VERSION - 1, "sha256": digest},  # made by an older release
-        {"cache_version": pretrained.CACHE_VERSION + 1, "sha256": digest},
-        {"sha256": digest},
-        {"cache_version": pretrained.CACHE_VERSION, "sha256": hashlib.sha256(b"other").hexdigest()},
-        {"cache_version": pretrained.CACHE_VERSION},
+    manifest()
+    assert cache.cached_weights(name) == str(target)
+    assert pretrained.pretrained_weights(name) == str(target)  # served: nothing to convert, no builder needed
+    other = hashlib.sha256(b"other").hexdigest()
+    for changes in (
+        {"cache_version": cache.CACHE_VERSION - 1},  # made by an older release
+        {"cache_version": cache.CACHE_VERSION + 1},
+        {"sha256": other},
+        {"source_sha256": other},  # converted from another checkpoint
+        {"source_sha256": None},
+        {"file": "other.h5"},
     ):
-        manifest(**record)
-        assert pretrained.cached_weights(name) is None, record
-    manifest(cache_version=pretrained.CACHE_VERSION, sha256=digest)
-    target.write_bytes(b"converted weights, edited")
-    assert pretrained.cached_weights(name) is None
+        manifest(**changes)
+        assert cache.cached_weights(name) is None, changes
+    for missing in ("cache_version", "sha256"):  # a manifest entry without them is refused, one line
+        manifest(**{missing: None})
+        with pytest.raises(WeightsMismatchError, match="not a keras-lightnets cache manifest"):
+            cache.cached_weights(name)
+    manifest()
+    target.write_bytes(target.read_bytes()[:-1] + b"!")  # edited after it was made
+    assert cache.cached_weights(name) is None
+    # the file's own record must agree with the manifest: made for this arch, from this checkpoint
+    for arch, checkpoint in (("mobilenet_v1", TORCHVISION.sha256), (TORCHVISION.arch, other)):
+        target, digest = write_cache_entry(folder, name, arch, checkpoint)
+        manifest(sha256=digest)
+        assert cache.cached_weights(name) is None, (arch, checkpoint)
+    # manifest and file agree, but on a checkpoint other than the known release
+    manifest(sha256=digest, source_sha256=other)
+    assert cache.cached_weights(name) is None
 
 
 def test_real_installed_package_converted_on_first_use_and_cached(caches, monkeypatch):

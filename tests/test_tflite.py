@@ -112,6 +112,24 @@ def test_corrupt_compiled_flatbuffer_is_ignored_and_removed(model_and_flatbuffer
     assert tflite.load_compiled(weights, SIZE, ARCH) is not None
 
 
+def test_an_entry_of_other_weights_renamed_into_place_is_refused(model_and_flatbuffer, weights, tmp_path):
+    """The side record binds an entry to its weights, arch, size and version:
+    another weights file's entry (flatbuffer and side record, each intact)
+    renamed to this file's name is deleted, never served."""
+    model, content = model_and_flatbuffer
+    other = tmp_path / "other.h5"
+    other.write_bytes(b"weights, version 2")
+    path = tflite.save_compiled(other, SIZE, other_weights(content, model), ARCH)
+    mine, theirs = (hashlib.sha256(w.read_bytes()).hexdigest() for w in (weights, other))
+    moved = []
+    for name in (path, path[: -len(".tflite")] + ".json"):
+        target = os.path.join(os.path.dirname(name), os.path.basename(name).replace(theirs, mine))
+        os.replace(name, target)
+        moved.append(target)
+    assert tflite.load_compiled(weights, SIZE, ARCH) is None
+    assert not any(os.path.exists(name) for name in moved)
+
+
 def test_a_flatbuffer_with_other_weights_still_runs(model_and_flatbuffer):
     """What the digest check guards against: TFLite itself takes the damaged file."""
     model, content = model_and_flatbuffer
