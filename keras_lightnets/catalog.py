@@ -1,5 +1,6 @@
 """Models by name: the registry's builders, and models rebuilt from weights files."""
 
+import fnmatch
 import importlib
 import inspect
 import os
@@ -125,9 +126,25 @@ def convert_checkpoint(path, out, arch="auto", **options):
 # ------------------------------------------------------------- weights as named values
 
 
-def list_models():
-    """The registry's model names (archs), e.g. `"mobilenet_v2"`, for `get_model`."""
-    return list(registry.SPECS)
+def list_models(pattern="*", pretrained=False):
+    """The registry's model names (archs), e.g. `"mobilenet_v2"`, for `get_model`.
+
+    Args:
+        pattern: a shell-style pattern the names must match (`"mobilenet*"`).
+        pretrained: only the models with pretrained weights (`list_weights`).
+    """
+    return [name for name, spec in registry.SPECS.items()
+            if fnmatch.fnmatchcase(name, pattern) and (spec.pretrained or not pretrained)]
+
+
+class WeightsInfo(dict):
+    """One pretrained weights tag (`list_weights`): a dict whose keys are also attributes (`info.sha256`)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def _source_info(tag, default):
@@ -155,7 +172,7 @@ def _source_info(tag, default):
         sha256 = source.sha256
         hashes = "sha256" if len(sha256) == 64 else "sha256 prefix, as torchvision pins it"
         options = dict(source.builder_kwargs)
-    return {
+    return WeightsInfo({
         "tag": tag,
         "arch": source.arch,
         "default": default,
@@ -167,7 +184,7 @@ def _source_info(tag, default):
         "class_names": [label for _, label in class_index()],
         "top1": source.top1 or None,
         "license": source.license,
-    }
+    })
 
 
 KERAS_URL_NOTE = "storage.googleapis.com/tensorflow/keras-applications/"
@@ -206,13 +223,16 @@ def get_model(name, weights=None, **kwargs):
     Args:
         name: a model name of `list_models()` (or a builder name).
         weights: `None`, `"imagenet"` (the first tag that fits the options),
-            a tag of `list_weights(name)` (its options are the defaults), or
+            a tag of `list_weights(name)` (its name or the entry; its options
+            are the defaults), or
             the path of a weights file (a keras-lightnets file is built with
             its record's options, as `from_h5`).
         **kwargs: builder arguments.
     """
     from keras_lightnets.weights.sources import SOURCES
 
+    if isinstance(weights, WeightsInfo):
+        weights = weights.tag
     spec = _spec(name)
     arguments = {**spec.builder_kwargs}
     tag = spec.pretrained[0] if weights == "imagenet" and spec.pretrained else weights

@@ -27,6 +27,10 @@ TORCHVISION = sources.SOURCES["torchvision_mobilenet_v2"]
 
 def test_list_models_is_the_registry():
     assert kl.list_models() == list(registry.SPECS)
+    assert kl.list_models("mobilenet_v3*") == ["mobilenet_v3_large", "mobilenet_v3_small"]
+    assert kl.list_models(pretrained=True) == [
+        "mobilenet_v1", "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+        "mobilenet_v3_large", "mobilenet_v3_small"]
     assert {"mobilenet_v2", "mobilenet_v3_large", "efficientnet_lite0", "deeplabv3plus_mobilenetv2"} <= set(
         kl.list_models()
     )
@@ -45,7 +49,9 @@ def test_list_weights_describes_each_tag():
     assert torchvision["builder_kwargs"] == {"style": "torch", "alpha": 1.0}
     assert torchvision["top1"].startswith("71.878")
     assert len(torchvision["class_names"]) == 1000 and torchvision["class_names"][967] == "espresso"
-    assert keras_files["sha256"] is None and keras_files["preprocessing"]["mode"] == "tf"
+    assert keras_files["sha256"] is None and keras_files.preprocessing["mode"] == "tf"  # keys are attributes too
+    with pytest.raises(AttributeError):
+        keras_files.no_such_field
     assert [t["tag"] for t in kl.list_weights("MobileNetV3Small")] == [
         "torchvision_mobilenet_v3_small", "keras_mobilenet_v3_small"]
     assert kl.list_weights("deeplabv3plus_mobilenetv2") == []
@@ -77,7 +83,8 @@ def test_tag_imagenet_and_get_model_are_the_torchvision_weights(caches, pixels):
     assert got.argmax() == 967  # espresso
     by_imagenet = kl.MobileNetV2(weights="imagenet", style="torch", classifier_activation=None)
     by_name = kl.get_model("mobilenet_v2", weights="imagenet", classifier_activation=None)
-    for model in (by_imagenet, by_name):
+    by_entry = kl.get_model("mobilenet_v2", weights=kl.list_weights("mobilenet_v2")[0], classifier_activation=None)
+    for model in (by_imagenet, by_name, by_entry):
         np.testing.assert_array_equal(model.predict(preprocess_input(pixels, "torch"), verbose=0), got)
     # without the classifier: the same weights, matched by layer name
     features = kl.MobileNetV2(weights="imagenet", style="torch", include_top=False, pooling="avg")
