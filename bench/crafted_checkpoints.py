@@ -3,7 +3,7 @@
 Pickles assembled opcode by opcode and files laid out byte by byte: each case
 of `CRAFTED` writes a file that the reader must refuse with its own one-line
 error, quickly and in bounded memory. bench/reader_limits.py times them;
-tests/test_reader_hardening.py checks each one.
+tests/conversion/test_reader_hardening.py checks each one.
 """
 
 import pickle

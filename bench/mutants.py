@@ -39,49 +39,49 @@ KL = "keras_lightnets/"
 CONV = KL + "conversion/"
 # The quick test files that cover each module, most targeted first.
 MODULE_TESTS = {
-    CONV + "layouts.py": ["tests/test_layouts.py"],
-    CONV + "pipeline.py": ["tests/test_gates.py", "tests/test_convert.py"],
-    CONV + "reader/assemble.py": ["tests/test_reader.py", "tests/test_convert.py"],
-    CONV + "reader/tensors.py": ["tests/test_reader.py", "tests/test_fuzz.py"],
-    CONV + "namings/mobilenet_v1/marvis.py": ["tests/test_layouts.py", "tests/test_convert.py"],
-    CONV + "namings/mobilenet_v2/common.py": ["tests/test_convert.py"],
-    KL + "files.py": ["tests/test_convert.py", "tests/test_gates.py"],
-    KL + "layers/conventions.py": ["tests/test_mobilenet.py", "tests/test_layouts.py"],
-    KL + "layers/blocks.py": ["tests/test_mobilenet.py", "tests/test_deeplab.py", "tests/test_squeezenet_shufflenet.py"],
-    KL + "layers/custom.py": ["tests/test_squeezenet_shufflenet.py"],
-    KL + "layers/resize.py": ["tests/test_deeplab.py", "tests/test_layouts.py"],
-    KL + "preprocessing/__init__.py": ["tests/test_preprocessing.py"],
-    KL + "preprocessing/image.py": ["tests/test_image.py", "tests/test_preprocessing.py"],
-    KL + "labels.py": ["tests/test_preprocessing.py", "tests/test_predict.py"],
-    KL + "runtime/tflite.py": ["tests/test_tflite.py", "tests/test_inference.py"],
-    KL + "runtime/folding.py": ["tests/test_inference.py", "tests/test_dilated.py", "tests/test_tflite.py"],
-    KL + "runtime/predictor.py": ["tests/test_inference.py", "tests/test_tflite.py"],
-    KL + "runtime/folder.py": ["tests/test_predict.py"],
-    KL + "weights/pretrained.py": ["tests/test_pretrained.py", "tests/test_demo.py"],
-    KL + "weights/cache.py": ["tests/test_pretrained.py", "tests/test_demo.py"],
-    KL + "weights/fetch.py": ["tests/test_pretrained.py", "tests/test_demo.py"],
-    KL + "training/data.py": ["tests/test_finetune.py"],
-    KL + "training/distribute.py": ["tests/test_finetune.py"],
-    KL + "training/finetune.py": ["tests/test_finetune.py"],
-    KL + "cli/demo.py": ["tests/test_demo.py"],
+    CONV + "layouts.py": ["tests/conversion/test_layouts.py"],
+    CONV + "pipeline.py": ["tests/conversion/test_gates.py", "tests/conversion/test_convert.py"],
+    CONV + "reader/assemble.py": ["tests/conversion/test_reader.py", "tests/conversion/test_convert.py"],
+    CONV + "reader/tensors.py": ["tests/conversion/test_reader.py", "tests/conversion/test_fuzz.py"],
+    CONV + "namings/mobilenet_v1/marvis.py": ["tests/conversion/test_layouts.py", "tests/conversion/test_convert.py"],
+    CONV + "namings/mobilenet_v2/common.py": ["tests/conversion/test_convert.py"],
+    KL + "files.py": ["tests/conversion/test_convert.py", "tests/conversion/test_gates.py"],
+    KL + "layers/conventions.py": ["tests/models/test_mobilenet.py", "tests/conversion/test_layouts.py"],
+    KL + "layers/blocks.py": ["tests/models/test_mobilenet.py", "tests/models/test_deeplab.py", "tests/models/test_squeezenet_shufflenet.py"],
+    KL + "layers/custom.py": ["tests/models/test_squeezenet_shufflenet.py"],
+    KL + "layers/resize.py": ["tests/models/test_deeplab.py", "tests/conversion/test_layouts.py"],
+    KL + "preprocessing/__init__.py": ["tests/preprocessing/test_preprocessing.py"],
+    KL + "preprocessing/image.py": ["tests/preprocessing/test_image.py", "tests/preprocessing/test_preprocessing.py"],
+    KL + "labels.py": ["tests/preprocessing/test_preprocessing.py", "tests/runtime/test_predict.py"],
+    KL + "runtime/tflite.py": ["tests/runtime/test_tflite.py", "tests/runtime/test_inference.py"],
+    KL + "runtime/folding.py": ["tests/runtime/test_inference.py", "tests/runtime/test_dilated.py", "tests/runtime/test_tflite.py"],
+    KL + "runtime/predictor.py": ["tests/runtime/test_inference.py", "tests/runtime/test_tflite.py"],
+    KL + "runtime/folder.py": ["tests/runtime/test_predict.py"],
+    KL + "weights/pretrained.py": ["tests/weights/test_pretrained.py", "tests/cli/test_demo.py"],
+    KL + "weights/cache.py": ["tests/weights/test_pretrained.py", "tests/cli/test_demo.py"],
+    KL + "weights/fetch.py": ["tests/weights/test_pretrained.py", "tests/cli/test_demo.py"],
+    KL + "training/data.py": ["tests/training/test_finetune.py"],
+    KL + "training/distribute.py": ["tests/training/test_finetune.py"],
+    KL + "training/finetune.py": ["tests/training/test_finetune.py"],
+    KL + "cli/demo.py": ["tests/cli/test_demo.py"],
 }
 
-CONVERT_TESTS = ["tests/test_layouts.py", "tests/test_gates.py", "tests/test_convert.py"]
-MN = "tests/test_mobilenet.py::"
-SQ = "tests/test_squeezenet_shufflenet.py::"
-DL = "tests/test_deeplab.py::"
-INF = "tests/test_inference.py::"
-DIL = "tests/test_dilated.py::"
-PRED = "tests/test_predict.py::"
-FT = "tests/test_finetune.py::"
-PRE = "tests/test_pretrained.py::"
+CONVERT_TESTS = ["tests/conversion/test_layouts.py", "tests/conversion/test_gates.py", "tests/conversion/test_convert.py"]
+MN = "tests/models/test_mobilenet.py::"
+SQ = "tests/models/test_squeezenet_shufflenet.py::"
+DL = "tests/models/test_deeplab.py::"
+INF = "tests/runtime/test_inference.py::"
+DIL = "tests/runtime/test_dilated.py::"
+PRED = "tests/runtime/test_predict.py::"
+FT = "tests/training/test_finetune.py::"
+PRE = "tests/weights/test_pretrained.py::"
 TORCH_PAD = MN + "test_torch_style_pads_symmetrically_and_uses_pytorch_epsilon"
 KERAS_APPS = MN + "test_keras_applications_weight_file_gives_keras_outputs"
-DM2_CLI = "tests/test_layouts.py::test_cli_converts_seed_v1_with_depth_multiplier_2"
+DM2_CLI = "tests/conversion/test_layouts.py::test_cli_converts_seed_v1_with_depth_multiplier_2"
 SQ_CLI = SQ + "test_cli_conversion_reproduces_pytorch"
 DL_CLI = DL + "test_conversion_reproduces_pytorch_deeplab"
 RESIZE = DL + "test_bilinear_resize_matches_torch_interpolate"
-RESIZE_DYNAMIC = "tests/test_layouts.py::test_bilinear_resize_with_unknown_sizes_matches_torch"
+RESIZE_DYNAMIC = "tests/conversion/test_layouts.py::test_bilinear_resize_with_unknown_sizes_matches_torch"
 TFLITE = KL + "runtime/tflite.py"
 FOLDING = KL + "runtime/folding.py"
 PREDICTOR = KL + "runtime/predictor.py"
@@ -91,7 +91,7 @@ CACHE_PY = KL + "weights/cache.py"
 FETCH = KL + "weights/fetch.py"
 DISTRIBUTE = KL + "training/distribute.py"
 AUTO = INF + "test_auto_runs_static_classifiers_on_tflite_and_free_size_deeplab_on_tf"
-WARM_DEMO = "tests/test_demo.py::test_warm_cache_runs_without_tensorflow_and_never_serves_a_stale_flatbuffer"
+WARM_DEMO = "tests/cli/test_demo.py::test_warm_cache_runs_without_tensorflow_and_never_serves_a_stale_flatbuffer"
 BRANCHING = INF + "test_shared_layers_and_tensors_with_other_consumers_are_never_rewritten"
 RESUME = PRED + "test_results_belong_to_their_files_across_skips_and_resumes"
 READ_RESULTS = PRED + "test_an_existing_output_keeps_its_complete_lines_and_drops_only_a_torn_last_one"
@@ -127,30 +127,30 @@ MUTANTS = [
      "        create_model_values(model, mapped)\n", "        pass\n"),
     ("unset_layers_allowed", CONV + "pipeline.py",
      "if (unused or unset) and not allow_partial:", "if unused and not allow_partial:",
-     ["tests/test_gates.py::test_completeness_refuses_unused_tensors_and_unset_layers",
-      "tests/test_convert.py::test_unused_tensors_refused_unless_allow_partial"]),
+     ["tests/conversion/test_gates.py::test_completeness_refuses_unused_tensors_and_unset_layers",
+      "tests/conversion/test_convert.py::test_unused_tensors_refused_unless_allow_partial"]),
     ("write_before_parity", CONV + "pipeline.py",
      '    parity, parity_note, layer_diff = None, f"{NOT_MEASURED} (--no-check)", []\n',
      '    h5format.write_weights(out, weights, make_record(spec, kwargs, naming, found.file), overwrite=force)\n'
      '    parity, parity_note, layer_diff = None, f"{NOT_MEASURED} (--no-check)", []\n',
-     ["tests/test_gates.py::test_gate_passes_the_weights_and_refuses_one_perturbed_weight"]),
+     ["tests/conversion/test_gates.py::test_gate_passes_the_weights_and_refuses_one_perturbed_weight"]),
     # ------------------------------------------------------------ output files
     ("no_overwrite_check", KL + "files.py", "if not overwrite and os.path.lexists(absolute):", "if False:",
-     ["tests/test_convert.py::test_class_count_check_existing_output_and_force"]),
+     ["tests/conversion/test_convert.py::test_class_count_check_existing_output_and_force"]),
     ("write_not_atomic", KL + "files.py", "    temp = temp_path_for(path)\n", "    temp = path\n",
-     ["tests/test_gates.py::test_force_killed_while_writing_keeps_the_old_file",
-      "tests/test_convert.py::test_interrupted_write_leaves_no_file"]),
+     ["tests/conversion/test_gates.py::test_force_killed_while_writing_keeps_the_old_file",
+      "tests/conversion/test_convert.py::test_interrupted_write_leaves_no_file"]),
     ("temp_left_behind", KL + "files.py", "                os.unlink(temp)\n", "                pass\n",
-     ["tests/test_convert.py::test_interrupted_write_leaves_no_file"]),
+     ["tests/conversion/test_convert.py::test_interrupted_write_leaves_no_file"]),
     # ------------------------------------------------------------ converter: namings
     ("seed_v1_multiplier_fixed", CONV + "namings/mobilenet_v1/marvis.py",
      '"depth_multiplier": tensors["model.1.0.weight"].shape[0] // stem,', '"depth_multiplier": 1,', [DM2_CLI]),
     ("seed_v1_relu6", CONV + "namings/mobilenet_v1/marvis.py", '"activation": "relu",', '"activation": "relu6",',
-     [DM2_CLI, "tests/test_convert.py::test_cli_conversion_reproduces_pytorch"]),
+     [DM2_CLI, "tests/conversion/test_convert.py::test_cli_conversion_reproduces_pytorch"]),
     ("v2_alpha_without_int", CONV + "namings/mobilenet_v2/common.py",
      "and make_divisible(int(320 * alpha), 8) == last_block_channels",
      "and make_divisible(320 * alpha, 8) == last_block_channels",
-     ["tests/test_convert.py::test_cli_conversion_reproduces_pytorch"]),
+     ["tests/conversion/test_convert.py::test_cli_conversion_reproduces_pytorch"]),
     # ------------------------------------------------------------ converter: reader
     ("reader_orig_mod_prefix", CONV + "reader/assemble.py", '_PREFIXES = ("module.", "_orig_mod.")', '_PREFIXES = ("module.",)'),
     ("reader_keeps_num_batches", CONV + "reader/assemble.py", 'and k.rsplit(".", 1)[-1] != "num_batches_tracked"', ""),
@@ -173,7 +173,7 @@ MUTANTS = [
      'TORCH = Conventions("torch", "torch", bn_epsilon=1e-3, bn_momentum=0.9)', [TORCH_PAD, DM2_CLI]),
     ("relu6_unbounded", KL + "layers/blocks.py",
      "return layers.ReLU(6.0, name=name)(x)", "return layers.ReLU(name=name)(x)",
-     [KERAS_APPS, "tests/test_convert.py::test_cli_conversion_reproduces_pytorch"]),
+     [KERAS_APPS, "tests/conversion/test_convert.py::test_cli_conversion_reproduces_pytorch"]),
     ("residual_skipped_when_dilated", KL + "layers/blocks.py",
      "    if stride == 1 and in_channels == filters:",
      "    if stride == 1 and in_channels == filters and dilation == 1:", [DL_CLI]),
@@ -213,7 +213,7 @@ MUTANTS = [
     ("bomb_warning_ignored", KL + "preprocessing/image.py",
      'warnings.simplefilter("error", Image.DecompressionBombWarning)',
      'warnings.simplefilter("ignore", Image.DecompressionBombWarning)',
-     ["tests/test_preprocessing.py::test_image_just_over_the_pixel_limit_is_refused_too", "tests/test_image.py"]),
+     ["tests/preprocessing/test_preprocessing.py::test_image_just_over_the_pixel_limit_is_refused_too", "tests/preprocessing/test_image.py"]),
     # ------------------------------------------------------------ preprocessing modes, labels
     ("torch_mode_bgr", KL + "preprocessing/__init__.py",
      '"torch": Normalization(RGB, 255.0,', '"torch": Normalization(BGR, 255.0,'),
@@ -232,7 +232,7 @@ MUTANTS = [
     ("unit_mode_bgr", KL + "preprocessing/__init__.py", '"unit": Normalization(RGB,', '"unit": Normalization(BGR,'),
     ("decode_lowest_first", KL + "labels.py",
      'order = np.argsort(-row, kind="stable")[:top]', 'order = np.argsort(row, kind="stable")[:top]',
-     ["tests/test_preprocessing.py"]),
+     ["tests/preprocessing/test_preprocessing.py"]),
     ("voc_palette_bits_reversed", KL + "labels.py",
      "for shift in range(7, -1, -1):", "for shift in range(8):", [PRED + "test_voc_palette_is_pascal_vocs"]),
     ("voc_palette_channels_rotated", KL + "labels.py",
@@ -249,15 +249,15 @@ MUTANTS = [
      "while len(self._interpreters) > self.cache_size:", "while len(self._interpreters) > 99:"),
     ("tflite_variables_not_frozen", TFLITE,
      "converter.experimental_lower_to_saved_model = False", "converter.experimental_lower_to_saved_model = True",
-     ["tests/test_tflite.py", INF + "test_sequential_uint8_and_subclassed_models"]),
+     ["tests/runtime/test_tflite.py", INF + "test_sequential_uint8_and_subclassed_models"]),
     ("compiled_bytes_unchecked", TFLITE,
      'if hashlib.sha256(content).hexdigest() != record["tflite_sha256"]:', "if False:", [WARM_DEMO]),
     ("compiled_side_record_unchecked", TFLITE,
      'if record != _side_record(arch, digest, size, record["tflite_sha256"]):', "if False:",
-     ["tests/test_tflite.py::test_an_entry_of_other_weights_renamed_into_place_is_refused"]),
+     ["tests/runtime/test_tflite.py::test_an_entry_of_other_weights_renamed_into_place_is_refused"]),
     ("compiled_key_without_weights", TFLITE,
      'return f"{arch}-{weights_digest}-{height}x{width}-{__version__}-"',
-     'return f"{arch}-{height}x{width}-{__version__}-"', ["tests/test_tflite.py", WARM_DEMO]),
+     'return f"{arch}-{height}x{width}-{__version__}-"', ["tests/runtime/test_tflite.py", WARM_DEMO]),
     ("compiled_input_unchecked", TFLITE,
      'if runner.input_shape != (None, *size, 3) or runner.input_details["dtype"] != np.float32:', "if False:"),
     ("predictor_auto_never_tflite", PREDICTOR,
@@ -268,7 +268,7 @@ MUTANTS = [
     ("demo_imports_tensorflow_first", KL + "cli/demo.py",
      "def check(args):\n    return check_request(args)",
      "def check(args):\n    import_tensorflow_quietly()\n    return check_request(args)",
-     ["tests/test_demo.py::test_bad_input_is_reported_before_tensorflow_is_imported"]),
+     ["tests/cli/test_demo.py::test_bad_input_is_reported_before_tensorflow_is_imported"]),
     ("demo_compiled_cache_unused", KL + "cli/demo.py",
      'runner = load_compiled(weights, size, record["arch"], classes, weights_digest=digest) if size else None',
      "runner = None", [WARM_DEMO]),

@@ -145,9 +145,21 @@ def test_no_test_module_imports_another():
         (module_name(path), target)
         for path in python_files("tests")
         for target in imports_of(path)
-        if target.startswith("tests.test_") or target == "tests.conftest"
+        if target.rpartition(".")[2].startswith("test_") or target == "tests.conftest"
     ]
     assert not offenders, offenders
+
+
+def test_tests_are_laid_out_like_the_package():
+    """tests/<layer>/ for each layer of keras_lightnets; at the top only the shared helpers and the
+    tests of the whole (structure, docs, untrusted inputs, Keras' internals)."""
+    package = {name for name in os.listdir(os.path.join(REPO, "keras_lightnets"))
+               if os.path.isfile(os.path.join(REPO, "keras_lightnets", name, "__init__.py"))}
+    folders = {name for name in os.listdir(os.path.join(REPO, "tests"))
+               if os.path.isdir(os.path.join(REPO, "tests", name)) and name != "__pycache__"}
+    assert folders <= package, folders - package
+    top = {name for name in os.listdir(os.path.join(REPO, "tests")) if name.startswith("test_")}
+    assert top == {"test_structure.py", "test_docs.py", "test_untrusted_inputs.py", "test_keras_internals.py"}, top
 
 
 def test_every_registry_arch_is_buildable_from_its_builder_string():

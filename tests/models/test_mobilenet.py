@@ -142,7 +142,7 @@ def test_models_train(family):
     keras.utils.set_random_seed(0)
     model = getattr(kl, family)(input_shape=(32, 32, 3), alpha=0.35 if family == "MobileNetV2" else 0.25, classes=3)
     # eager: tracing the training graph takes longer than the four steps
-    # (the graph path is trained by tests/test_finetune.py)
+    # (the graph path is trained by tests/training/test_finetune.py)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", run_eagerly=True)
     x = np.random.default_rng(0).uniform(-1, 1, (12, 32, 32, 3)).astype("float32")
     y = np.arange(12) % 3

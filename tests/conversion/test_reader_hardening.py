@@ -29,7 +29,7 @@ from keras_lightnets.conversion.reader import (
 from keras_lightnets.files import safe_text
 from tests import hostile_pickles as hp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CASE_SECONDS = 5
 
 EXPECTED = {

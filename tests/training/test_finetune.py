@@ -20,7 +20,7 @@ from keras_lightnets.training import finetune as ft
 from keras_lightnets.training.data import check_dataset, find_dataset
 from tests import finetune_data as fd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

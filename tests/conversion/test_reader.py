@@ -25,7 +25,7 @@ from keras_lightnets.conversion.reader import (
 )
 from tests import hostile_pickles as hp
 
-READER_SOURCES = sorted((pathlib.Path(__file__).resolve().parent.parent / "keras_lightnets" / "conversion" / "reader").glob("*.py"))
+READER_SOURCES = sorted((pathlib.Path(__file__).resolve().parents[2] / "keras_lightnets" / "conversion" / "reader").glob("*.py"))
 FORMATS = ["zip", "legacy"]
 FORMAT_NAMES = {"zip": "pytorch-zip", "legacy": "pytorch-legacy"}
 

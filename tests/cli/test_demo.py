@@ -136,7 +136,7 @@ def test_warm_cache_runs_without_tensorflow_and_never_serves_a_stale_flatbuffer(
     with the same weights (the pretrained file, or a copy of it as --weights)
     import neither TensorFlow nor Keras and print the same line. A changed
     weights file gets its own flatbuffer. (A corrupt one is compiled again:
-    tests/test_tflite.py.)"""
+    tests/runtime/test_tflite.py.)"""
     import h5py
 
     cache = tmp_path / "cache"
