@@ -79,9 +79,34 @@ def release_models_after_each_module():
     _release_memory()
 
 
+def _resident_bytes():
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 @pytest.fixture(autouse=True)
-def release_models_after_each_slow_test(request):
-    """The long tests (large models) free theirs at once, not at the module's end."""
+def release_models_after_large_tests(request):
+    """The long tests, and any that grew the process by over 256 MB (large models), free theirs at
+    once, not at the module's end: the next one then starts low, and the suite's peak stays low."""
+    before = _resident_bytes()
     yield
-    if request.node.get_closest_marker("slow") is not None:
+    if request.node.get_closest_marker("slow") is not None or _resident_bytes() - before > 256 << 20:
         _release_memory()
+
+
+@pytest.fixture(autouse=True)
+def log_peak_memory(request):
+    """With $LIGHTNETS_RSS_LOG set, each test's process peak (and its children's) is appended there:
+    where the suite's largest process grows (docs/development.md)."""
+    yield
+    path = os.environ.get("LIGHTNETS_RSS_LOG")
+    if path:
+        import resource
+
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        with open(path, "a", encoding="utf8") as f:
+            f.write(f"{os.getpid()} {own} {children} {request.node.nodeid}\n")

@@ -255,7 +255,7 @@ def test_fuzz_reader(tmp_path):
     write_seeds(seed_dir)
     started = time.perf_counter()
     process = subprocess.run(
-        [sys.executable, "-m", "tests.test_fuzz", str(seed_dir), str(CASES), "13"],
+        [sys.executable, "-m", "tests.conversion.test_fuzz", str(seed_dir), str(CASES), "13"],
         cwd=ROOT, capture_output=True, text=True, timeout=BATCH_SECONDS + 30,
         preexec_fn=_limit_memory,
     )
@@ -498,7 +498,7 @@ def run_h5_batch(seed_dir, cases, seed):
 def test_fuzz_h5_reader(tmp_path):
     started = time.perf_counter()
     process = subprocess.run(
-        [sys.executable, "-m", "tests.test_fuzz", "h5", str(tmp_path), str(H5_CASES), "7"],
+        [sys.executable, "-m", "tests.conversion.test_fuzz", "h5", str(tmp_path), str(H5_CASES), "7"],
         cwd=ROOT, capture_output=True, text=True, timeout=BATCH_SECONDS + 30, preexec_fn=_limit_memory,
     )
     elapsed = time.perf_counter() - started

@@ -148,6 +148,7 @@ def convert_reference(naming, backbone, output_stride, height, width, tmp_path, 
     checkpoint = tmp_path / "deeplab.pth"
     state = reference.state_dict()
     torch.save(wrap(state) if wrap else state, checkpoint)
+    del state
     out = tmp_path / "deeplab.h5"
     status, report, err = run_cli(
         capsys, checkpoint, out, "--arch", f"deeplabv3plus_{backbone}", "--output-stride", output_stride
@@ -163,6 +164,7 @@ def test_conversion_reproduces_pytorch_deeplab(naming, backbone, output_stride, 
     reference, images, expected, out, report = convert_reference(
         naming, backbone, output_stride, height, width, tmp_path, capsys
     )
+    del reference  # freed before Keras' model is built
     assert f"naming          {naming}" in report
     assert f"output_stride={output_stride}" in report
     assert "unused tensors  none" in report and "unset weights   none" in report
