@@ -147,10 +147,10 @@ class WeightsInfo(dict):
             raise AttributeError(name) from None
 
 
-def _source_info(tag, default):
-    from keras_lightnets.labels import class_index
+def _source_info(tag, default, class_names):
     from keras_lightnets.weights.sources import (
         HASHES,
+        KERAS_URL,
         SOURCES,
         KerasFile,
         TorchvisionCheckpoint,
@@ -159,11 +159,10 @@ def _source_info(tag, default):
     source = SOURCES[tag]
     if isinstance(source, KerasFile):
         files = source.file_names()
-        where = f"keras.applications ({KERAS_URL_NOTE}{source.folder}/, {len(files)} files by alpha, size and top)"
-        digests = {name: HASHES[name] for name in files if name in HASHES}
+        where = f"keras.applications ({KERAS_URL}{source.folder}/, {len(files)} files by alpha, size and top)"
         sha256 = None
-        hashes = "md5 as keras.applications pins them" if digests else "none published; pinned at first download"
-        options = dict(source.requires)
+        pinned = any(name in HASHES for name in files)
+        hashes = "md5 as keras.applications pins them" if pinned else "none published; pinned at first download"
     else:
         if isinstance(source, TorchvisionCheckpoint):
             where = f"torchvision {source.url_file}" + (f", also in pip {source.pip_name}" if source.pip_name else "")
@@ -171,7 +170,6 @@ def _source_info(tag, default):
             where = f"pip {source.pip_name} ({source.file})"
         sha256 = source.sha256
         hashes = "sha256" if len(sha256) == 64 else "sha256 prefix, as torchvision pins it"
-        options = dict(source.builder_kwargs)
     return WeightsInfo({
         "tag": tag,
         "arch": source.arch,
@@ -179,29 +177,29 @@ def _source_info(tag, default):
         "source": where,
         "sha256": sha256,
         "hashes": hashes,
-        "builder_kwargs": options,
+        "builder_kwargs": dict(source.requires),
         "preprocessing": dict(source.preprocessing),
-        "class_names": [label for _, label in class_index()],
+        "class_names": list(class_names),
         "top1": source.top1 or None,
         "license": source.license,
     })
 
 
-KERAS_URL_NOTE = "storage.googleapis.com/tensorflow/keras-applications/"
-
-
 def list_weights(name):
     """The pretrained weights of a model, each a dict: `tag` (what `weights=`
     takes), `arch`, `default` (what `get_model(name, weights="imagenet")`
-    loads), `source`, `sha256`, `builder_kwargs` (the options
-    the weights need), `preprocessing`, `class_names`, `top1` (as the source
+    loads), `source`, `sha256` and `hashes` (how the files are pinned),
+    `builder_kwargs` (the options the weights need), `preprocessing`, `class_names`, `top1` (as the source
     publishes it) and `license`.
 
     Args:
         name: a model name of `list_models()` or a builder name (`"MobileNetV2"`).
     """
+    from keras_lightnets.labels import class_index
+
     spec = _spec(name)
-    return [_source_info(tag, i == 0) for i, tag in enumerate(spec.pretrained)]
+    class_names = [label for _, label in class_index()]  # every pretrained source is ImageNet's 1000 classes
+    return [_source_info(tag, i == 0, class_names) for i, tag in enumerate(spec.pretrained)]
 
 
 def _spec(name):
@@ -240,7 +238,7 @@ def get_model(name, weights=None, **kwargs):
         if tag not in spec.pretrained:
             raise ValueError(f"{tag!r} are not weights of {spec.name}; its tags: {', '.join(spec.pretrained) or 'none'}")
         source = SOURCES[tag]
-        arguments.update(getattr(source, "requires", None) or source.builder_kwargs)
+        arguments.update(source.requires)
     elif isinstance(weights, (str, os.PathLike)) and weights != "imagenet":
         with open_weights(weights) as file:
             record = file.record()

@@ -117,12 +117,9 @@ def resolve_tag(builder_name, weights, options, build):
         raise ValueError(f"no ImageNet weights for {models}; pass weights=PATH to a weights file")
     for name in names:
         source = SOURCES[name]
-        if isinstance(source, KerasFile):
-            if _fits(source.requires, options):
+        if _fits(source.requires, options):
+            if isinstance(source, KerasFile):
                 return keras_file(name, source.select(**options)), source.by_name
-        elif _fits(source.builder_kwargs, options):
             return pretrained_weights(name, build), True
-    needs = "; ".join(
-        f"{name} ({getattr(SOURCES[name], 'requires', None) or SOURCES[name].builder_kwargs})" for name in names
-    )
+    needs = "; ".join(f"{name} ({SOURCES[name].requires})" for name in names)
     raise ValueError(f"no {label} weights for {models} with these options; available: {needs}")

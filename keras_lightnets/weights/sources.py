@@ -71,6 +71,11 @@ class PipCheckpoint:
     def preprocessing(self):
         return registry.get_spec(self.arch).preprocessing
 
+    @property
+    def requires(self):
+        """The builder options these weights need: those of the converted model."""
+        return self.builder_kwargs
+
 
 @dataclasses.dataclass(frozen=True)
 class TorchvisionCheckpoint(PipCheckpoint):
