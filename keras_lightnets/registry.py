@@ -34,10 +34,12 @@ MEGVII_EVAL = {"mode": "bgr", "size": 224, "resize": 256, "resample": "bilinear"
 # keras.applications (seed 004): `load_img(target_size=(224, 224))` (nearest,
 # aspect ratio not kept), then `preprocess_input`.
 KERAS_EVAL = {"mode": "tf", "size": 224, "resize": "stretch", "resample": "nearest"}
-# DeepLab weights: ImageNet mean/std at the photo's own size (no crop, no resize).
-# torchvision's own segmentation weights evaluate with the shorter side resized
-# to 520; their models take any size, and the photo goes in at its own.
+# DeepLab weights (VainF's and jfzhang95's predict): ImageNet mean/std at the
+# photo's own size (no crop, no resize).
 DEEPLAB_EVAL = {"mode": "torch", "size": None, "resize": None, "resample": "bilinear"}
+# torchvision's segmentation weights: SemanticSegmentation(resize_size=520),
+# the shorter side resized to 520 (bilinear), nothing cropped.
+TORCHVISION_SEGMENTATION_EVAL = {**DEEPLAB_EVAL, "resize": 520}
 
 
 def _lite_eval(size):
@@ -183,7 +185,7 @@ _SPECS = (
             f"{head}_mobilenet_v3_large",
             f"keras_lightnets.models.mobilenet_v3_segmentation:{builder}",
             {"input_shape": (None, None, 3)},
-            DEEPLAB_EVAL,
+            TORCHVISION_SEGMENTATION_EVAL,
             namings=(f"mobilenet_v3/torchvision_{head}",),
             input_size=None,
             task="segmentation",

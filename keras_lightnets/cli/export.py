@@ -41,8 +41,8 @@ def add_arguments(parser):
         "cannot express the weights' normalisation (per-channel mean/std, BGR)",
     )
     parser.add_argument("--size", type=parse_size, metavar="SIZE|HEIGHTxWIDTH",
-                        help=f"input size (default: the weights' own; {DEFAULT_SEGMENTER_SIZE} for a segmenter "
-                        "without one)")
+                        help=f"input size (default: the weights' own; for a segmenter without one, its "
+                        f"shorter-side resize (torchvision's: 520) or {DEFAULT_SEGMENTER_SIZE})")
     parser.add_argument("--free-size", action="store_true",
                         help="segmenters: free input height and width (TFLite, ONNX Runtime); MediaPipe cannot "
                         "take free sizes, so the TFLite file gets no MediaPipe metadata")
@@ -98,7 +98,10 @@ def input_size(args, record):
     from keras_lightnets import registry
 
     if registry.task_of(record) == "segmentation":
-        size = (record.get("preprocessing") or {}).get("size") or DEFAULT_SEGMENTER_SIZE
+        preprocessing = record.get("preprocessing") or {}
+        resize = preprocessing.get("resize")
+        # torchvision's segmenters meet photos at a shorter side of 520: the square they export at
+        size = preprocessing.get("size") or (resize if isinstance(resize, int) else DEFAULT_SEGMENTER_SIZE)
         return (size, size)
     return None
 

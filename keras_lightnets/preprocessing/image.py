@@ -135,7 +135,8 @@ def load_image(path, size=224, crop_fraction=1.0, resample="bilinear", resize=No
     Args:
         path: image file.
         size: output side, or `(height, width)` (`None`: the photo at its
-            own size, nothing resized or cropped).
+            own size, or with an int `resize` its shorter side at `resize`;
+            nothing cropped).
         crop_fraction: without `resize` (the files written before 0.2 and
             EfficientNet-Lite): side of the central square crop as a fraction
             of the shorter side, taken before resizing to `size` (1.0 = the
@@ -156,8 +157,15 @@ def load_image(path, size=224, crop_fraction=1.0, resample="bilinear", resize=No
 def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=None, dtype="float32"):
     """`load_image`'s transform of a Pillow RGB image: a 0-255 array of
     `dtype` ("uint8": Pillow's own pixels, no copy to float). `size` is an
-    int, `(height, width)`, or `None` (the image as it is)."""
+    int, `(height, width)`, or `None`: the image as it is, or with an int
+    `resize` N its shorter side resized to N and nothing cropped (torchvision's
+    `SemanticSegmentation(resize_size=N)`)."""
     if size is None:
+        if resize is not None and not isinstance(resize, str):
+            _check_side(resize)
+            target = shorter_side_size(*img.size, resize)
+            if target != img.size:
+                img = img.resize(target, RESAMPLING[resample])
         return np.asarray(img, dtype=dtype)
     height, width = (size, size) if isinstance(size, int) else size
     filter_ = RESAMPLING[resample]
@@ -165,8 +173,7 @@ def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=Non
         if img.size != (width, height):
             img = img.resize((width, height), filter_)
     elif resize is not None:
-        if isinstance(resize, bool) or not isinstance(resize, int) or resize < 1:
-            raise ValueError(f"resize must be a positive int, 'stretch' or None, got {resize!r}")
+        _check_side(resize)
         target = shorter_side_size(*img.size, resize)
         if target != img.size:
             img = img.resize(target, filter_)
@@ -182,6 +189,11 @@ def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=Non
             img = img.crop((left, top, left + crop_width, top + crop_height))
         img = img.resize((width, height), filter_)
     return np.asarray(img, dtype=dtype)
+
+
+def _check_side(resize):
+    if isinstance(resize, bool) or not isinstance(resize, int) or resize < 1:
+        raise ValueError(f"resize must be a positive int, 'stretch' or None, got {resize!r}")
 
 
 def load_for(path, preprocessing):

@@ -1,15 +1,46 @@
-"""Segmenting one photo as its weights' record prescribes (the demo and predict share it)."""
+"""Segmenting one photo as its weights' record prescribes (the demo, predict and evaluate share it)."""
 
 import numpy as np
 
 from keras_lightnets.preprocessing import preprocess_input
-from keras_lightnets.preprocessing.image import letterbox
+from keras_lightnets.preprocessing.image import letterbox, transform_for
+
+# output rows interpolated at a time: a 12-megapixel photo's 21 class scores
+# at full size would take a gigabyte
+_ROWS_PER_BAND = 128
 
 
 def _softmax(logits):
     shifted = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _bilinear_taps(source, target):
+    """`(lower, upper, upper weight)` index arrays that resize an axis of
+    `source` samples to `target` with half-pixel centres and no antialiasing
+    (`torch.nn.functional.interpolate(..., "bilinear", align_corners=False)`)."""
+    position = np.maximum((np.arange(target) + 0.5) * (source / target) - 0.5, 0.0)
+    lower = np.minimum(np.floor(position).astype("int64"), source - 1)
+    upper = np.minimum(lower + 1, source - 1)
+    return lower, upper, (position - lower).astype("float32")
+
+
+def resized_argmax(scores, height, width):
+    """The argmax over classes of `scores` `(h, w, classes)` resized bilinearly
+    (half-pixel centres, no antialiasing) to `(height, width)`, computed a band
+    of rows at a time: an int array `(height, width)`."""
+    rows, columns = _bilinear_taps(scores.shape[0], height), _bilinear_taps(scores.shape[1], width)
+    class_map = np.empty((height, width), "int64")
+    for start in range(0, height, _ROWS_PER_BAND):
+        band = slice(start, start + _ROWS_PER_BAND)
+        lower, upper, weight = (taps[band] for taps in rows)
+        weight = weight[:, None, None]
+        band_rows = scores[lower] * (1 - weight) + scores[upper] * weight
+        lower, upper, weight = columns
+        weight = weight[None, :, None]
+        class_map[band] = (band_rows[:, lower] * (1 - weight) + band_rows[:, upper] * weight).argmax(-1)
+    return class_map
 
 
 def segment(img, predict, preprocessing):
@@ -20,22 +51,25 @@ def segment(img, predict, preprocessing):
         predict: a callable from a preprocessed batch to logits, e.g. a `Predictor`.
         preprocessing: the weights record's `preprocessing`.
 
+    How the photo meets the network follows the record:
     `"resize": "letterbox"` (bubbliiiing's `detect_image`): the photo is
     letterboxed to the recorded size; the class probabilities are cropped
-    back to the photo's box and resized (bilinear, half-pixel) to the photo
-    before the argmax. Otherwise the photo goes in at its own size.
+    back to the photo's box and resized to the photo before the argmax.
+    `"resize": N` without a `size` (torchvision's segmentation weights,
+    `SemanticSegmentation(resize_size=520)`): the photo's shorter side is
+    resized to N; the logits are resized to the photo before the argmax, as
+    the network resizes its own. Otherwise the photo goes in at its own size.
+    Resizing back is bilinear with half-pixel centres.
     """
-    if preprocessing.get("resize") != "letterbox":
-        pixels = np.asarray(img, dtype="float32")
-        return np.asarray(predict(preprocess_input(pixels[None], preprocessing)))[0].argmax(-1)
-    import keras
-
-    boxed, (top, left, height, width) = letterbox(
-        img, preprocessing["size"], preprocessing.get("resample", "bicubic"), preprocessing.get("fill", 128)
-    )
-    logits = np.asarray(predict(preprocess_input(boxed[None], preprocessing)))[0]
-    probabilities = _softmax(logits[top : top + height, left : left + width])
-    probabilities = keras.ops.image.resize(
-        probabilities, (img.height, img.width), interpolation="bilinear", antialias=False
-    )
-    return np.asarray(probabilities).argmax(-1)
+    resize = preprocessing.get("resize")
+    if resize == "letterbox":
+        boxed, (top, left, height, width) = letterbox(
+            img, preprocessing["size"], preprocessing.get("resample", "bicubic"), preprocessing.get("fill", 128)
+        )
+        logits = np.asarray(predict(preprocess_input(boxed[None], preprocessing)))[0]
+        return resized_argmax(_softmax(logits[top : top + height, left : left + width]), img.height, img.width)
+    pixels = transform_for(img, preprocessing, preprocessing.get("size"))
+    logits = np.asarray(predict(preprocess_input(pixels[None], preprocessing)))[0]
+    if logits.shape[:2] == (img.height, img.width):
+        return logits.argmax(-1)
+    return resized_argmax(logits, img.height, img.width)

@@ -124,9 +124,17 @@ def test_converter_gate_counts_the_decided_pixels(decided):
 
 
 @pytest.fixture(scope="module")
-def lraspp_file(tmp_path_factory):
-    _, _, out = convert("lraspp_mobilenet_v3_large", 21, calibration_images(97, 131), tmp_path_factory.mktemp("lraspp"))
-    return out
+def lraspp_converted(tmp_path_factory):
+    """`(PyTorch reference, converted .h5)` of a random LR-ASPP."""
+    reference, _, out = convert(
+        "lraspp_mobilenet_v3_large", 21, calibration_images(97, 131), tmp_path_factory.mktemp("lraspp")
+    )
+    return reference, out
+
+
+@pytest.fixture(scope="module")
+def lraspp_file(lraspp_converted):
+    return lraspp_converted[1]
 
 
 @pytest.mark.parametrize(
@@ -201,3 +209,52 @@ def test_folder_prediction_and_finetuning_head(lraspp_file, tmp_path):
     saved = ft.read_h5_weights(str(lraspp_file))
     np.testing.assert_array_equal(model.get_layer("lraspp_cbr").get_weights()[0], saved["lraspp_cbr"][0])
     assert model.output_shape == (None, 64, 64, 3)
+
+
+def torchvision_segmentation(reference, photo):
+    """The class map torchvision's pipeline gives at the photo's size, written
+    from its code: `SemanticSegmentation(resize_size=520)` (`F.resize(img,
+    [520])` on a PIL image: the shorter side to 520, the longer
+    `int(520 * long / short)`, PIL bilinear; `pil_to_tensor`, /255, ImageNet
+    mean/std), the model, and its logits interpolated to the photo
+    (`F.interpolate(..., "bilinear", align_corners=False)`, as the model
+    resizes its own). Returns `(class map, logits at the photo's size)`."""
+    import torch.nn.functional as F
+
+    width, height = photo.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(520 * long / short)
+    size = (520, new_long) if width <= height else (new_long, 520)
+    pixels = torch.from_numpy(np.array(photo.resize(size, Image.Resampling.BILINEAR))).permute(2, 0, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    x = ((pixels.float() / 255 - mean) / std)[None]
+    with torch.no_grad():
+        logits = F.interpolate(reference.eval()(x), size=(height, width), mode="bilinear", align_corners=False)
+    return logits[0].argmax(0).numpy(), logits[0].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("height,width", [(150, 200), (300, 180)])
+def test_segment_follows_torchvisions_transform(lraspp_converted, height, width):
+    from keras_lightnets.runtime.segmentation import segment
+
+    reference, out = lraspp_converted
+    preprocessing = kl.weights_info(out)["preprocessing"]
+    assert preprocessing["resize"] == 520 and preprocessing["size"] is None
+    photo = Image.fromarray(fd.photo("coffee")[:height, :width])
+    model, shapes = kl.from_h5(out), []
+
+    def predict(batch):
+        shapes.append(batch.shape)
+        return np.asarray(model(batch))
+
+    got = segment(photo, predict, preprocessing)
+    expected, logits = torchvision_segmentation(reference, photo)
+    short, long = min(height, width), max(height, width)
+    side = int(520 * long / short)
+    assert shapes == [(1, 520, side, 3) if height < width else (1, side, 520, 3)]
+    assert got.shape == (height, width)
+    top_two = np.sort(logits, axis=-1)[..., -2:]
+    decided = top_two[..., 1] - top_two[..., 0] > 1e-3
+    assert decided.mean() > 0.99 and len(np.unique(expected)) > 1
+    assert (got == expected)[decided].mean() >= SEG_ARGMAX
