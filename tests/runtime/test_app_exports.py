@@ -201,6 +201,21 @@ def deeplab_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.parametrize("arch,size", [
+    ("lraspp_mobilenet_v3_large", (520, 520)),  # torchvision's SemanticSegmentation(resize_size=520)
+    ("deeplabv3plus_mobilenetv2", (512, 512)),  # VainF's: the photo at its own size
+])
+def test_segmenters_export_at_the_size_their_photos_meet(arch, size):
+    import argparse
+
+    from keras_lightnets import registry
+    from keras_lightnets.cli.export import input_size
+
+    record = {"arch": arch, "preprocessing": dict(registry.get_spec(arch).preprocessing)}
+    assert input_size(argparse.Namespace(size=None), record) == size
+    assert input_size(argparse.Namespace(size=(64, 96)), record) == (64, 96)
+
+
 @pytest.mark.slow
 def test_segmenter_at_a_fixed_size_for_mediapipe(deeplab_weights, tmp_path, capsys):
     status, out, err = export(capsys, "--weights", deeplab_weights, "--format", "tflite", "--size", "64x96",
