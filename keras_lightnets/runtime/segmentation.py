@@ -30,16 +30,21 @@ def resized_argmax(scores, height, width):
     """The argmax over classes of `scores` `(h, w, classes)` resized bilinearly
     (half-pixel centres, no antialiasing) to `(height, width)`, computed a band
     of rows at a time: an int array `(height, width)`."""
-    rows, columns = _bilinear_taps(scores.shape[0], height), _bilinear_taps(scores.shape[1], width)
+    rows, (left, right, right_weight) = _bilinear_taps(scores.shape[0], height), _bilinear_taps(scores.shape[1], width)
+    right_weight = right_weight[None, :, None]
     class_map = np.empty((height, width), "int64")
     for start in range(0, height, _ROWS_PER_BAND):
         band = slice(start, start + _ROWS_PER_BAND)
         lower, upper, weight = (taps[band] for taps in rows)
-        weight = weight[:, None, None]
-        band_rows = scores[lower] * (1 - weight) + scores[upper] * weight
-        lower, upper, weight = columns
-        weight = weight[None, :, None]
-        class_map[band] = (band_rows[:, lower] * (1 - weight) + band_rows[:, upper] * weight).argmax(-1)
+        # a + w (b - a), in place: the band's arrays are the large ones
+        band_rows = scores[upper] - scores[lower]
+        band_rows *= weight[:, None, None]
+        band_rows += scores[lower]
+        interpolated, step = band_rows[:, left], band_rows[:, right]
+        step -= interpolated
+        step *= right_weight
+        interpolated += step
+        class_map[band] = interpolated.argmax(-1)
     return class_map
 
 
