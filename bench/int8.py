@@ -49,9 +49,8 @@ import tensorflow as tf  # noqa: E402
 
 from keras_lightnets.catalog import from_h5, pretrained_file, weights_info  # noqa: E402
 from keras_lightnets.preprocessing import preprocess_input  # noqa: E402
-from keras_lightnets.runtime import tflite  # noqa: E402
+from keras_lightnets.runtime import folding, tflite  # noqa: E402
 from keras_lightnets.runtime.calibration import photo_pixels, shipped_photos  # noqa: E402
-from keras_lightnets.runtime.folding import fold_batchnorm  # noqa: E402
 from keras_lightnets.runtime.predictor import Predictor  # noqa: E402
 
 # (name, graph "folded"/"plain", tflite_bytes keywords, calibration images);
@@ -166,7 +165,7 @@ def photo_lines(folds_run, references, results):
 
 
 def option_rows(model, preprocessing, fold, reference, threads):
-    folded = fold_batchnorm(model)
+    folded = folding.fold_batchnorm(model)
     photos, calibration, _, evaluation = fold
     rows = ["| converter options | agreement | std Δlogit | batch 1 ms | MB | int8 ops / all |", "|---|---|---|---|---|---|"]
     for name, graph, keywords, count in OPTIONS:
@@ -192,25 +191,16 @@ def option_rows(model, preprocessing, fold, reference, threads):
     return rows
 
 
-def _folded_kernel(layer, batchnorm, kernel):
-    """`(kernel as the inference graph holds it, per-channel factor)`: the
-    BatchNormalization after `layer` folded in, output channels last."""
+def int8_rounded(layer, batchnorm, kernel):
+    """`kernel` with its values, `batchnorm` (or None) folded in as
+    `fold_batchnorm` folds it, rounded as the converter quantizes weights:
+    int8 per output channel, symmetric, scale max|w| / 127."""
     import keras
 
+    factor = 1.0 if batchnorm is None else folding._bn_scale_shift(batchnorm)[0]
     depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-    channels = kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[-1]
-    factor = np.ones(channels, "float32")
-    if batchnorm is not None:
-        gamma, _, _, variance = batchnorm.get_weights()
-        factor = gamma / np.sqrt(variance + batchnorm.epsilon)
-    shaped = kernel.reshape(*kernel.shape[:2], -1) if depthwise else kernel
-    return shaped * factor, factor
-
-
-def int8_rounded(layer, batchnorm, kernel):
-    """`kernel` with its folded values rounded as the converter quantizes
-    weights: int8 per output channel, symmetric, scale max|w| / 127."""
-    folded, factor = _folded_kernel(layer, batchnorm, kernel)
+    # output channels last: a depthwise kernel's channel c * m + j is kernel[..., c, j]
+    folded = (kernel.reshape(*kernel.shape[:2], -1) if depthwise else kernel) * factor
     scale = np.abs(folded).reshape(-1, folded.shape[-1]).max(0) / 127
     scale = np.where(scale > 0, scale, 1)
     return (np.round(folded / scale) * scale / factor).reshape(kernel.shape).astype(kernel.dtype)
@@ -222,11 +212,10 @@ def sensitivity_rows(model, evaluation, reference):
     float), and when fp32's own logits get Gaussian noise."""
     import keras
 
-    layers = model.layers
+    batchnorms = {id(layer): bn for bn, layer in folding._fold_pairs(model)}
     pairs = [
-        (layer, layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], keras.layers.BatchNormalization)
-         else None)
-        for i, layer in enumerate(layers)
+        (layer, batchnorms.get(id(layer)))
+        for layer in model.layers
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
     ]
     saved = {layer.name: layer.get_weights() for layer, _ in pairs}

@@ -308,3 +308,51 @@ class LoopbackServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def slow_converter(delay):
+    """`python -c` source of the converter's CLI (`convert`'s arguments after
+    it) with every HDF5 dataset write slowed by `delay` seconds, so that a
+    signal lands while the file is being written."""
+    return f"""
+import sys, time, h5py
+create = h5py.Group.create_dataset
+def slow_create(self, *args, **kwargs):
+    time.sleep({delay})
+    return create(self, *args, **kwargs)
+h5py.Group.create_dataset = slow_create
+from convert.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def keras_applications_request(monkeypatch, modules, family, **kwargs):
+    """`(fname, origin, file_hash)`: what the installed keras.applications'
+    `family(weights="imagenet", **kwargs)` asks `get_file` for (patched in
+    `modules`, stopped there), with our own base-URL override off."""
+    import warnings
+
+    import keras
+
+    from keras_lightnets.weights import fetch
+
+    class Stop(Exception):
+        pass
+
+    asked = []
+
+    def fake_get_file(fname, origin, file_hash=None, **_):
+        asked.append((fname, origin, file_hash))
+        raise Stop
+
+    for module in modules:
+        monkeypatch.setattr(module.file_utils, "get_file", fake_get_file)
+    monkeypatch.setattr(fetch, "KERAS_BASE_URL", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            getattr(keras.applications, family)(weights="imagenet", **kwargs)
+        except Stop:
+            return asked[0]
+    raise AssertionError(f"keras.applications.{family} fetched no file")
+

@@ -162,10 +162,7 @@ def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=Non
     `SemanticSegmentation(resize_size=N)`)."""
     if size is None:
         if resize is not None and not isinstance(resize, str):
-            _check_side(resize)
-            target = shorter_side_size(*img.size, resize)
-            if target != img.size:
-                img = img.resize(target, RESAMPLING[resample])
+            img = _resize_shorter_side(img, resize, RESAMPLING[resample])
         return np.asarray(img, dtype=dtype)
     height, width = (size, size) if isinstance(size, int) else size
     filter_ = RESAMPLING[resample]
@@ -173,11 +170,7 @@ def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=Non
         if img.size != (width, height):
             img = img.resize((width, height), filter_)
     elif resize is not None:
-        _check_side(resize)
-        target = shorter_side_size(*img.size, resize)
-        if target != img.size:
-            img = img.resize(target, filter_)
-        img = center_crop(img, (height, width))
+        img = center_crop(_resize_shorter_side(img, resize, filter_), (height, width))
     else:
         if crop_fraction is not None:
             # the largest central region of the target's aspect ratio, then the fraction of it
@@ -191,9 +184,12 @@ def eval_transform(img, size, crop_fraction=1.0, resample="bilinear", resize=Non
     return np.asarray(img, dtype=dtype)
 
 
-def _check_side(resize):
+def _resize_shorter_side(img, resize, filter_):
+    """torchvision's `Resize(resize)` of a Pillow image (`shorter_side_size`)."""
     if isinstance(resize, bool) or not isinstance(resize, int) or resize < 1:
         raise ValueError(f"resize must be a positive int, 'stretch' or None, got {resize!r}")
+    target = shorter_side_size(*img.size, resize)
+    return img if target == img.size else img.resize(target, filter_)
 
 
 def load_for(path, preprocessing):

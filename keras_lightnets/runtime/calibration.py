@@ -68,21 +68,22 @@ def shipped_photos():
             path = os.path.join(folder, name)
             if os.path.isfile(path):
                 img = read_image(path)
-                thumbnail = _thumbnail(img)
-                if not any(_same_photo(img, thumbnail, *earlier) for earlier in seen):
-                    seen.append((img.size, thumbnail))
+                looks = _looks(img)
+                if not any(_same_photo(looks, earlier) for earlier in seen):
+                    seen.append(looks)
                     photos.append((name, img))
     return photos
 
 
-def _thumbnail(img):
-    return np.asarray(img.convert("L").resize((16, 16)), "float32")
+def _looks(img):
+    """`(size, 16x16 grey thumbnail)` of a Pillow image, for `_same_photo`."""
+    return img.size, np.asarray(img.convert("L").resize((16, 16)), "float32")
 
 
-def _same_photo(img, thumbnail, size, earlier_thumbnail):
-    """Whether `img` is a photo seen before saved again (a JPEG of a PNG): the
-    same size, 16x16 grey thumbnails within 4 grey levels on average."""
-    return img.size == size and np.abs(thumbnail - earlier_thumbnail).mean() < 4
+def _same_photo(looks, earlier):
+    """Whether two photos' `_looks` are one photo saved twice (a JPEG of a PNG):
+    the same size, thumbnails within 4 grey levels on average."""
+    return looks[0] == earlier[0] and np.abs(looks[1] - earlier[1]).mean() < 4
 
 
 def folder_photos(folder, limit=None):

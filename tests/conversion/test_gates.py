@@ -34,6 +34,7 @@ from tests.helpers import (
     randomize_torch_model,
     reference_images,
     run_cli,
+    slow_converter,
     top5,
     torch_forward,
 )
@@ -142,21 +143,6 @@ def test_gate_refuses_a_top5_change_below_the_threshold(checkpoints, tmp_path, c
     assert os.listdir(tmp_path) == []
 
 
-# The converter's CLI with every HDF5 dataset write slowed down, so that a
-# SIGKILL lands while the file is being written.
-SLOW_WRITER = """
-import sys, time
-import h5py
-_create = h5py.Group.create_dataset
-def slow_create(self, *args, **kwargs):
-    time.sleep(0.05)
-    return _create(self, *args, **kwargs)
-h5py.Group.create_dataset = slow_create
-from convert.__main__ import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_force_killed_while_writing_keeps_the_old_file(checkpoints, tmp_path, capsys):
     folder, _ = checkpoints
     out = tmp_path / "model.h5"
@@ -166,7 +152,7 @@ def test_force_killed_while_writing_keeps_the_old_file(checkpoints, tmp_path, ca
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
     log = tempfile.TemporaryFile()
     child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_WRITER, str(folder / "perturbed.pth"), str(out), *ARCH, "--force", "--no-check"],
+        [sys.executable, "-c", slow_converter(0.05), str(folder / "perturbed.pth"), str(out), *ARCH, "--force", "--no-check"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:

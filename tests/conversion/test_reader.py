@@ -69,6 +69,17 @@ def refused(path, *fragments):
     return message
 
 
+def refused_within(path, fragment, peak_bytes):
+    """`refused`, allocating under `peak_bytes` (Python's allocations, `tracemalloc`) meanwhile."""
+    tracemalloc.start()
+    try:
+        refused(path, fragment)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < peak_bytes
+
+
 # ----------------------------------------------------------------------- round trips
 
 
@@ -500,13 +511,7 @@ def test_huge_memo_index_fails_fast(tmp_path):
     # EMPTY_LIST, LONG_BINPUT 2**27: the C unpickler would allocate and zero a 2 GiB memo.
     path = tmp_path / "memo.pth"
     hp.write_zip_checkpoint(path, b"\x80\x02]r" + struct.pack("<I", 2**27) + b".")
-    tracemalloc.start()
-    try:
-        refused(path, "memo index 134217728")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 50 * 2**20
+    refused_within(path, "memo index 134217728", 50 * 2**20)
 
 
 def test_codecs_encode_only_for_latin1_bytes(tmp_path):
@@ -635,13 +640,7 @@ def test_zip_storage_claiming_huge_size(tmp_path):
     # A 40-byte entry whose persistent id claims 2**40 elements: refused before reading.
     storage = hp.FakeStorage("0", torch.FloatStorage, np.zeros(10, np.float32).tobytes(), numel=2**40)
     path = _zip_with(tmp_path, {"w": hp.FakeTensor(storage, 0, (10,), (1,))}, [storage])
-    tracemalloc.start()
-    try:
-        refused(path, "storage '0' holds 40 bytes, expected 1099511627776 x 4")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 10 * 2**20
+    refused_within(path, "storage '0' holds 40 bytes, expected 1099511627776 x 4", 10 * 2**20)
 
 
 def test_crafted_zip_reads_when_in_bounds(tmp_path):

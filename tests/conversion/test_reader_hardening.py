@@ -28,6 +28,7 @@ from keras_lightnets.conversion.reader import (
 )
 from keras_lightnets.files import safe_text
 from tests import hostile_pickles as hp
+from tests.helpers import slow_converter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CASE_SECONDS = 5
@@ -404,18 +405,6 @@ def test_stale_temp_files_of_dead_writers_only_are_removed(tmp_path):
     assert remove_stale_temp_files(tmp_path) == [str(live_temp)]
 
 
-SLOW_WRITER = r"""
-import sys, time, h5py
-create = h5py.Group.create_dataset
-def slow_create(self, *args, **kwargs):
-    time.sleep(0.02)
-    return create(self, *args, **kwargs)
-h5py.Group.create_dataset = slow_create
-from convert.__main__ import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_cli_concurrent_writes_sigterm_and_stale_temp_files(tmp_path):
     """Two conversions into one folder both succeed and remove a dead writer's temp file;
     a third, sent SIGTERM while writing, leaves neither its output nor its temp file."""
@@ -433,7 +422,7 @@ def test_cli_concurrent_writes_sigterm_and_stale_temp_files(tmp_path):
     runs = [subprocess.Popen(convert + [str(shared / name)] + options, cwd=ROOT, env=environment,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for name in ("a.h5", "b.h5")]
-    slow = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(checkpoint), str(killed / "k.h5"), *options],
+    slow = subprocess.Popen([sys.executable, "-c", slow_converter(0.02), str(checkpoint), str(killed / "k.h5"), *options],
                             cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -5,7 +5,6 @@ import dataclasses
 import hashlib
 import re
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -26,6 +25,7 @@ from tests.helpers import (
     assert_parity,
     assert_reported_parity,
     files_in,
+    keras_applications_request,
     nchw,
     randomize_keras_weights,
     randomize_torch_model,
@@ -192,26 +192,12 @@ def test_the_same_file_and_hash_as_keras_applications(family, kwargs, monkeypatc
     """Asks the installed keras.applications which file it would fetch, and with which hash."""
     from keras.src.applications import mobilenet_v3
 
-    class Stop(Exception):
-        pass
-
-    asked = []
-
-    def fake_get_file(fname, origin, file_hash=None, **_):
-        asked.append((fname, origin, file_hash))
-        raise Stop
-
-    monkeypatch.setattr(mobilenet_v3.file_utils, "get_file", fake_get_file)
-    monkeypatch.setattr(fetch, "KERAS_BASE_URL", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(Stop):
-            getattr(keras.applications, family)(weights="imagenet", **kwargs)
+    asked = keras_applications_request(monkeypatch, [mobilenet_v3], family, **kwargs)
     source = sources.SOURCES[f"keras_mobilenet_v3_{family[11:].lower()}"]
     options = {"alpha": 1.0, "include_top": True, "minimalistic": False, **kwargs}
     fname = source.select(alpha=options["alpha"], include_top=options["include_top"],
                           minimalistic=options["minimalistic"])
-    assert (fname, fetch.keras_url(source, fname), sources.HASHES[fname]) == asked[0]
+    assert (fname, fetch.keras_url(source, fname), sources.HASHES[fname]) == asked
 
 
 def test_unpublished_keras_options_are_refused_as_keras_refuses_them(caches):

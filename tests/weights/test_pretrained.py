@@ -23,7 +23,7 @@ from keras_lightnets.weights.h5 import (
     model_layer_weights,
     write_weights,
 )
-from tests.helpers import files_in
+from tests.helpers import files_in, keras_applications_request
 
 TORCHVISION = sources.SOURCES["torchvision_mobilenet_v2"]
 MEMBER = f"{TORCHVISION.package}/{TORCHVISION.file}"
@@ -72,32 +72,16 @@ def test_the_same_url_as_keras_applications(family, kwargs, monkeypatch):
     """Asks the installed keras.applications which URL it would fetch."""
     import warnings
 
-    import keras
     from keras.src.applications import mobilenet, mobilenet_v2
 
-    class Stop(Exception):
-        pass
-
-    asked = []
-
-    def fake_get_file(fname, origin, **_):
-        asked.append(origin)
-        raise Stop
-
-    for module in (mobilenet, mobilenet_v2):
-        monkeypatch.setattr(module.file_utils, "get_file", fake_get_file)
-    monkeypatch.setattr(fetch, "KERAS_BASE_URL", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(Stop):
-            getattr(keras.applications, family)(weights="imagenet", **kwargs)
+    _, origin, _ = keras_applications_request(monkeypatch, [mobilenet, mobilenet_v2], family, **kwargs)
     source = sources.SOURCES["keras_mobilenet" if family == "MobileNet" else "keras_mobilenet_v2"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = fetch.keras_url(
             source, source.select(alpha=kwargs["alpha"], rows=kwargs["input_shape"][0], include_top=kwargs["include_top"])
         )
-    assert ours == asked[0]
+    assert ours == origin
 
 
 def make_keras_file(path, alpha=0.35, rows=96, include_top=True, seed=0):
